@@ -1,0 +1,165 @@
+"""Accuracy-versus-compute curves from one pool of samples per problem.
+
+"Generate once, evaluate many": with N samples per problem, a strategy at budget n < N is
+replayed on random n-subsets of the pool. Repeating the draw (and resampling problems)
+gives both the expected accuracy and a bootstrap confidence interval. Tokens are counted
+from the samples actually drawn, so curves against generated tokens are honest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .grading import group_answers
+from .scorers import aggregate
+from .strategies import PICKERS
+
+
+@dataclass
+class PoolProblem:
+    """What the replay needs of one problem's pool, precomputed once."""
+
+    groups: list[int | None]
+    correct: np.ndarray  # bool per sample
+    scores: list[float]
+    tokens: np.ndarray  # generated tokens per sample
+
+
+@dataclass
+class CurvePoint:
+    strategy: str
+    n: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    generated_tokens: float  # mean per problem, for this n
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
+    cands = record["candidates"]
+    return PoolProblem(
+        groups=group_answers([c.get("answer") for c in cands]),
+        correct=np.array([bool(c.get("correct")) for c in cands]),
+        scores=[aggregate(c["scores"][scorer], aggregation) if c["scores"].get(scorer) else 0.0 for c in cands],
+        tokens=np.array([sum(s["n_tokens"] for s in c["steps"]) for c in cands], dtype=float),
+    )
+
+
+def budgets(n_max: int) -> list[int]:
+    """Powers of two up to n_max, plus n_max itself."""
+    out = [1 << k for k in range(int(math.log2(n_max)) + 1)] if n_max >= 1 else []
+    if out and out[-1] != n_max:
+        out.append(n_max)
+    return out
+
+
+def curves(
+    pools: Sequence[PoolProblem],
+    strategies: Sequence[str],
+    n_boot: int = 100,
+    seed: int = 0,
+) -> list[CurvePoint]:
+    """Every strategy at every budget, plus pass@1 (mean sample accuracy) and oracle pass@n
+    (some sample in the subset is right), with 95% bootstrap intervals."""
+    if not pools:
+        return []
+    n_max = min(len(p.correct) for p in pools)
+    rng = np.random.default_rng(seed)
+    points: list[CurvePoint] = []
+    n_problems = len(pools)
+    for n in budgets(n_max):
+        draws = n_boot
+        hits = {s: np.zeros((draws, n_problems)) for s in [*strategies, "oracle"]}
+        tokens = np.zeros((draws, n_problems))
+        for b in range(draws):
+            for p, pool in enumerate(pools):
+                subset = rng.permutation(len(pool.correct))[:n]
+                groups = [pool.groups[i] for i in subset]
+                scores = [pool.scores[i] for i in subset]
+                tokens[b, p] = pool.tokens[subset].sum()
+                hits["oracle"][b, p] = pool.correct[subset].any()
+                for s in strategies:
+                    k = PICKERS[s](groups, scores)
+                    hits[s][b, p] = k is not None and pool.correct[subset[k]]
+        resample = rng.integers(0, n_problems, size=(draws, n_problems))
+        for s, h in hits.items():
+            per_draw = np.take_along_axis(h, resample, axis=1).mean(axis=1)
+            lo, hi = np.percentile(per_draw, [2.5, 97.5])
+            points.append(CurvePoint(s, n, float(h.mean()), float(lo), float(hi), float(tokens.mean())))
+    p1 = np.array([p.correct.mean() for p in pools])
+    lo, hi = _problem_ci(p1, rng)
+    points.append(
+        CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools])))
+    )
+    return points
+
+
+def _problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:
+    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+    lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def table(points: Sequence[CurvePoint], with_ci: bool = True) -> str:
+    """A markdown table: one row per strategy, one column per budget, then tokens."""
+    ns = sorted({p.n for p in points})
+    names = list(dict.fromkeys(p.strategy for p in points))
+    cell = {(p.strategy, p.n): p for p in points}
+    header = "| strategy | " + " | ".join(f"n={n}" for n in ns) + " |"
+    lines = [header, "|---|" + "---:|" * len(ns)]
+    for s in names:
+        row = []
+        for n in ns:
+            p = cell.get((s, n))
+            if p is None:
+                row.append("")
+            elif with_ci:
+                row.append(f"{100 * p.accuracy:.1f} [{100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}]")
+            else:
+                row.append(f"{100 * p.accuracy:.1f}")
+        lines.append(f"| {s} | " + " | ".join(row) + " |")
+    tok = {p.n: p.generated_tokens for p in points if p.strategy != "pass@1"}
+    lines.append("| generated tokens / problem | " + " | ".join(f"{tok.get(n, 0):.0f}" for n in ns) + " |")
+    return "\n".join(lines)
+
+
+def plot(points: Sequence[CurvePoint], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [s for s in dict.fromkeys(p.strategy for p in points) if s != "pass@1"]
+    for s in names:
+        pts = sorted((p for p in points if p.strategy == s), key=lambda p: p.n)
+        style = {"linestyle": ":", "color": "grey"} if s == "oracle" else {"marker": "o"}
+        label = "oracle (any sample right)" if s == "oracle" else s
+        for ax, xs in ((axes[0], [p.n for p in pts]), (axes[1], [p.generated_tokens for p in pts])):
+            ys = [100 * p.accuracy for p in pts]
+            ax.plot(xs, ys, label=label, **style)
+            if s != "oracle":
+                ax.fill_between(xs, [100 * p.ci_low for p in pts], [100 * p.ci_high for p in pts], alpha=0.12)
+    p1 = next((p for p in points if p.strategy == "pass@1"), None)
+    for ax in axes:
+        if p1 is not None:
+            ax.axhline(100 * p1.accuracy, color="black", linestyle="--", linewidth=0.8, label="pass@1 (one sample)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("N (samples per problem)")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("generated tokens per problem")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

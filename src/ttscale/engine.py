@@ -1,0 +1,407 @@
+"""The embedded engine: llama.cpp on the CPU through llama-cpp-python's low-level API.
+
+Why low-level: the high-level `Llama` object decodes one sequence at a time. Test-time
+compute needs the opposite: many samples of one prompt, decoded together in one batch, the
+prompt's KV cache computed once and shared (llama.cpp sequence copy in a unified KV buffer).
+
+The KV cache is managed as a set of sequence slots, each remembering the tokens it holds.
+A new prompt starts from the slot sharing its longest prefix, so a repeated prompt, or a
+partial answer that extends an earlier one, only computes its new tokens. Sampling runs in
+llama.cpp's native sampler chain (one chain per sequence, seeded per sample); numpy only
+computes one log-sum-exp per row for the log-probabilities the verifiers need.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .core import Completion, Compute, Generation, Prompt, SamplingParams, model_flops
+from .models import DEFAULT_MODEL, ModelError, resolve
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Slot:
+    tokens: list[int] = field(default_factory=list)  # what this sequence holds in the KV cache
+    last_use: int = 0
+
+
+@dataclass
+class _Seq:
+    slot: int
+    prompt_index: int
+    sampler: Any
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    certainties: list[float] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    finish_reason: str | None = None
+    pending: int | None = None  # sampled, not yet fed to the model
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A distinct, reproducible 32-bit seed per (call seed, prompt, sample).
+    0xFFFFFFFF is avoided: llama.cpp reads it as 'pick a random seed'."""
+    x = (seed * 0x9E3779B1 + prompt_index * 0x85EBCA77 + sample_index * 0xC2B2AE3D) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    return x if x != 0xFFFFFFFF else 0
+
+
+class LlamaCppGenerator:
+    """A `Generator` over one GGUF model. Not thread-safe: one call at a time."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        n_ctx: int = 32768,
+        n_seq_max: int = 64,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        import llama_cpp as L
+        from llama_cpp import _logger
+
+        _logger.set_verbose(verbose)
+        self._L = L
+        path, spec = resolve(model)
+        self.path = path
+        self.spec = spec
+        self.name = spec.name if spec else path.stem
+        L.llama_backend_init()
+        self._model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
+        if not self._model:
+            raise ModelError(f"llama.cpp could not load {path}")
+        cp = L.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = n_batch
+        cp.n_seq_max = n_seq_max
+        threads = n_threads or os.cpu_count() or 1
+        cp.n_threads = threads
+        cp.n_threads_batch = threads
+        cp.kv_unified = True  # shared prefixes live once in the cache, across sequences
+        self._ctx = L.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise EngineError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_seq_max={n_seq_max})")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self._mem = L.llama_get_memory(self._ctx)
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self.n_params = int(L.llama_model_n_params(self._model))
+        self.n_ctx = L.llama_n_ctx(self._ctx)
+        self.n_seq_max = n_seq_max
+        self.n_batch = n_batch
+        tmpl = L.llama_model_chat_template(self._model, None)
+        if not tmpl:
+            raise ModelError(f"{path} carries no chat template")
+        self._template: bytes = tmpl
+        self._batch = L.llama_batch_init(max(n_batch, n_seq_max), 0, 1)
+        self._slots = [_Slot() for _ in range(n_seq_max)]
+        self._clock = 0
+        self._pieces: dict[int, bytes] = {}
+        self._log_v = math.log(self.n_vocab)
+        self.timing = {"decode_s": 0.0, "sample_s": 0.0}  # where the time goes, for `bench engine`
+
+    # --- text <-> tokens ---------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        """The chat template applied with an open assistant turn, then the partial answer."""
+        L = self._L
+        msgs = (L.llama_chat_message * len(prompt.messages))()
+        keep = []  # the bytes must outlive the call
+        for k, (role, content) in enumerate(prompt.messages):
+            r, c = role.encode(), content.encode()
+            keep += [r, c]
+            msgs[k].role, msgs[k].content = r, c
+        size = 4096 + sum(len(c) for _, c in prompt.messages) * 2
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_chat_apply_template(self._template, msgs, len(msgs), True, buf, size)
+        if n > size:
+            buf = ctypes.create_string_buffer(n)
+            n = L.llama_chat_apply_template(self._template, msgs, len(msgs), True, buf, n)
+        if n < 0:
+            raise EngineError("llama.cpp does not support this model's chat template")
+        return buf.raw[:n].decode("utf-8") + prompt.partial
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        L = self._L
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        p = self._pieces.get(token)
+        if p is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._L.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._L.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            p = self._pieces[token] = buf.raw[:n]
+        return p
+
+    # --- generation --------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        if n > self.n_seq_max:
+            raise EngineError(f"n={n} samples exceed this engine's n_seq_max={self.n_seq_max}")
+        per_call = max(1, self.n_seq_max // n)
+        completions: list[list[Completion]] = []
+        compute = Compute()
+        for start in range(0, len(prompts), per_call):
+            group = prompts[start : start + per_call]
+            c, comp = self._generate_group([self.tokenize(self.render(p)) for p in group], n, params, start)
+            completions += c
+            compute = compute + comp
+        return Generation(completions, compute)
+
+    def _generate_group(
+        self, prompt_tokens: list[list[int]], n: int, params: SamplingParams, index0: int
+    ) -> tuple[list[list[Completion]], Compute]:
+        L = self._L
+        t0 = time.perf_counter()
+        for toks in prompt_tokens:
+            if not toks:
+                raise EngineError("empty prompt")
+            if len(toks) + params.max_tokens > self.n_ctx:
+                raise EngineError(
+                    f"prompt of {len(toks)} tokens + max_tokens {params.max_tokens} exceeds n_ctx {self.n_ctx}"
+                )
+        self._clock += 1
+        plan = self._plan_slots(prompt_tokens, n)
+        computed = cached = 0
+
+        # Bring each prompt's first slot to the prompt's longest cached prefix: copies first,
+        # then the in-place truncations, so no source is cut before every copy is taken.
+        for in_place in (False, True):
+            for i, (source, reuse, targets) in enumerate(plan):
+                first = targets[0]
+                if (first == source) != in_place:
+                    continue
+                if in_place:
+                    L.llama_memory_seq_rm(self._mem, first, reuse, -1)
+                else:
+                    L.llama_memory_seq_rm(self._mem, first, -1, -1)
+                    if reuse:
+                        L.llama_memory_seq_cp(self._mem, source, first, 0, reuse)
+                self._slots[first].tokens = prompt_tokens[i][:reuse]
+                cached += reuse
+                computed += len(prompt_tokens[i]) - reuse
+
+        # Prefill: every prompt's new tokens but the last, then all last tokens in one batch
+        # so that each prompt's logits are available together.
+        body = [
+            (targets[0], tok)
+            for i, (_, reuse, targets) in enumerate(plan)
+            for tok in prompt_tokens[i][reuse:-1]
+        ]
+        for s in range(0, len(body), self.n_batch):
+            self._decode(body[s : s + self.n_batch], logits=False)
+        self._decode([(targets[0], prompt_tokens[i][-1]) for i, (_, _, targets) in enumerate(plan)], logits=True)
+
+        seqs: list[_Seq] = []
+        for i, (_, _, targets) in enumerate(plan):
+            for j, slot in enumerate(targets):
+                if j:
+                    L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+                    L.llama_memory_seq_cp(self._mem, targets[0], slot, -1, -1)
+                    self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
+                seqs.append(_Seq(slot, i, self._sampler(params, sample_seed(params.seed, index0 + i, j))))
+
+        stops = [s.encode("utf-8") for s in params.stop if s]
+        rows = [s.prompt_index for s in seqs]
+        active = seqs
+        try:
+            while active:
+                self._sample(active, rows, params, stops)
+                active = [s for s in active if s.finish_reason is None]
+                if not active:
+                    break
+                self._decode([(s.slot, s.pending) for s in active], logits=True)  # type: ignore[misc]
+                rows = list(range(len(active)))
+        finally:
+            for s in seqs:
+                L.llama_sampler_free(s.sampler)
+
+        out: list[list[Completion]] = [[] for _ in prompt_tokens]
+        for s in seqs:
+            out[s.prompt_index].append(
+                Completion(
+                    text=bytes(s.text).decode("utf-8", errors="replace"),
+                    token_ids=s.token_ids,
+                    logprobs=s.logprobs,
+                    certainties=s.certainties,
+                    token_offsets=s.offsets,
+                    finish_reason=s.finish_reason or "length",
+                )
+            )
+        generated = sum(len(s.token_ids) for s in seqs)
+        compute = Compute(
+            generated_tokens=generated,
+            prompt_tokens=computed,
+            cached_prompt_tokens=cached,
+            wall_time=time.perf_counter() - t0,
+            flops=model_flops(self.n_params, computed + generated),
+        )
+        return out, compute
+
+    def _plan_slots(self, prompt_tokens: list[list[int]], n: int) -> list[tuple[int, int, list[int]]]:
+        """For each prompt: (source slot, tokens reused from it, n target slots). A source is
+        never handed to another prompt as a target, so its prefix survives until copied; the
+        first prompt sourcing from a slot continues in place."""
+        plan_src: list[tuple[int, int]] = []
+        for toks in prompt_tokens:
+            best, best_len = -1, 0
+            for k, slot in enumerate(self._slots):
+                m = _common_prefix(slot.tokens, toks)
+                if m > best_len:
+                    best, best_len = k, m
+            # The last prompt token is always recomputed: its logits start the sampling.
+            plan_src.append((best, min(best_len, len(toks) - 1)))
+        sources = {s for s, r in plan_src if r > 0}
+        claimed: set[int] = set()
+        free = sorted(
+            (k for k in range(len(self._slots)) if k not in sources),
+            key=lambda k: (bool(self._slots[k].tokens), self._slots[k].last_use),
+        )
+        plan = []
+        for source, reuse in plan_src:
+            targets: list[int] = []
+            if reuse > 0 and source not in claimed:
+                claimed.add(source)
+                targets.append(source)
+            while len(targets) < n:
+                if not free:
+                    raise EngineError("out of sequence slots; raise n_seq_max")
+                targets.append(free.pop(0))
+            for t in targets:
+                self._slots[t].last_use = self._clock
+            plan.append((source if reuse > 0 else -1, reuse, targets))
+        return plan
+
+    def _decode(self, items: list[tuple[int, int]], logits: bool) -> None:
+        """One llama_decode of (slot, token) pairs, each at the next position of its slot."""
+        L = self._L
+        b = self._batch
+        pos: dict[int, int] = {}
+        for k, (slot, tok) in enumerate(items):
+            p = pos.get(slot, len(self._slots[slot].tokens))
+            pos[slot] = p + 1
+            b.token[k] = tok
+            b.pos[k] = p
+            b.n_seq_id[k] = 1
+            b.seq_id[k][0] = slot
+            b.logits[k] = 1 if logits else 0
+        b.n_tokens = len(items)
+        t0 = time.perf_counter()
+        rc = L.llama_decode(self._ctx, b)
+        if rc == 1:
+            self._evict_idle()
+            rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise EngineError(
+                f"llama_decode failed (code {rc}): the KV cache (n_ctx={self.n_ctx}) is too small for "
+                "this many samples x max_tokens; lower n or max_tokens, or raise n_ctx"
+            )
+        self.timing["decode_s"] += time.perf_counter() - t0
+        for slot, tok in items:
+            self._slots[slot].tokens.append(tok)
+
+    def _evict_idle(self) -> None:
+        for k, slot in enumerate(self._slots):
+            if slot.last_use < self._clock and slot.tokens:
+                self._L.llama_memory_seq_rm(self._mem, k, -1, -1)
+                slot.tokens = []
+
+    def _sampler(self, params: SamplingParams, seed: int) -> Any:
+        L = self._L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
+
+    def _sample(self, seqs: list[_Seq], rows: list[int], params: SamplingParams, stops: list[bytes]) -> None:
+        """Sample the next token of each sequence from logits row rows[k]; record its
+        log-probability and self-certainty; decide whether the sequence is finished."""
+        L = self._L
+        t0 = time.perf_counter()
+        n_rows = max(rows) + 1
+        ptr = L.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+        peak = logits.max(axis=1)
+        lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+        certainty = lse - logits.mean(axis=1) - self._log_v
+        for s, row in zip(seqs, rows):
+            tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
+            s.token_ids.append(tok)
+            s.logprobs.append(float(logits[row, tok] - lse[row]))
+            s.certainties.append(float(certainty[row]))
+            s.offsets.append(len(s.text))
+            if L.llama_vocab_is_eog(self._vocab, tok):
+                s.finish_reason = "eos"
+                continue
+            before = len(s.text)
+            s.text += self.piece(tok)
+            for stop in stops:
+                at = s.text.find(stop, max(0, before - len(stop) + 1))
+                if at >= 0:
+                    del s.text[at:]
+                    s.finish_reason = "stop"
+                    break
+            if s.finish_reason is None and len(s.token_ids) >= params.max_tokens:
+                s.finish_reason = "length"
+            s.pending = tok
+        self.timing["sample_s"] += time.perf_counter() - t0
+
+    def close(self) -> None:
+        L = self._L
+        if getattr(self, "_ctx", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,92 @@
+"""Answer extraction and mathematical equivalence, on top of math-verify.
+
+Answers travel as strings (what math-verify extracted, in LaTeX); equivalence is decided on
+the parsed expressions, so "1/2", "0.5" and "\\frac{1}{2}" are one answer. Every parse and
+comparison is time-bounded (math-verify's alarm; only possible on the main thread) and
+length-bounded, so grading never hangs on a pathological answer.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+from typing import Any
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+TIMEOUT_SECONDS = 3
+MAX_ANSWER_CHARS = 300  # longer "answers" are compared as plain strings
+_PRED_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+_GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+def _timeout() -> int | None:
+    return TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a model's solution: the last \\boxed{} if any, else math-verify's
+    fallbacks ("the final answer is ...", the last expression)."""
+    if not text.strip():
+        return None
+    parsed = parse(text, extraction_config=list(_PRED_CONFIG), parsing_timeout=_timeout())
+    if len(parsed) < 2 or not str(parsed[1]).strip():
+        return None
+    return str(parsed[1]).strip()
+
+
+def gold_from_gsm8k(answer_field: str) -> str:
+    """GSM8K reference solutions end with '#### 1,234'."""
+    m = _GSM8K_GOLD.search(answer_field)
+    if not m:
+        raise ValueError("no '#### answer' line in GSM8K answer field")
+    return m.group(1).replace(",", "").strip()
+
+
+@lru_cache(maxsize=100_000)
+def _parsed(answer: str) -> tuple[Any, ...]:
+    if len(answer) > MAX_ANSWER_CHARS:
+        return ()
+    return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=_timeout()))
+
+
+@lru_cache(maxsize=200_000)
+def equivalent(a: str, b: str) -> bool:
+    """Mathematical equivalence of two answer strings; a string match short-circuits."""
+    if _normalise(a) == _normalise(b):
+        return True
+    pa, pb = _parsed(a), _parsed(b)
+    if not pa or not pb:
+        return False
+    return bool(verify(list(pa), list(pb), timeout_seconds=_timeout()))
+
+
+def is_correct(answer: str | None, gold: str | None) -> bool:
+    if answer is None or gold is None:
+        return False
+    return equivalent(gold, answer)
+
+
+def _normalise(s: str) -> str:
+    return re.sub(r"\s+", "", s).rstrip(".").replace("\\!", "").replace("dfrac", "frac").replace("tfrac", "frac")
+
+
+def group_answers(answers: list[str | None]) -> list[int | None]:
+    """Cluster answers by equivalence: answer i gets the index of its cluster's first member
+    (None stays None). Each answer is compared with one representative per cluster."""
+    reps: list[int] = []
+    groups: list[int | None] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            groups.append(None)
+            continue
+        for r in reps:
+            ra = answers[r]
+            if ra is not None and equivalent(ra, a):
+                groups.append(r)
+                break
+        else:
+            reps.append(i)
+            groups.append(i)
+    return groups

@@ -1,0 +1,73 @@
+"""Verifiers. A scorer gives every step of every candidate a non-negative score (higher is
+better); `aggregate` turns a candidate's step scores into one number.
+
+The two scorers here need no second model: they read the log-probabilities the engine
+already computed while sampling, so their verifier cost is zero tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from .core import Candidate, Compute, Problem, Step
+
+AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "last": lambda s: s[-1],
+    "min": min,
+    "prod": lambda s: math.prod(s),
+    "mean": lambda s: sum(s) / len(s),
+}
+
+
+def aggregate(step_scores: Sequence[float], how: str = "mean") -> float:
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATIONS)}")
+    if not step_scores:
+        return 0.0
+    return float(AGGREGATIONS[how](step_scores))
+
+
+class _StepStatScorer:
+    """Scores computed from each step's own token statistics."""
+
+    name = ""
+
+    def step_score(self, step: Step) -> float:
+        raise NotImplementedError
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        return [[self.step_score(s) for s in c.steps if s.n_tokens] or [0.0] for c in candidates], Compute()
+
+
+class LogProbScorer(_StepStatScorer):
+    """exp(mean token log-probability) of the step: the geometric-mean token probability,
+    in (0, 1]. A confident, fluent step scores near 1."""
+
+    name = "logprob"
+
+    def step_score(self, step: Step) -> float:
+        return math.exp(step.logprob_sum / step.n_tokens)
+
+
+class SelfCertaintyScorer(_StepStatScorer):
+    """Mean self-certainty of the step's tokens: KL(uniform || p) of each next-token
+    distribution (Kang et al., 2025, "Scalable Best-of-N Selection via Self-Certainty").
+    Non-negative; a peaked, confident distribution scores high."""
+
+    name = "self_certainty"
+
+    def step_score(self, step: Step) -> float:
+        return max(0.0, step.certainty_sum / step.n_tokens)
+
+
+SCORERS: dict[str, type[_StepStatScorer]] = {
+    LogProbScorer.name: LogProbScorer,
+    SelfCertaintyScorer.name: SelfCertaintyScorer,
+}
+
+
+def make_scorer(name: str) -> _StepStatScorer:
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+    return SCORERS[name]()

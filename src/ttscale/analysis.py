@@ -96,9 +96,7 @@ def curves(
             points.append(CurvePoint(s, n, float(h.mean()), float(lo), float(hi), float(tokens.mean())))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = _problem_ci(p1, rng)
-    points.append(
-        CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools])))
-    )
+    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools]))))
     return points
 
 

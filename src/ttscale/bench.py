@@ -39,8 +39,12 @@ def bench_engine(
     plain_tokens = 0
     for j in range(n):
         out = plain.create_completion(
-            text, max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
-            top_k=params.top_k, seed=seed + j,
+            text,
+            max_tokens=max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=seed + j,
         )
         plain_tokens += int(out["usage"]["completion_tokens"])  # type: ignore[index]
     plain_s = time.perf_counter() - t0
@@ -52,6 +56,7 @@ def bench_engine(
     result = gen.generate([prompt], n, params)
     batched_s = time.perf_counter() - t0
     batched_tokens = result.compute.generated_tokens
+    timing = dict(gen.timing)
 
     t0 = time.perf_counter()
     single = gen.generate([prompt], 1, params)
@@ -73,8 +78,8 @@ def bench_engine(
             "tokens": batched_tokens,
             "seconds": round(batched_s, 2),
             "tok_per_s": round(batched_tps, 1),
-            "decode_share": round(gen.timing["decode_s"] / batched_s, 3),
-            "sampling_share": round(gen.timing["sample_s"] / batched_s, 3),
+            "decode_share": round(timing["decode_s"] / batched_s, 3),
+            "sampling_share": round(timing["sample_s"] / batched_s, 3),
         },
         "ttscale_single": {
             "tokens": single.compute.generated_tokens,

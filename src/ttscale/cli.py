@@ -23,12 +23,17 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"registered model ({', '.join(REGISTRY)}) or a path to any .gguf file")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(REGISTRY)}) or a path to any .gguf file"
+    )
     p.add_argument("--n", type=int, default=8, help="samples per problem (the budget N)")
     p.add_argument("--scorer", default="logprob", choices=list(SCORERS), help="verifier")
-    p.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS),
-                   help="how step scores combine into one score per solution")
+    p.add_argument(
+        "--aggregate",
+        default="mean",
+        choices=list(AGGREGATIONS),
+        help="how step scores combine into one score per solution",
+    )
 
 
 def _sampling(args: argparse.Namespace) -> SamplingParams:
@@ -56,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
-        "eval", help="accuracy versus compute on a benchmark",
+        "eval",
+        help="accuracy versus compute on a benchmark",
         description="Sample N solutions per problem once, then evaluate every strategy at every "
-                    "power of two up to N by subsampling the pool. Resumable: re-run the same command.",
+        "power of two up to N by subsampling the pool. Resumable: re-run the same command.",
         epilog=f"strategies: {strategies}\nscorers: {scorers}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,17 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--question-field", help="JSONL field holding the problem (default: problem/question)")
     ev.add_argument("--answer-field", help="JSONL field holding the reference answer (default: answer)")
     ev.add_argument("--limit", type=int, help="only the first LIMIT problems")
-    ev.add_argument("--strategy", default=",".join(STRATEGIES),
-                    help=f"comma-separated strategies to report (default: all of {strategies})")
+    ev.add_argument(
+        "--strategy",
+        default=",".join(STRATEGIES),
+        help=f"comma-separated strategies to report (default: all of {strategies})",
+    )
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
     _common_args(ev)
     _sampling_args(ev)
 
-    so = sub.add_parser("solve", help="answer one problem with a strategy",
-                        epilog=f"strategies: {strategies}\nscorers: {scorers}",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    so = sub.add_parser(
+        "solve",
+        help="answer one problem with a strategy",
+        epilog=f"strategies: {strategies}\nscorers: {scorers}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     so.add_argument("problem", help="the problem text")
     so.add_argument("--strategy", default="weighted_best_of_n", choices=list(STRATEGIES))
     so.add_argument("--show", action="store_true", help="print every candidate with its score")
@@ -106,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nttscale: interrupted; finished problems are saved, re-run the same command to resume",
-              file=sys.stderr)
+        print("\nttscale: interrupted; finished problems are saved, re-run the same command to resume", file=sys.stderr)
         return 130
 
 
@@ -145,22 +156,31 @@ def _solve(args: argparse.Namespace) -> int:
 
     gen = LlamaCppGenerator(args.model)
     result = STRATEGIES[args.strategy](
-        Problem(id="cli", question=args.problem), gen, make_scorer(args.scorer), args.n,
-        params=_sampling(args), aggregation=args.aggregate,
+        Problem(id="cli", question=args.problem),
+        gen,
+        make_scorer(args.scorer),
+        args.n,
+        params=_sampling(args),
+        aggregation=args.aggregate,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return 0
     if args.show:
-        for k, c in enumerate(result.candidates):
+        for k, cand in enumerate(result.candidates):
             mark = "*" if k == result.chosen else " "
-            print(f"{mark} [{k}] answer={c.answer!r} score={c.score:.3f} tokens={c.n_tokens} ({c.finish_reason})")
+            print(
+                f"{mark} [{k}] answer={cand.answer!r} score={cand.score:.3f} tokens={cand.n_tokens} "
+                f"({cand.finish_reason})"
+            )
     c = result.compute
     print(f"answer: {result.answer}")
     print(f"strategy {result.strategy}, n={args.n}, scorer {args.scorer}/{args.aggregate}, seed {args.seed}")
-    print(f"compute: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens computed, "
-          f"{c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, "
-          f"{c.wall_time:.1f} s, {c.flops:.3g} FLOPs")
+    print(
+        f"compute: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens computed, "
+        f"{c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, "
+        f"{c.wall_time:.1f} s, {c.flops:.3g} FLOPs"
+    )
     return 0
 
 
@@ -177,23 +197,36 @@ def _eval(args: argparse.Namespace) -> int:
         # Resolve custom fields once so that a bad field name fails before the model loads.
         load_dataset(dataset, args.question_field, args.answer_field)
     cfg = EvalConfig(
-        dataset=dataset, n=args.n, model=args.model, seed=args.seed, sampling=_sampling(args),
-        limit=args.limit, strategies=strategies, scorer=args.scorer, aggregation=args.aggregate,
-        question_field=args.question_field, answer_field=args.answer_field,
+        dataset=dataset,
+        n=args.n,
+        model=args.model,
+        seed=args.seed,
+        sampling=_sampling(args),
+        limit=args.limit,
+        strategies=strategies,
+        scorer=args.scorer,
+        aggregation=args.aggregate,
+        question_field=args.question_field,
+        answer_field=args.answer_field,
     )
     name = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
     out = args.output or Path("runs") / f"{name}-{Path(args.model).stem}-n{args.n}-seed{args.seed}"
     try:
-        report = run_eval(cfg, lambda: LlamaCppGenerator(args.model), out,
-                          progress=not args.no_progress, n_boot=args.bootstrap)
+        report = run_eval(
+            cfg, lambda: LlamaCppGenerator(args.model), out, progress=not args.no_progress, n_boot=args.bootstrap
+        )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{report.n_problems} problems, {args.model}, N={args.n}, seed {args.seed}, "
-          f"verifier {args.scorer}/{args.aggregate}; accuracy % [95% CI]\n")
+    print(
+        f"\n{report.n_problems} problems, {args.model}, N={args.n}, seed {args.seed}, "
+        f"verifier {args.scorer}/{args.aggregate}; accuracy % [95% CI]\n"
+    )
     print(report.table)
     c = report.compute
-    print(f"\ncompute for the whole pool: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
-          f"computed, {c.cached_prompt_tokens} from cache, {c.wall_time:.0f} s")
+    print(
+        f"\ncompute for the whole pool: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
+        f"computed, {c.cached_prompt_tokens} from cache, {c.wall_time:.0f} s"
+    )
     print(f"results: {out}/summary.md, {out}/plot.png, samples in {out}/samples.jsonl")
     return 0

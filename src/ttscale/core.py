@@ -73,6 +73,15 @@ def model_flops(n_params: int, tokens: int) -> float:
     return 2.0 * n_params * tokens
 
 
+def common_prefix(a: Sequence[object], b: Sequence[object]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 @dataclass
 class Step:
     """One blank-line-separated step of a solution, with the token statistics the engine
@@ -128,7 +137,11 @@ class Generator(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
         """n samples for each prompt, decoded together; sample j of prompt i uses a seed
-        derived from (params.seed, i, j) so a call is reproducible."""
+        derived from (params.seed, i, j). Calls are reproducible from the same cache state."""
+        ...
+
+    def reset(self) -> None:
+        """Drop all cached state, so that what follows depends only on its own calls."""
         ...
 
 
@@ -175,8 +188,7 @@ class Scorer(Protocol):
 
     name: str
 
-    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
-        ...
+    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]: ...
 
 
 @dataclass

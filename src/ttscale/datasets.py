@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 from .core import Problem
 from .grading import gold_from_gsm8k
@@ -55,7 +56,7 @@ def load_dataset(
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
-            problem = _row_to_problem(row, lineno, question_field, answer_field, gsm8k_answers)
+            problem = _row_to_problem(row, question_field, answer_field, gsm8k_answers)
         except (ValueError, KeyError, TypeError) as e:
             ds.errors.append(f"line {lineno}: {e}")
             continue
@@ -69,9 +70,7 @@ def load_dataset(
     return ds
 
 
-def _row_to_problem(
-    row: dict, lineno: int, qf: str | None, af: str | None, gsm8k_answers: bool | None
-) -> Problem:
+def _row_to_problem(row: dict, qf: str | None, af: str | None, gsm8k_answers: bool | None) -> Problem:
     qf = qf or next((f for f in QUESTION_FIELDS if f in row), None)
     if qf is None or qf not in row:
         raise KeyError(f"no question field (looked for {qf or ', '.join(QUESTION_FIELDS)})")
@@ -90,18 +89,20 @@ def _row_to_problem(
             raise ValueError(f"field {af!r} is not a string or number")
         use_gsm8k = gsm8k_answers if gsm8k_answers is not None else "####" in raw
         gold = gold_from_gsm8k(raw) if use_gsm8k else raw.strip()
-    pid = str(row.get("unique_id") or row.get("id") or _content_id(question, lineno))
+    pid = str(row.get("unique_id") or row.get("id") or _content_id(question))
     meta = {k: row[k] for k in ("level", "subject") if k in row}
     return Problem(id=pid, question=question, gold=gold, meta=meta)
 
 
-def _content_id(question: str, lineno: int) -> str:
-    return f"L{lineno}-" + hashlib.sha1(question.encode()).hexdigest()[:10]
+def _content_id(question: str) -> str:
+    """Rows without an id are named by their text, so inserting rows never renames others."""
+    return "q-" + hashlib.sha1(question.encode()).hexdigest()[:12]
 
 
-def report_errors(ds: Dataset, stream=sys.stderr, most: int = 10) -> None:
+def report_errors(ds: Dataset, stream: TextIO | None = None, most: int = 10) -> None:
     if not ds.errors:
         return
+    stream = stream or sys.stderr
     print(f"warning: skipped {len(ds.errors)} malformed row(s) in {ds.name}:", file=stream)
     for e in ds.errors[:most]:
         print(f"  {e}", file=stream)

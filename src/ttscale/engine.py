@@ -13,6 +13,7 @@ computes one log-sum-exp per row for the log-probabilities the verifiers need.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Completion, Compute, Generation, Prompt, SamplingParams, model_flops
+from .core import Completion, Compute, Generation, Prompt, SamplingParams, common_prefix, model_flops
 from .models import DEFAULT_MODEL, ModelError, resolve
 
 
@@ -164,6 +165,15 @@ class LlamaCppGenerator:
 
     # --- generation --------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Forget every cached sequence. llama.cpp's numerics depend (slightly) on where
+        tokens sit in the KV buffer, so the same seed reproduces the same samples only from
+        the same cache state: strategies reset at the start of each problem."""
+        self._L.llama_memory_clear(self._mem, True)
+        for slot in self._slots:
+            slot.tokens = []
+            slot.last_use = 0
+
     def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
         if n < 1:
             raise ValueError("n must be >= 1")
@@ -214,13 +224,9 @@ class LlamaCppGenerator:
 
         # Prefill: every prompt's new tokens but the last, then all last tokens in one batch
         # so that each prompt's logits are available together.
-        body = [
-            (targets[0], tok)
-            for i, (_, reuse, targets) in enumerate(plan)
-            for tok in prompt_tokens[i][reuse:-1]
-        ]
-        for s in range(0, len(body), self.n_batch):
-            self._decode(body[s : s + self.n_batch], logits=False)
+        body = [(targets[0], tok) for i, (_, reuse, targets) in enumerate(plan) for tok in prompt_tokens[i][reuse:-1]]
+        for at in range(0, len(body), self.n_batch):
+            self._decode(body[at : at + self.n_batch], logits=False)
         self._decode([(targets[0], prompt_tokens[i][-1]) for i, (_, _, targets) in enumerate(plan)], logits=True)
 
         seqs: list[_Seq] = []
@@ -277,7 +283,7 @@ class LlamaCppGenerator:
         for toks in prompt_tokens:
             best, best_len = -1, 0
             for k, slot in enumerate(self._slots):
-                m = _common_prefix(slot.tokens, toks)
+                m = common_prefix(slot.tokens, toks)
                 if m > best_len:
                     best, best_len = k, m
             # The last prompt token is always recomputed: its logits start the sampling.
@@ -362,7 +368,7 @@ class LlamaCppGenerator:
         peak = logits.max(axis=1)
         lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
         certainty = lse - logits.mean(axis=1) - self._log_v
-        for s, row in zip(seqs, rows):
+        for s, row in zip(seqs, rows, strict=True):
             tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
             s.token_ids.append(tok)
             s.logprobs.append(float(logits[row, tok] - lse[row]))
@@ -393,15 +399,5 @@ class LlamaCppGenerator:
             self._ctx = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown may have unloaded llama_cpp
             self.close()
-        except Exception:
-            pass
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -211,8 +211,10 @@ def summarize(records: list[dict[str, Any]], cfg: EvalConfig, out_dir: Path, n_b
     for r in records:
         compute = compute + Compute.from_dict(r["compute"])
     md = table(points)
-    title = (f"{cfg.model} on {cfg.dataset} ({len(records)} problems), N={cfg.n}, seed {cfg.seed}, "
-             f"verifier {cfg.scorer}/{cfg.aggregation}")
+    title = (
+        f"{cfg.model} on {cfg.dataset} ({len(records)} problems), N={cfg.n}, seed {cfg.seed}, "
+        f"verifier {cfg.scorer}/{cfg.aggregation}"
+    )
     summary = {
         "identity": cfg.identity(),
         "limit": cfg.limit,

@@ -30,10 +30,31 @@ def extract_answer(text: str) -> str | None:
     fallbacks ("the final answer is ...", the last expression)."""
     if not text.strip():
         return None
+    boxed = last_boxed(text)
+    if boxed is not None:
+        text = "\\boxed{" + boxed + "}"  # a solution that boxes twice means the last one
     parsed = parse(text, extraction_config=list(_PRED_CONFIG), parsing_timeout=_timeout())
     if len(parsed) < 2 or not str(parsed[1]).strip():
         return None
     return str(parsed[1]).strip()
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (or \\fbox{...}), braces matched; None if absent
+    or never closed."""
+    at = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if at < 0:
+        return None
+    start = text.index("{", at) + 1
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
 
 
 def gold_from_gsm8k(answer_field: str) -> str:

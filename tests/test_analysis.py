@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from ttscale.analysis import PoolProblem, budgets, curves, table
+
+
+def pool(correct, groups=None, scores=None, tokens=100):
+    n = len(correct)
+    return PoolProblem(
+        groups=groups if groups is not None else [0 if c else 1 + k for k, c in enumerate(correct)],
+        correct=np.array(correct, dtype=bool),
+        scores=scores or [0.5] * n,
+        tokens=np.full(n, float(tokens)),
+    )
+
+
+def at(points, strategy, n):
+    return next(p for p in points if p.strategy == strategy and p.n == n)
+
+
+def test_budgets_are_powers_of_two_and_the_pool_size():
+    assert budgets(8) == [1, 2, 4, 8]
+    assert budgets(12) == [1, 2, 4, 8, 12]
+    assert budgets(1) == [1]
+
+
+def test_all_right_and_all_wrong_pools():
+    pts = curves([pool([True] * 4), pool([False] * 4)], ["majority", "best_of_n"], n_boot=20)
+    for s in ("majority", "best_of_n", "oracle"):
+        for n in (1, 2, 4):
+            assert at(pts, s, n).accuracy == pytest.approx(0.5)
+    assert at(pts, "pass@1", 1).accuracy == pytest.approx(0.5)
+
+
+def test_oracle_is_exact_any_right_rate():
+    # one right sample in four: oracle@1 = 1/4, oracle@2 = 1/2, oracle@4 = 1
+    pts = curves([pool([True, False, False, False])], ["majority"], n_boot=400, seed=1)
+    assert at(pts, "oracle", 4).accuracy == 1.0
+    assert at(pts, "oracle", 2).accuracy == pytest.approx(0.5, abs=0.08)
+    assert at(pts, "oracle", 1).accuracy == pytest.approx(0.25, abs=0.08)
+
+
+def test_majority_beats_single_sample_when_the_right_answer_is_most_common():
+    # right answer (class 0) on 3 of 5 samples, the wrong ones all differ
+    pools = [pool([True, True, True, False, False]) for _ in range(10)]
+    pts = curves(pools, ["majority"], n_boot=50)
+    assert at(pts, "majority", 5).accuracy == 1.0
+    assert at(pts, "pass@1", 1).accuracy == pytest.approx(0.6)
+
+
+def test_weighted_uses_scores():
+    # class 1 (wrong, 2 votes, low score) vs class 0 (right, 1 vote, high score)
+    p = pool([True, False, False], groups=[0, 1, 1], scores=[0.9, 0.2, 0.2])
+    pts = curves([p], ["majority", "weighted_best_of_n", "best_of_n"], n_boot=10)
+    assert at(pts, "majority", 3).accuracy == 0.0
+    assert at(pts, "weighted_best_of_n", 3).accuracy == 1.0
+    assert at(pts, "best_of_n", 3).accuracy == 1.0
+
+
+def test_tokens_scale_with_budget_and_interval_brackets_estimate():
+    pools = [pool([k % 2 == 0, True, False, False], tokens=50 + k) for k in range(12)]
+    pts = curves(pools, ["majority"], n_boot=50)
+    t1, t4 = at(pts, "majority", 1).generated_tokens, at(pts, "majority", 4).generated_tokens
+    assert t4 == pytest.approx(4 * t1)
+    for p in pts:
+        assert p.ci_low <= p.accuracy + 1e-9 and p.accuracy <= p.ci_high + 1e-9
+    md = table(pts)
+    assert "| majority |" in md and "generated tokens / problem" in md

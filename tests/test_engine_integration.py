@@ -1,0 +1,125 @@
+"""The real default model through llama.cpp: short generations, real batching and caching."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ttscale.core import Problem, SamplingParams
+from ttscale.prompts import problem_prompt
+from ttscale.scorers import LogProbScorer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from ttscale.engine import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8)
+    yield gen
+    gen.close()
+
+
+QUESTION = "Tom has 3 red balls and 4 blue balls. How many balls does he have?"
+
+
+def test_n_samples_share_one_prompt_computation(engine):
+    prompt = problem_prompt(QUESTION + " (first)")
+    n_prompt = len(engine.tokenize(engine.render(prompt)))
+    gen = engine.generate([prompt], 4, SamplingParams(max_tokens=12, seed=1))
+    (row,) = gen.completions
+    assert len(row) == 4
+    # the prompt is computed once (up to what an earlier call left in the cache), not 4 times
+    assert gen.compute.prompt_tokens + gen.compute.cached_prompt_tokens == n_prompt
+    assert gen.compute.generated_tokens == sum(c.n_tokens for c in row)
+    for c in row:
+        assert 1 <= c.n_tokens <= 12
+        assert len(c.logprobs) == len(c.certainties) == len(c.token_offsets) == c.n_tokens
+        assert all(lp <= 1e-4 for lp in c.logprobs)
+        assert c.finish_reason in ("length", "eos")
+    assert gen.compute.flops == pytest.approx(
+        2 * engine.n_params * (gen.compute.prompt_tokens + gen.compute.generated_tokens)
+    )
+
+
+def test_same_seed_same_samples_and_samples_differ(engine):
+    prompt = problem_prompt("Name a random animal and describe it.")
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_tokens=10, seed=7)
+    engine.reset()
+    a = engine.generate([prompt], 4, params).completions[0]
+    engine.generate([problem_prompt("Something else entirely.")], 3, params)
+    engine.reset()
+    b = engine.generate([prompt], 4, params).completions[0]
+    assert [c.text for c in a] == [c.text for c in b]
+    assert len({c.text for c in a}) > 1
+
+
+def test_repeated_prompt_is_served_from_cache(engine):
+    prompt = problem_prompt(QUESTION + " (cache)")
+    n_prompt = len(engine.tokenize(engine.render(prompt)))
+    engine.generate([prompt], 2, SamplingParams(max_tokens=4))
+    again = engine.generate([prompt], 2, SamplingParams(max_tokens=4))
+    assert again.compute.prompt_tokens == 1  # the last prompt token is recomputed for its logits
+    assert again.compute.cached_prompt_tokens == n_prompt - 1
+
+
+def test_continuation_with_step_stop_string(engine):
+    base = problem_prompt(QUESTION)
+    engine.generate([base], 1, SamplingParams(max_tokens=4))
+    partial = base.extended("Tom has 3 red balls.\n\nHe also has")
+    gen = engine.generate([partial], 3, SamplingParams(max_tokens=40, stop=("\n\n",), seed=2))
+    assert gen.compute.cached_prompt_tokens >= len(engine.tokenize(engine.render(base))) - 1
+    for c in gen.completions[0]:
+        assert "\n\n" not in c.text
+        assert c.finish_reason in ("stop", "eos", "length")
+    assert any(c.finish_reason == "stop" for c in gen.completions[0])
+
+
+def test_several_prompts_in_one_batch(engine):
+    prompts = [problem_prompt("What is 2 + 2?"), problem_prompt("What is 10 - 3?")]
+    gen = engine.generate(prompts, 2, SamplingParams(max_tokens=8, seed=3))
+    assert [len(r) for r in gen.completions] == [2, 2]
+    greedy = engine.generate(prompts, 1, SamplingParams(temperature=0, max_tokens=8))
+    again = engine.generate(prompts, 1, SamplingParams(temperature=0, max_tokens=8, seed=99))
+    assert [r[0].text for r in greedy.completions] == [r[0].text for r in again.completions]
+
+
+def test_strategy_end_to_end_on_the_real_model(engine):
+    from ttscale.strategies import weighted_best_of_n
+
+    r = weighted_best_of_n(
+        Problem("t", "What is 2 + 3?", gold="5"),
+        engine,
+        LogProbScorer(),
+        2,
+        params=SamplingParams(max_tokens=48, seed=0),
+    )
+    assert len(r.candidates) == 2
+    assert all(0 < s <= 1 for c in r.candidates for s in c.step_scores)
+    assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)
+
+
+def test_cli_solve_runs_the_real_model():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ttscale",
+            "solve",
+            "What is 2 + 3?",
+            "--n",
+            "2",
+            "--max-tokens",
+            "40",
+            "--strategy",
+            "majority",
+            "--show",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "answer:" in out.stdout and "generated tokens" in out.stdout
+    assert out.stdout.count("answer=") == 2

@@ -1,0 +1,127 @@
+import json
+
+import pytest
+
+from ttscale.core import SamplingParams
+from ttscale.evaluate import EvalConfig, EvalError, problem_seed, run_eval
+
+
+def write_dataset(path, n=5, bad_lines=()):
+    lines = []
+    for k in range(n):
+        lines.append(json.dumps({"id": f"q{k}", "question": f"What is {k} plus {k}?", "answer": f"so\n#### {2 * k}"}))
+    for at, text in bad_lines:
+        lines.insert(at, text)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cfg_for(dataset, **kw):
+    base = dict(dataset=str(dataset), n=4, model="fake", seed=3, sampling=SamplingParams(max_tokens=64))
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def doubling_generator(fake_factory, counter):
+    """Samples answer 2k except the last of every four, which answers 2k+1."""
+
+    def make():
+        counter["loads"] += 1
+        gen = fake_factory(["x"])
+
+        def script(prompt, seed):
+            k = int(prompt.messages[-1][1].split()[2])
+            ans = 2 * k + (1 if seed % 100 == 3 else 0)
+            return f"Add.\n\nTherefore, the final answer is $\\boxed{{{ans}}}$."
+
+        gen.script = script
+        return gen
+
+    return make
+
+
+def test_eval_writes_records_summary_and_plot(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl")
+    counter = {"loads": 0}
+    report = run_eval(
+        cfg_for(ds), doubling_generator(fake_factory, counter), tmp_path / "run", progress=False, n_boot=20
+    )
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"q{k}" for k in range(5)]
+    r0 = records[0]
+    assert r0["seed"] == problem_seed(3, "q0")
+    assert r0["sampling"]["max_tokens"] == 64 and r0["sampling"]["temperature"] == 0.7
+    assert r0["compute"]["generated_tokens"] > 0
+    assert [c["correct"] for c in r0["candidates"]] == [True, True, True, False]
+    assert set(r0["candidates"][0]["scores"]) == {"logprob", "self_certainty"}
+    maj = next(p for p in report.points if p.strategy == "majority" and p.n == 4)
+    assert maj.accuracy == 1.0
+    p1 = next(p for p in report.points if p.strategy == "pass@1")
+    assert p1.accuracy == pytest.approx(0.75)
+    assert (tmp_path / "run" / "plot.png").stat().st_size > 1000
+    assert "majority" in (tmp_path / "run" / "summary.md").read_text()
+    assert counter["loads"] == 1
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl")
+    out = tmp_path / "run"
+    counter = {"loads": 0}
+    run_eval(cfg_for(ds, limit=3), doubling_generator(fake_factory, counter), out, progress=False, n_boot=5)
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines()
+    # a kill in the middle of writing the third record leaves half a line
+    samples.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    report = run_eval(cfg_for(ds), doubling_generator(fake_factory, counter), out, progress=False, n_boot=5)
+    ids = [json.loads(line)["id"] for line in samples.read_text().splitlines()]
+    assert ids == ["q0", "q1", "q2", "q3", "q4"]
+    assert report.n_problems == 5
+    # everything done: a third run loads no model at all
+    run_eval(cfg_for(ds), doubling_generator(fake_factory, counter), out, progress=False, n_boot=5)
+    assert counter["loads"] == 2
+
+
+def test_resumed_records_equal_uninterrupted_ones(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl")
+    c = {"loads": 0}
+    run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "a", progress=False, n_boot=5)
+    run_eval(cfg_for(ds, limit=2), doubling_generator(fake_factory, c), tmp_path / "b", progress=False, n_boot=5)
+    run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "b", progress=False, n_boot=5)
+
+    def texts(d):
+        return [
+            ([x["text"] for x in r["candidates"]], r["seed"])
+            for r in map(json.loads, (tmp_path / d / "samples.jsonl").read_text().splitlines())
+        ]
+
+    assert texts("a") == texts("b")
+
+
+def test_foreign_settings_are_refused(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl")
+    c = {"loads": 0}
+    run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "run", progress=False, n_boot=5)
+    with pytest.raises(EvalError, match="seed"):
+        run_eval(cfg_for(ds, seed=4), doubling_generator(fake_factory, c), tmp_path / "run", progress=False)
+    with pytest.raises(EvalError, match="sampling"):
+        run_eval(
+            cfg_for(ds, sampling=SamplingParams(max_tokens=64, temperature=1.0)),
+            doubling_generator(fake_factory, c),
+            tmp_path / "run",
+            progress=False,
+        )
+
+
+def test_malformed_rows_are_reported_with_line_numbers_and_skipped(tmp_path, fake_factory, capsys):
+    ds = write_dataset(tmp_path / "d.jsonl", n=3, bad_lines=[(1, "{not json"), (3, json.dumps({"question": ""}))])
+    c = {"loads": 0}
+    report = run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "run", progress=False, n_boot=5)
+    err = capsys.readouterr().err
+    assert "line 2:" in err and "line 4:" in err
+    assert report.n_problems == 3
+
+
+def test_unknown_strategy_is_a_clear_error(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl")
+    with pytest.raises(EvalError, match="unknown strategy"):
+        run_eval(cfg_for(ds, strategies=("nope",)), lambda: fake_factory(["1"]), tmp_path / "r", progress=False)

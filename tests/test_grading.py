@@ -1,0 +1,81 @@
+import pytest
+
+from ttscale.grading import equivalent, extract_answer, gold_from_gsm8k, group_answers, is_correct
+
+# (model output as the default model writes it, gold answer, expected correctness)
+REAL_OUTPUTS = [
+    ("Therefore, the final answer is $\\boxed{18}$.", "18", True),
+    ("Therefore, the final answer is $\\boxed{18}$. I hope it is correct.", "18", True),
+    ("So she makes \\(\\boxed{18}\\) dollars every day.", "18", True),
+    ("The answer is \\boxed{\\$18}.", "18", True),
+    ("The answer is \\boxed{18.00}", "18", True),
+    ("Total: \\boxed{1,000}", "1000", True),
+    ("The total is $\\boxed{1000}$ dollars.", "1,000", True),
+    ("Hence $\\boxed{\\frac{1}{2}}$", "0.5", True),
+    ("Hence $\\boxed{\\dfrac{1}{2}}$", "\\frac{1}{2}", True),
+    ("\\boxed{0.5}", "\\frac12", True),
+    ("\\boxed{\\frac{14}{3}}", "\\frac{14}{3}", True),
+    ("\\boxed{4.67}", "\\frac{14}{3}", False),
+    ("so the point is \\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+    ("\\boxed{5\\sqrt{2}}", "5\\sqrt2", True),
+    ("\\boxed{\\sqrt{50}}", "5\\sqrt{2}", True),
+    ("\\boxed{x^2+7x+10}", "x^2 + 7x + 10", True),
+    ("\\boxed{30^\\circ}", "30^\\circ", True),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}", True),
+    ("\\boxed{2\\pi}", "2 \\pi", True),
+    ("\\boxed{[1, 2)}", "[1,2)", True),
+    ("\\boxed{17}", "18", False),
+    ("We get 3 and then 5. The final answer is 5", "5", True),
+    ("First \\boxed{3}, wait, actually \\boxed{7}.", "7", True),
+    ("#### 42", "42", True),
+]
+
+
+@pytest.mark.parametrize("text,gold,ok", REAL_OUTPUTS)
+def test_real_world_answers(text, gold, ok):
+    assert is_correct(extract_answer(text), gold) is ok
+
+
+def test_no_answer_is_none_and_wrong():
+    assert extract_answer("") is None
+    assert extract_answer("I cannot solve this.") is None
+    assert is_correct(None, "3") is False
+    assert is_correct("3", None) is False
+
+
+def test_gsm8k_gold():
+    assert gold_from_gsm8k("She sells 9 eggs.\n#### 18") == "18"
+    assert gold_from_gsm8k("... so it costs\n#### 1,234") == "1234"
+    with pytest.raises(ValueError):
+        gold_from_gsm8k("no marker here")
+
+
+def test_equivalence_is_mathematical_not_textual():
+    assert equivalent("1/2", "0.5")
+    assert equivalent("\\frac{1}{2}", "0.5")
+    assert not equivalent("1/2", "2")
+
+
+def test_group_answers_votes_by_equivalence():
+    groups = group_answers(["1/2", "0.5", "\\frac{1}{2}", "3", None, "3.0", "7"])
+    assert groups[0] == groups[1] == groups[2] == 0
+    assert groups[3] == groups[5] == 3
+    assert groups[4] is None
+    assert groups[6] == 6
+
+
+def test_pathological_answers_are_compared_as_strings():
+    # Over MAX_ANSWER_CHARS, no sympy parse is attempted (it could run for minutes).
+    huge = "+".join(["x^{" + str(k) + "}" for k in range(400)])
+    assert equivalent(huge, huge)
+    assert equivalent(huge, huge + "+1") is False
+    assert not is_correct("9" * 5000, "1")
+
+
+def test_last_boxed_matches_nested_braces():
+    from ttscale.grading import last_boxed
+
+    assert last_boxed("a \\boxed{\\frac{\\sqrt{3}}{2}} b") == "\\frac{\\sqrt{3}}{2}"
+    assert last_boxed("\\boxed{1} then \\fbox{2}") == "2"
+    assert last_boxed("\\boxed{unclosed") is None
+    assert last_boxed("no box") is None

@@ -123,3 +123,14 @@ def test_cli_solve_runs_the_real_model():
     assert out.returncode == 0, out.stderr
     assert "answer:" in out.stdout and "generated tokens" in out.stdout
     assert out.stdout.count("answer=") == 2
+
+
+def test_more_samples_than_fit_at_once_are_split_not_refused(engine):
+    prompt = problem_prompt("Write one short sentence about the sea.")
+    # 10 sequences > n_seq_max=8, and 1500 worst-case tokens each > what 4096 cells hold at once
+    gen = engine.generate([prompt], 10, SamplingParams(max_tokens=1500, stop=("\n",), seed=5, temperature=1.0))
+    (row,) = gen.completions
+    assert len(row) == 10
+    assert all(c.finish_reason in ("stop", "eos") for c in row)
+    assert len({c.text for c in row}) > 1
+    assert gen.compute.generated_tokens == sum(c.n_tokens for c in row)

@@ -39,9 +39,19 @@ class _Slot:
 
 
 @dataclass
+class _Unit:
+    """Samples first_sample .. first_sample+count-1 of one prompt."""
+
+    prompt_index: int
+    tokens: list[int]
+    first_sample: int
+    count: int
+
+
+@dataclass
 class _Seq:
     slot: int
-    prompt_index: int
+    unit: int  # index of its work unit within the group
     sampler: Any
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -177,32 +187,50 @@ class LlamaCppGenerator:
     def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
         if n < 1:
             raise ValueError("n must be >= 1")
-        if n > self.n_seq_max:
-            raise EngineError(f"n={n} samples exceed this engine's n_seq_max={self.n_seq_max}")
-        per_call = max(1, self.n_seq_max // n)
-        completions: list[list[Completion]] = []
-        compute = Compute()
-        for start in range(0, len(prompts), per_call):
-            group = prompts[start : start + per_call]
-            c, comp = self._generate_group([self.tokenize(self.render(p)) for p in group], n, params, start)
-            completions += c
-            compute = compute + comp
-        return Generation(completions, compute)
-
-    def _generate_group(
-        self, prompt_tokens: list[list[int]], n: int, params: SamplingParams, index0: int
-    ) -> tuple[list[list[Completion]], Compute]:
-        L = self._L
-        t0 = time.perf_counter()
-        for toks in prompt_tokens:
+        token_lists = [self.tokenize(self.render(p)) for p in prompts]
+        for toks in token_lists:
             if not toks:
                 raise EngineError("empty prompt")
             if len(toks) + params.max_tokens > self.n_ctx:
                 raise EngineError(
                     f"prompt of {len(toks)} tokens + max_tokens {params.max_tokens} exceeds n_ctx {self.n_ctx}"
                 )
+        # Work units of (prompt, first sample, count), packed into groups whose sequences fit
+        # the slots and, at worst case length, the KV cache together.
+        units: list[_Unit] = []
+        for i, toks in enumerate(token_lists):
+            per_unit = max(1, min(self.n_seq_max, (self.n_ctx - len(toks)) // max(1, params.max_tokens)))
+            units += [_Unit(i, toks, j0, min(per_unit, n - j0)) for j0 in range(0, n, per_unit)]
+        groups: list[list[_Unit]] = [[]]
+        for u in units:
+            g = groups[-1]
+            seqs = sum(x.count for x in g) + u.count
+            cells = (
+                sum(len(x.tokens) + x.count * params.max_tokens for x in g)
+                + len(u.tokens)
+                + u.count * params.max_tokens
+            )
+            if g and (seqs > self.n_seq_max or cells > self.n_ctx):
+                groups.append([u])
+            else:
+                g.append(u)
+        rows: list[list[Completion]] = [[] for _ in prompts]
+        compute = Compute()
+        for g in groups:
+            done, comp = self._generate_group(g, params)
+            for i, completions in done:
+                rows[i] += completions
+            compute = compute + comp
+        return Generation(rows, compute)
+
+    def _generate_group(
+        self, units: list[_Unit], params: SamplingParams
+    ) -> tuple[list[tuple[int, list[Completion]]], Compute]:
+        L = self._L
+        t0 = time.perf_counter()
         self._clock += 1
-        plan = self._plan_slots(prompt_tokens, n)
+        prompt_tokens = [u.tokens for u in units]
+        plan = self._plan_slots(prompt_tokens, [u.count for u in units])
         computed = cached = 0
 
         # Bring each prompt's first slot to the prompt's longest cached prefix: copies first,
@@ -236,10 +264,11 @@ class LlamaCppGenerator:
                     L.llama_memory_seq_rm(self._mem, slot, -1, -1)
                     L.llama_memory_seq_cp(self._mem, targets[0], slot, -1, -1)
                     self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
-                seqs.append(_Seq(slot, i, self._sampler(params, sample_seed(params.seed, index0 + i, j))))
+                seed = sample_seed(params.seed, units[i].prompt_index, units[i].first_sample + j)
+                seqs.append(_Seq(slot, i, self._sampler(params, seed)))
 
         stops = [s.encode("utf-8") for s in params.stop if s]
-        rows = [s.prompt_index for s in seqs]
+        rows = [s.unit for s in seqs]
         active = seqs
         try:
             while active:
@@ -253,9 +282,9 @@ class LlamaCppGenerator:
             for s in seqs:
                 L.llama_sampler_free(s.sampler)
 
-        out: list[list[Completion]] = [[] for _ in prompt_tokens]
+        out: list[tuple[int, list[Completion]]] = [(u.prompt_index, []) for u in units]
         for s in seqs:
-            out[s.prompt_index].append(
+            out[s.unit][1].append(
                 Completion(
                     text=bytes(s.text).decode("utf-8", errors="replace"),
                     token_ids=s.token_ids,
@@ -275,8 +304,8 @@ class LlamaCppGenerator:
         )
         return out, compute
 
-    def _plan_slots(self, prompt_tokens: list[list[int]], n: int) -> list[tuple[int, int, list[int]]]:
-        """For each prompt: (source slot, tokens reused from it, n target slots). A source is
+    def _plan_slots(self, prompt_tokens: list[list[int]], counts: list[int]) -> list[tuple[int, int, list[int]]]:
+        """For each prompt: (source slot, tokens reused from it, counts[i] target slots). A source is
         never handed to another prompt as a target, so its prefix survives until copied; the
         first prompt sourcing from a slot continues in place."""
         plan_src: list[tuple[int, int]] = []
@@ -295,7 +324,7 @@ class LlamaCppGenerator:
             key=lambda k: (bool(self._slots[k].tokens), self._slots[k].last_use),
         )
         plan = []
-        for source, reuse in plan_src:
+        for (source, reuse), n in zip(plan_src, counts, strict=True):
             targets: list[int] = []
             if reuse > 0 and source not in claimed:
                 claimed.add(source)

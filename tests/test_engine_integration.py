@@ -134,3 +134,40 @@ def test_more_samples_than_fit_at_once_are_split_not_refused(engine):
     assert all(c.finish_reason in ("stop", "eos") for c in row)
     assert len({c.text for c in row}) > 1
     assert gen.compute.generated_tokens == sum(c.n_tokens for c in row)
+
+
+def test_next_token_logprobs_reuse_the_cache(engine):
+    from ttscale.judge import judge_prompt
+
+    a = judge_prompt("What is 2 + 2?", ["2 + 2 = 4."])
+    b = judge_prompt("What is 2 + 2?", ["2 + 2 = 4.", "So the answer is 5."])
+    (lp_a,), first = engine.next_token_logprobs([a], ["Yes", "No"])
+    (lp_b,), second = engine.next_token_logprobs([b], ["Yes", "No"])
+    assert all(x < 0 for x in lp_a + lp_b)
+    assert second.cached_prompt_tokens > 0 and second.prompt_tokens < first.prompt_tokens
+    with pytest.raises(Exception, match="not one"):
+        engine.next_token_logprobs([a], ["Yes indeed, certainly"])
+
+
+def test_beam_search_on_the_real_model(engine):
+    from ttscale.judge import LLMJudgeScorer
+    from ttscale.search import beam_search
+
+    problem = Problem("easy", QUESTION, gold="7")
+    # 16-token steps: every step is cut short, so the search has to continue partial answers
+    r = beam_search(
+        problem,
+        engine,
+        LLMJudgeScorer(engine),
+        4,
+        beam_width=2,
+        max_iterations=3,
+        params=SamplingParams(max_tokens=120, seed=0),
+        step_tokens=16,
+    )
+    assert 1 <= len(r.candidates) <= 4
+    assert all(0 <= s <= 1 for c in r.candidates for s in c.step_scores)
+    assert r.compute.generated_tokens > 0 and r.compute.verifier_tokens > 0
+    # children continue their parents from the KV cache: most prompt tokens are served from it
+    assert r.compute.cached_prompt_tokens > r.compute.prompt_tokens
+    assert r.trace and r.trace[0]["parent"] is None

@@ -17,7 +17,7 @@ def write_dataset(path, n=5, bad_lines=()):
 
 
 def cfg_for(dataset, **kw):
-    base = dict(dataset=str(dataset), n=4, model="fake", seed=3, sampling=SamplingParams(max_tokens=64))
+    base = dict(dataset=str(dataset), ns=(4,), model="fake", seed=3, sampling=SamplingParams(max_tokens=64))
     base.update(kw)
     return EvalConfig(**base)
 

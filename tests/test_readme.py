@@ -25,7 +25,7 @@ def test_readme_main_job_uses_flags_the_cli_accepts():
     main_job = next(c for c in readme_commands() if c.startswith("pip install . &&"))
     argv = main_job.split("&&")[1].split()[1:]
     args = build_parser().parse_args(argv)
-    assert (args.command, args.dataset, args.limit, args.n) == ("eval", "gsm8k", 5, 8)
+    assert (args.command, args.dataset, args.limit, args.n) == ("eval", "gsm8k", 5, (8,))
 
 
 def test_help_lists_every_strategy_and_scorer():

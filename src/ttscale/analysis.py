@@ -95,12 +95,13 @@ def curves(
             lo, hi = np.percentile(per_draw, [2.5, 97.5])
             points.append(CurvePoint(s, n, float(h.mean()), float(lo), float(hi), float(tokens.mean())))
     p1 = np.array([p.correct.mean() for p in pools])
-    lo, hi = _problem_ci(p1, rng)
+    lo, hi = problem_ci(p1, rng)
     points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools]))))
     return points
 
 
-def _problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:
+def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:
+    """95% bootstrap interval of a mean over problems."""
     idx = rng.integers(0, len(values), size=(n_boot, len(values)))
     lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
     return float(lo), float(hi)
@@ -136,7 +137,8 @@ def plot(points: Sequence[CurvePoint], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = [s for s in dict.fromkeys(p.strategy for p in points) if s != "pass@1"]
+    # "+rule" variants (a search with another final pick) stay in the table, off the plot
+    names = [s for s in dict.fromkeys(p.strategy for p in points) if s != "pass@1" and "+" not in s]
     for s in names:
         pts = sorted((p for p in points if p.strategy == s), key=lambda p: p.n)
         style = {"linestyle": ":", "color": "grey"} if s == "oracle" else {"marker": "o"}

@@ -6,34 +6,47 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .core import SamplingParams
 from .models import DEFAULT_MODEL, REGISTRY, ModelError
-from .scorers import AGGREGATIONS, SCORERS
+from .scorers import AGGREGATIONS, ALL_SCORERS
+from .search import SEARCH_STRATEGIES, accepted_options
 from .strategies import STRATEGIES
 
+ALL_STRATEGIES = [*STRATEGIES, *SEARCH_STRATEGIES]
+EPILOG = (
+    f"strategies: {', '.join(STRATEGIES)} (over one pool of samples); "
+    f"{', '.join(SEARCH_STRATEGIES)} (step-level search)\n"
+    f"scorers: {', '.join(ALL_SCORERS)}"
+)
 
-def _sampling_args(p: argparse.ArgumentParser) -> None:
+
+def _budgets(text: str) -> tuple[int, ...]:
+    try:
+        ns = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budgets must be integers like 4,8,16, not {text!r}") from None
+    if not ns or min(ns) < 1:
+        raise argparse.ArgumentTypeError("budgets must be positive integers")
+    return ns
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(REGISTRY)}) or a .gguf path")
+    p.add_argument("--scorer", default="logprob", choices=ALL_SCORERS, help="verifier")
+    p.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS), help="step scores -> solution score")
     g = p.add_argument_group("sampling (defaults: the model's recommended settings)")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-p", type=float)
     g.add_argument("--top-k", type=int)
-    g.add_argument("--max-tokens", type=int, default=1024)
+    g.add_argument("--max-tokens", type=int, default=1024, help="per solution")
     g.add_argument("--seed", type=int, default=0)
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(REGISTRY)}) or a path to any .gguf file"
-    )
-    p.add_argument("--n", type=int, default=8, help="samples per problem (the budget N)")
-    p.add_argument("--scorer", default="logprob", choices=list(SCORERS), help="verifier")
-    p.add_argument(
-        "--aggregate",
-        default="mean",
-        choices=list(AGGREGATIONS),
-        help="how step scores combine into one score per solution",
-    )
+    s = p.add_argument_group("step-level search")
+    s.add_argument("--beam-width", type=int, default=4, help="M: candidates per beam (beam search, DVTS)")
+    s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
+    s.add_argument("--max-iterations", type=int, default=20, help="steps at most")
+    s.add_argument("--step-tokens", type=int, default=256, help="tokens at most per step")
 
 
 def _sampling(args: argparse.Namespace) -> SamplingParams:
@@ -49,52 +62,51 @@ def _sampling(args: argparse.Namespace) -> SamplingParams:
     )
 
 
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "beam_width": args.beam_width,
+        "lookahead": args.lookahead,
+        "max_iterations": args.max_iterations,
+        "step_tokens": args.step_tokens,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
-    strategies = ", ".join(STRATEGIES)
-    scorers = ", ".join(SCORERS)
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="ttscale",
         description="Test-time compute scaling for small open models.",
-        epilog=f"strategies: {strategies}\nscorers: {scorers}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=fmt,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
         "eval",
         help="accuracy versus compute on a benchmark",
-        description="Sample N solutions per problem once, then evaluate every strategy at every "
-        "power of two up to N by subsampling the pool. Resumable: re-run the same command.",
-        epilog=f"strategies: {strategies}\nscorers: {scorers}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pool strategies sample N solutions per problem once and are replayed on subsets at every "
+        "power of two up to N; search strategies run once per budget. Resumable: re-run the same command.",
+        epilog=EPILOG,
+        formatter_class=fmt,
     )
     ev.add_argument("--dataset", default="gsm8k", help="gsm8k, math500, or a JSONL path")
     ev.add_argument("--question-field", help="JSONL field holding the problem (default: problem/question)")
     ev.add_argument("--answer-field", help="JSONL field holding the reference answer (default: answer)")
     ev.add_argument("--limit", type=int, help="only the first LIMIT problems")
-    ev.add_argument(
-        "--strategy",
-        default=",".join(STRATEGIES),
-        help=f"comma-separated strategies to report (default: all of {strategies})",
-    )
+    ev.add_argument("--n", type=_budgets, default=(8,), help="budget(s) N, e.g. 16 or 4,8,16")
+    ev.add_argument("--strategy", default=",".join(STRATEGIES), help="comma-separated strategies")
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
-    _common_args(ev)
-    _sampling_args(ev)
+    _add_common(ev)
 
-    so = sub.add_parser(
-        "solve",
-        help="answer one problem with a strategy",
-        epilog=f"strategies: {strategies}\nscorers: {scorers}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
     so.add_argument("problem", help="the problem text")
-    so.add_argument("--strategy", default="weighted_best_of_n", choices=list(STRATEGIES))
+    so.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES)
+    so.add_argument("--n", type=int, default=8, help="the budget N")
     so.add_argument("--show", action="store_true", help="print every candidate with its score")
     so.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    _common_args(so)
-    _sampling_args(so)
+    _add_common(so)
 
     be = sub.add_parser("bench", help="benchmarks")
     bsub = be.add_subparsers(dest="bench", required=True)
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nttscale: interrupted; finished problems are saved, re-run the same command to resume", file=sys.stderr)
+        print("\nttscale: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
         return 130
 
 
@@ -155,13 +167,15 @@ def _solve(args: argparse.Namespace) -> int:
     from .scorers import make_scorer
 
     gen = LlamaCppGenerator(args.model)
-    result = STRATEGIES[args.strategy](
+    fn = STRATEGIES.get(args.strategy) or SEARCH_STRATEGIES[args.strategy]
+    result = fn(
         Problem(id="cli", question=args.problem),
         gen,
-        make_scorer(args.scorer),
+        make_scorer(args.scorer, gen),
         args.n,
         params=_sampling(args),
         aggregation=args.aggregate,
+        **accepted_options(fn, _search_options(args)),
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -190,15 +204,12 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, EvalError, run_eval
 
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
-    if args.n < 1:
-        raise ValueError("--n must be at least 1")
-    dataset = args.dataset
     if args.question_field or args.answer_field:
         # Resolve custom fields once so that a bad field name fails before the model loads.
-        load_dataset(dataset, args.question_field, args.answer_field)
+        load_dataset(args.dataset, args.question_field, args.answer_field)
     cfg = EvalConfig(
-        dataset=dataset,
-        n=args.n,
+        dataset=args.dataset,
+        ns=args.n,
         model=args.model,
         seed=args.seed,
         sampling=_sampling(args),
@@ -208,9 +219,10 @@ def _eval(args: argparse.Namespace) -> int:
         aggregation=args.aggregate,
         question_field=args.question_field,
         answer_field=args.answer_field,
+        search=_search_options(args) if any(s in SEARCH_STRATEGIES for s in strategies) else {},
     )
-    name = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
-    out = args.output or Path("runs") / f"{name}-{Path(args.model).stem}-n{args.n}-seed{args.seed}"
+    name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
+    out = args.output or Path("runs") / f"{name}-{Path(args.model).stem}-n{cfg.pool_n}-seed{args.seed}"
     try:
         report = run_eval(
             cfg, lambda: LlamaCppGenerator(args.model), out, progress=not args.no_progress, n_boot=args.bootstrap
@@ -218,15 +230,16 @@ def _eval(args: argparse.Namespace) -> int:
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
+    partial = "" if report.complete else " (PARTIAL)"
     print(
-        f"\n{report.n_problems} problems, {args.model}, N={args.n}, seed {args.seed}, "
+        f"\n{report.n_problems} problems{partial}, {args.model}, N={','.join(map(str, cfg.ns))}, seed {args.seed}, "
         f"verifier {args.scorer}/{args.aggregate}; accuracy % [95% CI]\n"
     )
     print(report.table)
     c = report.compute
     print(
-        f"\ncompute for the whole pool: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
-        f"computed, {c.cached_prompt_tokens} from cache, {c.wall_time:.0f} s"
+        f"\ncompute of everything run: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
+        f"computed, {c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, {c.wall_time:.0f} s"
     )
     print(f"results: {out}/summary.md, {out}/plot.png, samples in {out}/samples.jsonl")
     return 0

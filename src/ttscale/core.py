@@ -199,6 +199,7 @@ class Result:
     candidates: list[Candidate]
     compute: Compute
     settings: dict[str, Any] = field(default_factory=dict)
+    trace: list[dict[str, Any]] | None = None  # every node a search made, for drawing the tree
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,4 +209,5 @@ class Result:
             "settings": self.settings,
             "compute": self.compute.to_dict(),
             "candidates": [c.to_dict() for c in self.candidates],
+            "trace": self.trace,
         }

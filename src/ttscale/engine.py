@@ -229,33 +229,7 @@ class LlamaCppGenerator:
         L = self._L
         t0 = time.perf_counter()
         self._clock += 1
-        prompt_tokens = [u.tokens for u in units]
-        plan = self._plan_slots(prompt_tokens, [u.count for u in units])
-        computed = cached = 0
-
-        # Bring each prompt's first slot to the prompt's longest cached prefix: copies first,
-        # then the in-place truncations, so no source is cut before every copy is taken.
-        for in_place in (False, True):
-            for i, (source, reuse, targets) in enumerate(plan):
-                first = targets[0]
-                if (first == source) != in_place:
-                    continue
-                if in_place:
-                    L.llama_memory_seq_rm(self._mem, first, reuse, -1)
-                else:
-                    L.llama_memory_seq_rm(self._mem, first, -1, -1)
-                    if reuse:
-                        L.llama_memory_seq_cp(self._mem, source, first, 0, reuse)
-                self._slots[first].tokens = prompt_tokens[i][:reuse]
-                cached += reuse
-                computed += len(prompt_tokens[i]) - reuse
-
-        # Prefill: every prompt's new tokens but the last, then all last tokens in one batch
-        # so that each prompt's logits are available together.
-        body = [(targets[0], tok) for i, (_, reuse, targets) in enumerate(plan) for tok in prompt_tokens[i][reuse:-1]]
-        for at in range(0, len(body), self.n_batch):
-            self._decode(body[at : at + self.n_batch], logits=False)
-        self._decode([(targets[0], prompt_tokens[i][-1]) for i, (_, _, targets) in enumerate(plan)], logits=True)
+        plan, computed, cached = self._prefill([u.tokens for u in units], [u.count for u in units])
 
         seqs: list[_Seq] = []
         for i, (_, _, targets) in enumerate(plan):
@@ -302,6 +276,69 @@ class LlamaCppGenerator:
             wall_time=time.perf_counter() - t0,
             flops=model_flops(self.n_params, computed + generated),
         )
+        return out, compute
+
+    def _prefill(
+        self, prompt_tokens: list[list[int]], counts: list[int]
+    ) -> tuple[list[tuple[int, int, list[int]]], int, int]:
+        """Bring each prompt into the first of its slots, computing only what no slot already
+        holds; afterwards logits row i belongs to prompt i. Returns the slot plan and the
+        prompt tokens computed and served from cache."""
+        L = self._L
+        plan = self._plan_slots(prompt_tokens, counts)
+        computed = cached = 0
+        # Copies first, then in-place truncations, so no source is cut before every copy is taken.
+        for in_place in (False, True):
+            for i, (source, reuse, targets) in enumerate(plan):
+                first = targets[0]
+                if (first == source) != in_place:
+                    continue
+                if in_place:
+                    L.llama_memory_seq_rm(self._mem, first, reuse, -1)
+                else:
+                    L.llama_memory_seq_rm(self._mem, first, -1, -1)
+                    if reuse:
+                        L.llama_memory_seq_cp(self._mem, source, first, 0, reuse)
+                self._slots[first].tokens = prompt_tokens[i][:reuse]
+                cached += reuse
+                computed += len(prompt_tokens[i]) - reuse
+        # Every prompt's new tokens but the last, then all last tokens in one batch, so that
+        # every prompt's logits are available together.
+        body = [(targets[0], tok) for i, (_, reuse, targets) in enumerate(plan) for tok in prompt_tokens[i][reuse:-1]]
+        for at in range(0, len(body), self.n_batch):
+            self._decode(body[at : at + self.n_batch], logits=False)
+        self._decode([(targets[0], prompt_tokens[i][-1]) for i, (_, _, targets) in enumerate(plan)], logits=True)
+        return plan, computed, cached
+
+    def next_token_logprobs(
+        self, prompts: Sequence[Prompt], tokens: Sequence[str]
+    ) -> tuple[list[list[float]], Compute]:
+        """log p(token | prompt) of each given single token at the position after each prompt:
+        one forward pass over whatever part of each prompt is not cached yet (an LLM judge's
+        "Yes"/"No", for instance)."""
+        ids = []
+        for t in tokens:
+            tok = self.tokenize(t, special=False)
+            if len(tok) != 1:
+                raise EngineError(f"{t!r} is {len(tok)} tokens for this model, not one")
+            ids.append(tok[0])
+        out: list[list[float]] = []
+        compute = Compute()
+        token_lists = [self.tokenize(self.render(p)) for p in prompts]
+        for at in range(0, len(token_lists), self.n_seq_max // 2 or 1):
+            t0 = time.perf_counter()
+            self._clock += 1
+            chunk = token_lists[at : at + (self.n_seq_max // 2 or 1)]
+            _, computed, cached = self._prefill(chunk, [1] * len(chunk))
+            logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(len(chunk), self.n_vocab))
+            lse = _logsumexp_rows(logits)
+            out += [[float(logits[r, t] - lse[r]) for t in ids] for r in range(len(chunk))]
+            compute = compute + Compute(
+                prompt_tokens=computed,
+                cached_prompt_tokens=cached,
+                wall_time=time.perf_counter() - t0,
+                flops=model_flops(self.n_params, computed),
+            )
         return out, compute
 
     def _plan_slots(self, prompt_tokens: list[list[int]], counts: list[int]) -> list[tuple[int, int, list[int]]]:
@@ -394,8 +431,7 @@ class LlamaCppGenerator:
         n_rows = max(rows) + 1
         ptr = L.llama_get_logits(self._ctx)
         logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
-        peak = logits.max(axis=1)
-        lse = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+        lse = _logsumexp_rows(logits)
         certainty = lse - logits.mean(axis=1) - self._log_v
         for s, row in zip(seqs, rows, strict=True):
             tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
@@ -430,3 +466,8 @@ class LlamaCppGenerator:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown may have unloaded llama_cpp
             self.close()
+
+
+def _logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    peak = logits.max(axis=1)
+    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))

@@ -1,10 +1,15 @@
-"""`ttscale eval`: sample a pool per problem once, write it as it goes, replay every strategy.
+"""`ttscale eval`: run strategies over a dataset, write every result as it is done, report.
 
-A run directory holds config.json (what was asked), samples.jsonl (one line per finished
-problem, appended and flushed as soon as it is done), summary.json/summary.md and plot.png.
-Re-running the same command resumes: finished problems are read back, a line cut short by a
-kill is dropped, and only the missing problems are generated. A directory written with other
-settings is refused rather than mixed.
+Two kinds of work, both recorded one JSON line at a time in samples.jsonl:
+- a *pool* per problem: N independent samples drawn once, graded, scored by the verifiers;
+  majority, Best-of-N and weighted Best-of-N are replayed on subsets of it at every budget;
+- a *search* per (problem, strategy, budget): beam search, DVTS and particle filtering cannot
+  be subsampled, so each runs once per budget.
+
+A run directory holds config.json (what was asked), samples.jsonl, traces.jsonl (every node
+each search made), summary.json/summary.md and plot.png. Re-running the same command resumes:
+finished work is read back, a line cut short by a kill is dropped, only missing work runs.
+A directory written with other settings is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .analysis import CurvePoint, curves, plot, pool_from_record, table
+import numpy as np
+
+from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, table
 from .core import Compute, Generator, Problem, SamplingParams
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
 from .prompts import SYSTEM_PROMPT
-from .scorers import SCORERS, make_scorer
+from .scorers import ALL_SCORERS, SCORERS, make_scorer
+from .search import SEARCH_STRATEGIES, accepted_options
 from .strategies import PICKERS, sample_pool
 
 POOL_STRATEGIES = tuple(PICKERS)
@@ -37,7 +45,7 @@ class EvalError(RuntimeError):
 @dataclass
 class EvalConfig:
     dataset: str = "gsm8k"
-    n: int = 8
+    ns: tuple[int, ...] = (8,)
     model: str = "qwen2.5-coder-0.5b"
     seed: int = 0
     sampling: SamplingParams = field(default_factory=SamplingParams)
@@ -48,25 +56,46 @@ class EvalConfig:
     aggregation: str = "mean"
     question_field: str | None = None
     answer_field: str | None = None
+    search: dict[str, Any] = field(default_factory=dict)  # beam_width, lookahead, max_iterations, ...
+
+    @property
+    def pool_n(self) -> int:
+        return max(self.ns)
+
+    @property
+    def pool_strategies(self) -> tuple[str, ...]:
+        return tuple(s for s in self.strategies if s in PICKERS)
+
+    @property
+    def search_strategies(self) -> tuple[str, ...]:
+        return tuple(s for s in self.strategies if s in SEARCH_STRATEGIES)
 
     def identity(self) -> dict[str, Any]:
         """What must match for two runs to share a samples file. The limit, the strategies
-        and the scorer only change the analysis, so they may differ between resumes."""
+        and the scorer only select work, so they may differ between resumes."""
         return {
             "dataset": self.dataset,
             "fields": [self.question_field, self.answer_field],
-            "n": self.n,
+            "n": self.pool_n,
             "model": self.model,
             "seed": self.seed,
             "sampling": self.sampling.to_dict(),
             "system_prompt_sha1": hashlib.sha1(self.system_prompt.encode()).hexdigest(),
         }
 
+    def search_key(self, problem_id: str, strategy: str, n: int) -> str:
+        settings = json.dumps(self.search, sort_keys=True)
+        return f"search|{problem_id}|{strategy}|{n}|{self.scorer}|{self.aggregation}|{settings}"
+
 
 def problem_seed(seed: int, problem_id: str) -> int:
     """Each problem's sampling seed depends only on the run seed and the problem, so a
     resumed or sharded run draws exactly what an uninterrupted one would."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def record_key(record: dict[str, Any]) -> str:
+    return record.get("key") or f"pool|{record['id']}"
 
 
 class RunStore:
@@ -76,6 +105,7 @@ class RunStore:
         self.dir = out_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.samples = self.dir / "samples.jsonl"
+        self.traces = self.dir / "traces.jsonl"
         cfg_path = self.dir / "config.json"
         identity = cfg.identity()
         if cfg_path.exists():
@@ -102,14 +132,14 @@ class RunStore:
         for line in self.samples.read_text("utf-8").splitlines():
             try:
                 rec = json.loads(line)
-                pid = rec["id"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                key = record_key(rec)
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                 dropped += 1
                 continue
-            if pid in self.records:
+            if key in self.records:
                 dropped += 1
                 continue
-            self.records[pid] = rec
+            self.records[key] = rec
             good.append(line)
         if dropped:
             print(f"note: dropped {dropped} incomplete or duplicate line(s) from {self.samples}", file=sys.stderr)
@@ -117,30 +147,46 @@ class RunStore:
             tmp.write_text("".join(g + "\n" for g in good), "utf-8")
             os.replace(tmp, self.samples)
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False)
-        with open(self.samples, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.records[record["id"]] = record
+    def append(self, record: dict[str, Any], trace: list[dict[str, Any]] | None = None) -> None:
+        if trace is not None:  # the trace first: a record on disk always has its trace
+            _append_line(self.traces, {"key": record_key(record), "trace": trace})
+        _append_line(self.samples, record)
+        self.records[record_key(record)] = record
 
 
-def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
-    """One problem's pool of cfg.n samples, graded and scored by every model-free verifier."""
-    params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
-    t0 = time.perf_counter()
-    scorers = [make_scorer(name) for name in SCORERS]
-    candidates, compute = sample_pool(problem, generator, scorers[0], cfg.n, params, cfg.system_prompt)
-    scores = {s.name: s.score(problem, candidates)[0] for s in scorers}
-    compute.wall_time = time.perf_counter() - t0
+def _append_line(path: Path, obj: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _problem_fields(problem: Problem, cfg: EvalConfig, seed: int) -> dict[str, Any]:
     return {
         "id": problem.id,
         "question": problem.question,
         "gold": problem.gold,
         "meta": problem.meta,
         "model": cfg.model,
-        "seed": params.seed,
+        "seed": seed,
+    }
+
+
+def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
+    """One problem's pool of samples, graded, with the per-step scores of every model-free
+    verifier (and of the configured one, if it needs a model)."""
+    params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
+    t0 = time.perf_counter()
+    names = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
+    scorers = [make_scorer(name, generator) for name in names]
+    candidates, compute = sample_pool(problem, generator, scorers[0], cfg.pool_n, params, cfg.system_prompt)
+    scores: dict[str, list[list[float]]] = {}
+    for s in scorers:
+        scores[s.name], spent = s.score(problem, candidates)
+        compute = compute + Compute(verifier_tokens=spent.verifier_tokens, flops=spent.flops)
+    compute.wall_time = time.perf_counter() - t0
+    return {
+        **_problem_fields(problem, cfg, params.seed),
         "sampling": params.to_dict(),
         "compute": compute.to_dict(),
         "candidates": [
@@ -157,6 +203,40 @@ def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> d
     }
 
 
+def search_problem(
+    problem: Problem, generator: Generator, cfg: EvalConfig, strategy: str, n: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One search run, graded: the record (without the bulky trace) and the trace."""
+    params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
+    scorer = make_scorer(cfg.scorer, generator)
+    fn = SEARCH_STRATEGIES[strategy]
+    result = fn(
+        problem,
+        generator,
+        scorer,
+        n,
+        params=params,
+        system=cfg.system_prompt,
+        aggregation=cfg.aggregation,
+        **accepted_options(fn, cfg.search),
+    )
+    picks = result.settings.get("picks", {})
+    record = {
+        "key": cfg.search_key(problem.id, strategy, n),
+        "kind": "search",
+        **_problem_fields(problem, cfg, params.seed),
+        "strategy": strategy,
+        "n": n,
+        "answer": result.answer,
+        "correct": is_correct(result.answer, problem.gold),
+        "picks": {rule: {"answer": a, "correct": is_correct(a, problem.gold)} for rule, a in picks.items()},
+        "settings": {k: v for k, v in result.settings.items() if k != "picks"},
+        "compute": result.compute.to_dict(),
+        "candidates": [{**c.to_dict(), "correct": is_correct(c.answer, problem.gold)} for c in result.candidates],
+    }
+    return record, result.trace or []
+
+
 @dataclass
 class EvalReport:
     out_dir: Path
@@ -164,6 +244,7 @@ class EvalReport:
     n_problems: int
     compute: Compute
     table: str
+    complete: bool
 
 
 def run_eval(
@@ -174,67 +255,120 @@ def run_eval(
     n_boot: int = 100,
 ) -> EvalReport:
     for s in cfg.strategies:
-        if s not in PICKERS:
-            raise EvalError(f"unknown strategy {s!r}; pool strategies: {', '.join(PICKERS)}")
-    if cfg.scorer not in SCORERS:
-        raise EvalError(f"unknown scorer {cfg.scorer!r}; choose from {', '.join(SCORERS)}")
+        if s not in PICKERS and s not in SEARCH_STRATEGIES:
+            known = ", ".join([*PICKERS, *SEARCH_STRATEGIES])
+            raise EvalError(f"unknown strategy {s!r}; choose from {known}")
+    if cfg.scorer not in ALL_SCORERS:
+        raise EvalError(f"unknown scorer {cfg.scorer!r}; choose from {', '.join(ALL_SCORERS)}")
+    if not cfg.ns or min(cfg.ns) < 1:
+        raise EvalError("budgets (--n) must be positive")
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
     problems = ds.problems[: cfg.limit] if cfg.limit else ds.problems
     store = RunStore(out_dir, cfg)
-    todo = [p for p in problems if p.id not in store.records]
+    todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if key not in store.records]
     if todo:
-        if len(todo) < len(problems):
-            print(f"resuming: {len(problems) - len(todo)} of {len(problems)} problems already done", file=sys.stderr)
-        _generate(todo, make_generator(), cfg, store, progress)
-    records = [store.records[p.id] for p in problems]
-    return summarize(records, cfg, out_dir, n_boot)
+        done_before = sum(len(_work_keys(p, cfg)) for p in problems) - len(todo)
+        if done_before:
+            print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
+        _run(todo, make_generator(), cfg, store, progress)
+    return summarize(problems, store, cfg, out_dir, n_boot)
 
 
-def _generate(todo: Sequence[Problem], generator: Generator, cfg: EvalConfig, store: RunStore, progress: bool) -> None:
+def _work_keys(problem: Problem, cfg: EvalConfig) -> list[str]:
+    keys = [f"pool|{problem.id}"] if cfg.pool_strategies else []
+    return keys + [cfg.search_key(problem.id, s, n) for s in cfg.search_strategies for n in sorted(cfg.ns)]
+
+
+def _run(
+    todo: Sequence[tuple[Problem, str]], generator: Generator, cfg: EvalConfig, store: RunStore, progress: bool
+) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(todo, desc=f"{cfg.dataset} n={cfg.n}", unit="problem", disable=not progress, file=sys.stderr)
+    bar = tqdm(todo, desc=f"{cfg.dataset}", unit="run", disable=not progress, file=sys.stderr)
     tokens = 0
     t0 = time.perf_counter()
-    for problem in bar:
-        rec = sample_problem(problem, generator, cfg)
-        store.append(rec)
+    for problem, key in bar:
+        if key.startswith("pool|"):
+            rec = sample_problem(problem, generator, cfg)
+            store.append(rec)
+        else:
+            _, _, strategy, n, *_ = key.split("|")
+            bar.set_description(f"{cfg.dataset} {strategy} n={n}")
+            rec, trace = search_problem(problem, generator, cfg, strategy, int(n))
+            store.append(rec, trace)
         tokens += rec["compute"]["generated_tokens"]
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
 
 
-def summarize(records: list[dict[str, Any]], cfg: EvalConfig, out_dir: Path, n_boot: int = 100) -> EvalReport:
-    pools = [pool_from_record(r, cfg.scorer, cfg.aggregation) for r in records]
-    points = curves(pools, cfg.strategies, n_boot=n_boot, seed=cfg.seed)
+def search_points(
+    records: Sequence[dict[str, Any]], label: str, n: int, rule: str | None, rng: np.random.Generator
+) -> CurvePoint:
+    hits = np.array([bool(r["picks"][rule]["correct"] if rule else r["correct"]) for r in records], dtype=float)
+    lo, hi = problem_ci(hits, rng)
+    tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
+    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens)
+
+
+def summarize(
+    problems: Sequence[Problem], store: RunStore, cfg: EvalConfig, out_dir: Path, n_boot: int = 100
+) -> EvalReport:
+    """Report on the problems whose requested work is all done, so every strategy is
+    compared on the same problems; a partial run says so."""
+    done = [p for p in problems if all(k in store.records for k in _work_keys(p, cfg))]
+    rng = np.random.default_rng(cfg.seed)
+    points: list[CurvePoint] = []
     compute = Compute()
-    for r in records:
-        compute = compute + Compute.from_dict(r["compute"])
+    if cfg.pool_strategies:
+        pool_records = [store.records[f"pool|{p.id}"] for p in done]
+        pools = [pool_from_record(r, cfg.scorer, cfg.aggregation) for r in pool_records]
+        points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed)
+        for r in pool_records:
+            compute = compute + Compute.from_dict(r["compute"])
+    for strategy in cfg.search_strategies:
+        for n in sorted(cfg.ns):
+            recs = [store.records[cfg.search_key(p.id, strategy, n)] for p in done]
+            if not recs:
+                continue
+            points.append(search_points(recs, strategy, n, None, rng))
+            for rule in ("majority", "weighted_best_of_n"):
+                points.append(search_points(recs, f"{strategy}+{rule}", n, rule, rng))
+            for r in recs:
+                compute = compute + Compute.from_dict(r["compute"])
+    complete = len(done) == len(problems)
     md = table(points)
+    status = "" if complete else f" - PARTIAL: {len(done)} of {len(problems)} problems done"
     title = (
-        f"{cfg.model} on {cfg.dataset} ({len(records)} problems), N={cfg.n}, seed {cfg.seed}, "
-        f"verifier {cfg.scorer}/{cfg.aggregation}"
+        f"{cfg.model} on {cfg.dataset} ({len(done)} problems), N={','.join(map(str, cfg.ns))}, seed {cfg.seed}, "
+        f"verifier {cfg.scorer}/{cfg.aggregation}{status}"
     )
     summary = {
         "identity": cfg.identity(),
         "limit": cfg.limit,
-        "problems": len(records),
-        "problem_ids": [r["id"] for r in records],
+        "complete": complete,
+        "problems": len(done),
+        "problems_requested": len(problems),
+        "problem_ids": [p.id for p in done],
+        "strategies": list(cfg.strategies),
+        "budgets": list(cfg.ns),
         "scorer": cfg.scorer,
         "aggregation": cfg.aggregation,
+        "search_settings": cfg.search,
         "bootstrap_draws": n_boot,
         "compute_total": compute.to_dict(),
         "points": [p.to_dict() for p in points],
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    per = max(1, len(records))
+    per = max(1, len(done))
     (out_dir / "summary.md").write_text(
-        f"# {title}\n\nAccuracy in %, 95% bootstrap interval in brackets.\n\n{md}\n\n"
-        f"Compute for the whole pool, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
+        f"# {title}\n\nAccuracy in %, 95% bootstrap interval in brackets. Pool strategies are replayed on "
+        f"subsets of {cfg.pool_n} samples per problem; search strategies ran once per budget "
+        f"(`+majority`, `+weighted_best_of_n`: the same searches with the other final pick).\n\n{md}\n\n"
+        f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "
         f"served from cache, {compute.verifier_tokens / per:.0f} verifier tokens, "
         f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n"
     )
     if points:
         plot(points, str(out_dir / "plot.png"), title)
-    return EvalReport(out_dir, points, len(records), compute, md)
+    return EvalReport(out_dir, points, len(done), compute, md, complete)

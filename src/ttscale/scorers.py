@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from .core import Candidate, Compute, Problem, Step
+from .core import Candidate, Compute, Problem, Scorer, Step
 
 AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "last": lambda s: s[-1],
@@ -65,9 +66,18 @@ SCORERS: dict[str, type[_StepStatScorer]] = {
     LogProbScorer.name: LogProbScorer,
     SelfCertaintyScorer.name: SelfCertaintyScorer,
 }
+MODEL_SCORERS = {"judge": "the policy model asked whether the last step is correct: P(Yes)"}
+ALL_SCORERS = [*SCORERS, *MODEL_SCORERS]
 
 
-def make_scorer(name: str) -> _StepStatScorer:
-    if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
-    return SCORERS[name]()
+def make_scorer(name: str, generator: Any = None) -> Scorer:
+    """A verifier by name. Model-free ones need nothing; "judge" runs on the generator."""
+    if name in SCORERS:
+        return SCORERS[name]()
+    if name == "judge":
+        if not hasattr(generator, "next_token_logprobs"):
+            raise ValueError("the judge scorer needs an engine that returns next-token log-probabilities")
+        from .judge import LLMJudgeScorer
+
+        return LLMJudgeScorer(generator)
+    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(ALL_SCORERS)}")

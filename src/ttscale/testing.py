@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 
 from .core import Completion, Compute, Generation, Prompt, SamplingParams, common_prefix, model_flops
 
-Script = Callable[[Prompt, int], str]  # (prompt, sample seed) -> full continuation text
+# (prompt, seed) -> full continuation text; seed = params.seed * 1000 + prompt index * 100 + sample
+# index, so `seed % 100` is the sample's index within its prompt and `seed % 1000 // 100` the prompt's
+Script = Callable[[Prompt, int], str]
 _PIECES = re.compile(r"\s+|[^\s]+")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from dataclasses import replace
 from typing import Any
 
 from .core import SamplingParams
@@ -110,3 +111,99 @@ def format_engine(r: dict[str, Any]) -> str:
             f"{100 * r['ttscale_batched']['sampling_share']:.0f}%.",
         ]
     )
+
+
+def distinct_tokens(sequences: list[list[int]]) -> int:
+    """Nodes of the token trie over all sequences: what a perfect prefix cache would hold."""
+    root: dict[int, dict] = {}
+    count = 0
+    for seq in sequences:
+        node = root
+        for tok in seq:
+            nxt = node.get(tok)
+            if nxt is None:
+                nxt = node[tok] = {}
+                count += 1
+            node = nxt
+    return count
+
+
+def bench_search(
+    model: str = DEFAULT_MODEL,
+    problems: int = 3,
+    n: int = 8,
+    beam_width: int = 4,
+    max_tokens: int = 512,
+    step_tokens: int = 128,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Beam search on the first GSM8K problems with the model-free logprob verifier, so every
+    prompt token counted is the policy's. Compares the prompt tokens the engine computed with
+    what re-sending every prefix at every step would compute, and with the distinct tokens of
+    the search tree."""
+    from .scorers import LogProbScorer
+    from .search import beam_search
+
+    gen = LlamaCppGenerator(model)
+    rows: list[dict[str, Any]] = []
+    for problem in load_dataset("gsm8k").problems[:problems]:
+        gen.token_log = []
+        r = beam_search(
+            problem,
+            gen,
+            LogProbScorer(),
+            n,
+            beam_width=beam_width,
+            step_tokens=step_tokens,
+            params=replace(get_spec(model).sampling, max_tokens=max_tokens, seed=seed),
+        )
+        log = gen.token_log
+        rows.append(
+            {
+                "problem": problem.id,
+                "prompts": len(log),
+                "computed_prompt_tokens": r.compute.prompt_tokens,
+                "cached_prompt_tokens": r.compute.cached_prompt_tokens,
+                "generated_tokens": r.compute.generated_tokens,
+                "reprefill_tokens": sum(len(p) for p, _ in log),
+                "distinct_tree_tokens": distinct_tokens([p + c for p, outs in log for c in outs]),
+                "seconds": round(r.compute.wall_time, 1),
+            }
+        )
+    gen.token_log = None
+    total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
+    return {
+        "model": gen.name,
+        "n": n,
+        "beam_width": beam_width,
+        "max_tokens": max_tokens,
+        "step_tokens": step_tokens,
+        "seed": seed,
+        "rows": rows,
+        "total": total,
+        "computed_over_distinct": round(total["computed_prompt_tokens"] / total["distinct_tree_tokens"], 3),
+        "reprefill_over_computed": round(total["reprefill_tokens"] / max(1, total["computed_prompt_tokens"]), 1),
+    }
+
+
+def format_search(r: dict[str, Any]) -> str:
+    lines = [
+        f"beam search, model {r['model']}, N={r['n']}, beam width {r['beam_width']}, max_tokens {r['max_tokens']}, "
+        f"step_tokens {r['step_tokens']}, seed {r['seed']}, verifier logprob, first {len(r['rows'])} GSM8K problems",
+        "",
+        "| problem | prompts sent | prompt tokens computed | served from cache | re-prefill would compute "
+        "| distinct tree tokens | generated | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in [*r["rows"], {"problem": "total", **r["total"]}]:
+        lines.append(
+            f"| {row['problem']} | {row['prompts']} | {row['computed_prompt_tokens']} | "
+            f"{row['cached_prompt_tokens']} | {row['reprefill_tokens']} | {row['distinct_tree_tokens']} | "
+            f"{row['generated_tokens']} | {row['seconds']} |"
+        )
+    lines += [
+        "",
+        f"computed prompt tokens / distinct tree tokens = {r['computed_over_distinct']} (target <= 1.2); "
+        f"re-prefill / computed = {r['reprefill_over_computed']}x (target >= 5x)",
+    ]
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .core import SamplingParams
 from .models import DEFAULT_MODEL, REGISTRY, ModelError
-from .scorers import AGGREGATIONS, ALL_SCORERS
+from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer
 from .search import SEARCH_STRATEGIES, accepted_options
 from .strategies import STRATEGIES
 
@@ -18,8 +18,14 @@ ALL_STRATEGIES = [*STRATEGIES, *SEARCH_STRATEGIES]
 EPILOG = (
     f"strategies: {', '.join(STRATEGIES)} (over one pool of samples); "
     f"{', '.join(SEARCH_STRATEGIES)} (step-level search)\n"
-    f"scorers: {', '.join(ALL_SCORERS)}"
+    f"scorers: {', '.join(ALL_SCORERS)}, prm:KEY[@PATH] with KEY one of {', '.join(PRM_KEYS)}"
 )
+
+
+def _scorer(name: str) -> str:
+    if not known_scorer(name):
+        raise argparse.ArgumentTypeError(f"unknown scorer {name!r}")
+    return name
 
 
 def _budgets(text: str) -> tuple[int, ...]:
@@ -34,7 +40,7 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(REGISTRY)}) or a .gguf path")
-    p.add_argument("--scorer", default="logprob", choices=ALL_SCORERS, help="verifier")
+    p.add_argument("--scorer", default="logprob", type=_scorer, help="verifier (see the list below)")
     p.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS), help="step scores -> solution score")
     g = p.add_argument_group("sampling (defaults: the model's recommended settings)")
     g.add_argument("--temperature", type=float)
@@ -117,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--seed", type=int, default=0)
     eng.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
+    se = bsub.add_parser("search", help="KV-cache reuse of beam search against re-prefilling every prefix")
+    se.add_argument("--model", default=DEFAULT_MODEL)
+    se.add_argument("--problems", type=int, default=3)
+    se.add_argument("--n", type=int, default=8)
+    se.add_argument("--beam-width", type=int, default=4)
+    se.add_argument("--max-tokens", type=int, default=512)
+    se.add_argument("--step-tokens", type=int, default=128)
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--json", type=Path, help="also write the raw figures to this file")
+
     mo = sub.add_parser("models", help="list registered models, or assemble and verify one")
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
     return parser
@@ -138,10 +154,22 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args.name)
     if args.command == "bench":
-        from .bench import bench_engine, format_engine
+        from .bench import bench_engine, bench_search, format_engine, format_search
 
-        r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
-        print(format_engine(r))
+        if args.bench == "engine":
+            r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
+            print(format_engine(r))
+        else:
+            r = bench_search(
+                args.model,
+                problems=args.problems,
+                n=args.n,
+                beam_width=args.beam_width,
+                max_tokens=args.max_tokens,
+                step_tokens=args.step_tokens,
+                seed=args.seed,
+            )
+            print(format_search(r))
         if args.json:
             args.json.write_text(json.dumps(r, indent=2))
         return 0

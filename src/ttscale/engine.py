@@ -128,6 +128,9 @@ class LlamaCppGenerator:
         self._pieces: dict[int, bytes] = {}
         self._log_v = math.log(self.n_vocab)
         self.timing = {"decode_s": 0.0, "sample_s": 0.0}  # where the time goes, for `bench engine`
+        # Set to a list to record (prompt tokens, [generated tokens per sample]) of every
+        # generate call: `bench search` measures the search tree with it.
+        self.token_log: list[tuple[list[int], list[list[int]]]] | None = None
 
     # --- text <-> tokens ---------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class LlamaCppGenerator:
             for i, completions in done:
                 rows[i] += completions
             compute = compute + comp
+        if self.token_log is not None:
+            self.token_log += [(toks, [c.token_ids for c in row]) for toks, row in zip(token_lists, rows, strict=True)]
         return Generation(rows, compute)
 
     def _generate_group(

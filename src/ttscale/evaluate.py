@@ -31,7 +31,7 @@ from .core import Compute, Generator, Problem, SamplingParams
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
 from .prompts import SYSTEM_PROMPT
-from .scorers import ALL_SCORERS, SCORERS, make_scorer
+from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer
 from .search import SEARCH_STRATEGIES, accepted_options
 from .strategies import PICKERS, sample_pool
 
@@ -258,7 +258,7 @@ def run_eval(
         if s not in PICKERS and s not in SEARCH_STRATEGIES:
             known = ", ".join([*PICKERS, *SEARCH_STRATEGIES])
             raise EvalError(f"unknown strategy {s!r}; choose from {known}")
-    if cfg.scorer not in ALL_SCORERS:
+    if not known_scorer(cfg.scorer):
         raise EvalError(f"unknown scorer {cfg.scorer!r}; choose from {', '.join(ALL_SCORERS)}")
     if not cfg.ns or min(cfg.ns) < 1:
         raise EvalError("budgets (--n) must be positive")

@@ -66,8 +66,16 @@ SCORERS: dict[str, type[_StepStatScorer]] = {
     LogProbScorer.name: LogProbScorer,
     SelfCertaintyScorer.name: SelfCertaintyScorer,
 }
-MODEL_SCORERS = {"judge": "the policy model asked whether the last step is correct: P(Yes)"}
-ALL_SCORERS = [*SCORERS, *MODEL_SCORERS]
+MODEL_SCORERS = {
+    "judge": "the policy model asked whether the last step is correct: P(Yes)",
+    "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.prm.FORMATS)",
+}
+ALL_SCORERS = [*SCORERS, "judge"]
+PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # ttscale.prm.FORMATS
+
+
+def known_scorer(name: str) -> bool:
+    return name in ALL_SCORERS or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
 
 
 def make_scorer(name: str, generator: Any = None) -> Scorer:
@@ -80,4 +88,9 @@ def make_scorer(name: str, generator: Any = None) -> Scorer:
         from .judge import LLMJudgeScorer
 
         return LLMJudgeScorer(generator)
-    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(ALL_SCORERS)}")
+    if name.startswith("prm:"):
+        from .prm import TransformersPRM
+
+        key, _, path = name[4:].partition("@")
+        return TransformersPRM.load(key, path or None)
+    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join([*ALL_SCORERS, 'prm:KEY[@PATH]'])}")

@@ -1,8 +1,8 @@
 """Accuracy-versus-compute curves from one pool of samples per problem.
 
 "Generate once, evaluate many": with N samples per problem, a strategy at budget n < N is
-replayed on random n-subsets of the pool. Repeating the draw (and resampling problems)
-gives both the expected accuracy and a bootstrap confidence interval. Tokens are counted
+replayed on random n-subsets of the pool. Repeating the draw gives each problem's expected
+accuracy at budget n; resampling problems gives a bootstrap confidence interval. Tokens are counted
 from the samples actually drawn, so curves against generated tokens are honest.
 """
 
@@ -89,11 +89,11 @@ def curves(
                 for s in strategies:
                     k = PICKERS[s](groups, scores)
                     hits[s][b, p] = k is not None and pool.correct[subset[k]]
-        resample = rng.integers(0, n_problems, size=(draws, n_problems))
         for s, h in hits.items():
-            per_draw = np.take_along_axis(h, resample, axis=1).mean(axis=1)
-            lo, hi = np.percentile(per_draw, [2.5, 97.5])
-            points.append(CurvePoint(s, n, float(h.mean()), float(lo), float(hi), float(tokens.mean())))
+            # each problem's expected accuracy at budget n (over random subsets), then an
+            # interval over problems: the subset draws estimate, the problems vary
+            lo, hi = problem_ci(h.mean(axis=0), rng)
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean())))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
     points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools]))))
@@ -132,6 +132,7 @@ def table(points: Sequence[CurvePoint], with_ci: bool = True) -> str:
 
 def plot(points: Sequence[CurvePoint], path: str, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -157,6 +158,9 @@ def plot(points: Sequence[CurvePoint], path: str, title: str) -> None:
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("N (samples per problem)")
     axes[1].set_xscale("log")
+    axes[1].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[1].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[1].set_xlabel("generated tokens per problem")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -250,7 +250,8 @@ def _eval(args: argparse.Namespace) -> int:
         search=_search_options(args) if any(s in SEARCH_STRATEGIES for s in strategies) else {},
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
-    out = args.output or Path("runs") / f"{name}-{Path(args.model).stem}-n{cfg.pool_n}-seed{args.seed}"
+    model = Path(args.model).stem if args.model.endswith(".gguf") else args.model
+    out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}"
     try:
         report = run_eval(
             cfg, lambda: LlamaCppGenerator(args.model), out, progress=not args.no_progress, n_boot=args.bootstrap

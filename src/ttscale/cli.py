@@ -10,6 +10,7 @@ from typing import Any
 
 from .core import SamplingParams
 from .models import DEFAULT_MODEL, REGISTRY, ModelError
+from .remote import RemoteError
 from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer
 from .search import SEARCH_STRATEGIES, accepted_options
 from .strategies import STRATEGIES
@@ -48,6 +49,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int)
     g.add_argument("--max-tokens", type=int, default=1024, help="per solution")
     g.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("remote engine (instead of the embedded llama.cpp)")
+    r.add_argument("--server", help="OpenAI-compatible server URL(s), comma-separated; requests spread over them")
+    r.add_argument("--server-model", help="model name to send to the server (default: --model)")
+    r.add_argument("--chat-template", default="chatml", help="chatml, llama3, or a Jinja template file")
+    r.add_argument("--model-params", type=float, default=0, help="parameter count, for FLOP estimates")
+    r.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
     s = p.add_argument_group("step-level search")
     s.add_argument("--beam-width", type=int, default=4, help="M: candidates per beam (beam search, DVTS)")
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
@@ -66,6 +73,22 @@ def _sampling(args: argparse.Namespace) -> SamplingParams:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
+
+
+def _generator(args: argparse.Namespace) -> Any:
+    if args.server:
+        from .remote import OpenAIGenerator
+
+        return OpenAIGenerator(
+            [u.strip() for u in args.server.split(",") if u.strip()],
+            args.server_model or args.model,
+            chat_template=args.chat_template,
+            n_params=int(args.model_params),
+            concurrency=args.concurrency,
+        )
+    from .engine import LlamaCppGenerator
+
+    return LlamaCppGenerator(args.model)
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ModelError, FileNotFoundError, ValueError) as e:
+    except (ModelError, FileNotFoundError, ValueError, RemoteError) as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -191,10 +214,9 @@ def _models(name: str | None) -> int:
 
 def _solve(args: argparse.Namespace) -> int:
     from .core import Problem
-    from .engine import LlamaCppGenerator
     from .scorers import make_scorer
 
-    gen = LlamaCppGenerator(args.model)
+    gen = _generator(args)
     fn = STRATEGIES.get(args.strategy) or SEARCH_STRATEGIES[args.strategy]
     result = fn(
         Problem(id="cli", question=args.problem),
@@ -228,7 +250,6 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
-    from .engine import LlamaCppGenerator
     from .evaluate import EvalConfig, EvalError, run_eval
 
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
@@ -253,9 +274,7 @@ def _eval(args: argparse.Namespace) -> int:
     model = Path(args.model).stem if args.model.endswith(".gguf") else args.model
     out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}"
     try:
-        report = run_eval(
-            cfg, lambda: LlamaCppGenerator(args.model), out, progress=not args.no_progress, n_boot=args.bootstrap
-        )
+        report = run_eval(cfg, lambda: _generator(args), out, progress=not args.no_progress, n_boot=args.bootstrap)
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2

@@ -107,8 +107,7 @@ class MathShepherdFormat(PRMFormat):
     step_tag = "ки"
 
     def encode(self, tokenizer: Any, question: str, steps: Sequence[str]) -> Encoded:
-        body = "".join(f"Step {k}: {s.strip()} {self.step_tag}\n" for k, s in enumerate(steps, start=1))
-        ids = list(tokenizer.encode(f"{question} {body}"))
+        ids = list(tokenizer.encode(math_shepherd_text(question, steps)))
         tag = _single_token(tokenizer, self.step_tag)
         positions = [i for i, t in enumerate(ids) if t == tag]
         if len(positions) != len(steps):
@@ -124,6 +123,10 @@ class MathShepherdFormat(PRMFormat):
         if len(pair) != 2:
             raise PRMError(f"'+ -' should be two tokens for this PRM, got {pair}")
         self.good, self.bad = int(pair[0]), int(pair[1])
+
+
+def math_shepherd_text(question: str, steps: Sequence[str]) -> str:
+    return f"{question} " + "".join(f"Step {k}: {s.strip()} ки\n" for k, s in enumerate(steps, start=1))
 
 
 class QwenPRMFormat(PRMFormat):

@@ -125,3 +125,39 @@ def test_unknown_strategy_is_a_clear_error(tmp_path, fake_factory):
     ds = write_dataset(tmp_path / "d.jsonl")
     with pytest.raises(EvalError, match="unknown strategy"):
         run_eval(cfg_for(ds, strategies=("nope",)), lambda: fake_factory(["1"]), tmp_path / "r", progress=False)
+
+
+def test_shards_partition_the_slice_and_merge_back(tmp_path, fake_factory):
+    from ttscale.evaluate import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=7)
+    c = {"loads": 0}
+    for i in range(3):
+        run_eval(
+            cfg_for(ds, shard=(i, 3)), doubling_generator(fake_factory, c), tmp_path / f"s{i}", progress=False, n_boot=5
+        )
+    ids = [
+        [json.loads(x)["id"] for x in (tmp_path / f"s{i}" / "samples.jsonl").read_text().splitlines()] for i in range(3)
+    ]
+    assert ids == [["q0", "q3", "q6"], ["q1", "q4"], ["q2", "q5"]]
+    r = merge_runs(tmp_path / "all", [tmp_path / f"s{i}" for i in range(3)])
+    assert (r.records, r.duplicates, r.missing) == (7, [], [])
+    # the merged directory summarises like an unsharded run, without generating anything
+    whole = run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "all", progress=False, n_boot=5)
+    assert whole.complete and whole.n_problems == 7 and c["loads"] == 3
+
+
+def test_merge_reports_missing_and_duplicates_and_refuses_foreign_shards(tmp_path, fake_factory):
+    from ttscale.evaluate import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=4)
+    c = {"loads": 0}
+    run_eval(cfg_for(ds, shard=(0, 2)), doubling_generator(fake_factory, c), tmp_path / "a", progress=False)
+    run_eval(cfg_for(ds, shard=(0, 2)), doubling_generator(fake_factory, c), tmp_path / "b", progress=False)
+    r = merge_runs(tmp_path / "m", [tmp_path / "a", tmp_path / "b"])
+    assert r.records == 2 and len(r.duplicates) == 2 and r.missing == ["q1", "q3"]
+    run_eval(cfg_for(ds, shard=(1, 2), seed=9), doubling_generator(fake_factory, c), tmp_path / "c", progress=False)
+    with pytest.raises(EvalError, match="other settings.*seed"):
+        merge_runs(tmp_path / "m2", [tmp_path / "a", tmp_path / "c"])
+    with pytest.raises(EvalError, match="shard 0/2, not 1/2"):
+        run_eval(cfg_for(ds, shard=(1, 2)), doubling_generator(fake_factory, c), tmp_path / "a", progress=False)

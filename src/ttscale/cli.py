@@ -29,6 +29,16 @@ def _scorer(name: str) -> str:
     return name
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shard is i/k, like 0/4, not {text!r}") from None
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"shard {text} does not exist: i runs from 0 to k-1")
+    return i, k
+
+
 def _budgets(text: str) -> tuple[int, ...]:
     try:
         ns = tuple(int(x) for x in text.split(",") if x.strip())
@@ -125,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=_budgets, default=(8,), help="budget(s) N, e.g. 16 or 4,8,16")
     ev.add_argument("--strategy", default=",".join(STRATEGIES), help="comma-separated strategies")
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
+    ev.add_argument(
+        "--shard", type=_shard, help="i/k: this machine's share of the problems (merge with `ttscale merge`)"
+    )
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
     _add_common(ev)
@@ -155,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--step-tokens", type=int, default=128)
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--json", type=Path, help="also write the raw figures to this file")
+
+    me = sub.add_parser("merge", help="combine the run directories of shards into one")
+    me.add_argument("output", type=Path, help="the merged run directory (new)")
+    me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
 
     mo = sub.add_parser("models", help="list registered models, or assemble and verify one")
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
@@ -198,6 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "solve":
         return _solve(args)
+    if args.command == "merge":
+        return _merge(args)
     return _eval(args)
 
 
@@ -269,10 +288,12 @@ def _eval(args: argparse.Namespace) -> int:
         question_field=args.question_field,
         answer_field=args.answer_field,
         search=_search_options(args) if any(s in SEARCH_STRATEGIES for s in strategies) else {},
+        shard=args.shard,
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
     model = Path(args.model).stem if args.model.endswith(".gguf") else args.model
-    out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}"
+    shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}{shard}"
     try:
         report = run_eval(cfg, lambda: _generator(args), out, progress=not args.no_progress, n_boot=args.bootstrap)
     except EvalError as e:
@@ -291,3 +312,20 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(f"results: {out}/summary.md, {out}/plot.png, samples in {out}/samples.jsonl")
     return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .evaluate import EvalError, merge_runs
+
+    try:
+        r = merge_runs(args.output, args.shards)
+    except EvalError as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    print(f"merged {r.records} records from {len(args.shards)} shards into {args.output}")
+    if r.duplicates:
+        print(f"warning: {len(r.duplicates)} duplicated records kept once: {', '.join(r.duplicates[:5])}")
+    if r.missing:
+        print(f"warning: {len(r.missing)} problems have no result in any shard: {', '.join(r.missing[:10])}")
+    print("summarise with the shards' eval command and --output", args.output)
+    return 1 if r.missing else 0

@@ -57,6 +57,7 @@ class EvalConfig:
     question_field: str | None = None
     answer_field: str | None = None
     search: dict[str, Any] = field(default_factory=dict)  # beam_width, lookahead, max_iterations, ...
+    shard: tuple[int, int] | None = None  # (i, k): every k-th problem from the i-th, for several machines
 
     @property
     def pool_n(self) -> int:
@@ -119,8 +120,11 @@ class RunStore:
                     f"{self.dir} holds a run with different settings ({', '.join(diff)}); "
                     "use another --output or the original settings"
                 )
+            if stored.get("shard") != _shard_text(cfg.shard):
+                raise EvalError(f"{self.dir} holds shard {stored.get('shard')}, not {_shard_text(cfg.shard)}")
         else:
-            cfg_path.write_text(json.dumps({"identity": identity, "created": time.time()}, indent=2))
+            meta = {"identity": identity, "shard": _shard_text(cfg.shard), "limit": cfg.limit, "created": time.time()}
+            cfg_path.write_text(json.dumps(meta, indent=2))
         self.records: dict[str, dict[str, Any]] = {}
         self._load()
 
@@ -264,7 +268,7 @@ def run_eval(
         raise EvalError("budgets (--n) must be positive")
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
-    problems = ds.problems[: cfg.limit] if cfg.limit else ds.problems
+    problems = select_problems(ds.problems, cfg.limit, cfg.shard)
     store = RunStore(out_dir, cfg)
     todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if key not in store.records]
     if todo:
@@ -273,6 +277,80 @@ def run_eval(
             print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
         _run(todo, make_generator(), cfg, store, progress)
     return summarize(problems, store, cfg, out_dir, n_boot)
+
+
+def select_problems(
+    problems: Sequence[Problem], limit: int | None, shard: tuple[int, int] | None = None
+) -> list[Problem]:
+    """The first `limit` problems; of those, shard (i, k) takes every k-th from the i-th, so
+    the k shards partition the slice exactly, whatever machine runs which."""
+    chosen = list(problems[:limit] if limit else problems)
+    if shard is None:
+        return chosen
+    i, k = shard
+    if not 0 <= i < k:
+        raise EvalError(f"shard {i}/{k} does not exist: use 0/{k} .. {k - 1}/{k}")
+    return chosen[i::k]
+
+
+def _shard_text(shard: tuple[int, int] | None) -> str | None:
+    return None if shard is None else f"{shard[0]}/{shard[1]}"
+
+
+@dataclass
+class MergeReport:
+    records: int
+    duplicates: list[str]
+    missing: list[str]
+
+
+def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
+    """Combine shard run directories into one. Refuses shards run with other settings;
+    reports duplicated work (kept once) and problems of the slice no shard finished."""
+    metas = []
+    for d in shard_dirs:
+        try:
+            metas.append(json.loads((d / "config.json").read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise EvalError(f"{d} is not a run directory ({e})") from None
+    identity = metas[0]["identity"]
+    for d, m in zip(shard_dirs, metas, strict=True):
+        if m["identity"] != identity:
+            diff = sorted(k for k in identity if m["identity"].get(k) != identity[k])
+            raise EvalError(f"{d} was run with other settings than {shard_dirs[0]} ({', '.join(diff)})")
+    limits = {m.get("limit") for m in metas}
+    if len(limits) > 1:
+        raise EvalError(f"the shards cover different slices (limits {sorted(map(str, limits))})")
+    records: dict[str, str] = {}
+    duplicates = []
+    for d in shard_dirs:
+        path = d / "samples.jsonl"
+        for line in path.read_text("utf-8").splitlines() if path.exists() else []:
+            try:
+                key = record_key(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                continue  # a line cut short by a kill
+            if key in records:
+                duplicates.append(key)
+            else:
+                records[key] = line
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "samples.jsonl").exists():
+        raise EvalError(f"{out_dir} already holds samples; merge into a new directory")
+    (out_dir / "samples.jsonl").write_text("".join(v + "\n" for v in records.values()), "utf-8")
+    meta = {
+        "identity": identity,
+        "shard": None,
+        "limit": limits.pop(),
+        "merged_from": [str(d) for d in shard_dirs],
+        "created": time.time(),
+    }
+    (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
+    fields = identity.get("fields") or [None, None]
+    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, meta["limit"])
+    done = {key.split("|")[1] if "|" in key else key for key in records}
+    missing = [p.id for p in problems if p.id not in done]
+    return MergeReport(len(records), duplicates, missing)
 
 
 def _work_keys(problem: Problem, cfg: EvalConfig) -> list[str]:

@@ -75,7 +75,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _sampling(args: argparse.Namespace) -> SamplingParams:
     from .models import get_spec
 
-    base = SamplingParams() if args.model.endswith(".gguf") else get_spec(args.model).sampling
+    base = get_spec(args.model).sampling if args.model in REGISTRY else SamplingParams()
     return SamplingParams(
         temperature=base.temperature if args.temperature is None else args.temperature,
         top_p=base.top_p if args.top_p is None else args.top_p,
@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
+    rc = sub.add_parser("recipe", help="validate, plan or run a whole experiment described in a JSON file")
+    rc.add_argument("file", type=Path)
+    rc.add_argument("--dry-run", action="store_true", help="print the planned commands and request count only")
+    rc.add_argument("--shard", type=int, help="run only this shard's evals (default: everything, unsharded)")
+
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument("output", type=Path, help="the merged run directory (new)")
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ModelError, FileNotFoundError, ValueError, RemoteError) as e:
+    except (ModelError, FileNotFoundError, ValueError, RemoteError, RuntimeError) as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -217,6 +222,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _solve(args)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "recipe":
+        return _recipe(args)
     return _eval(args)
 
 
@@ -291,7 +298,7 @@ def _eval(args: argparse.Namespace) -> int:
         shard=args.shard,
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
-    model = Path(args.model).stem if args.model.endswith(".gguf") else args.model
+    model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")
     shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
     out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}{shard}"
     try:
@@ -329,3 +336,21 @@ def _merge(args: argparse.Namespace) -> int:
         print(f"warning: {len(r.missing)} problems have no result in any shard: {', '.join(r.missing[:10])}")
     print("summarise with the shards' eval command and --output", args.output)
     return 1 if r.missing else 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from .recipe import eval_args, load_recipe, plan
+
+    recipe = load_recipe(args.file)
+    if args.dry_run:
+        p = plan(recipe)
+        print(f"{recipe.get('name', args.file)}\n{p.notes}\n")
+        for name, server in recipe["servers"].items():
+            print(f"# start the {name} server: {server.get('command', '(already running)')}")
+        print("\n".join(p.commands))
+        print(f"\n{p.problems} problems; at most {p.generation_requests:,} generation requests in all")
+        return 0
+    status = 0
+    for run in recipe["runs"]:
+        status = max(status, main(eval_args(recipe, run, args.shard)))
+    return status

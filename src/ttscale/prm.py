@@ -183,7 +183,7 @@ class SkyworkFormat(PRMFormat):
     def read(self, output: Any, positions: list[int]) -> list[float]:
         import torch
 
-        values = torch.sigmoid(output.float())[0]
+        values = torch.sigmoid(output.float().cpu())[0]
         return [float(values[p]) for p in positions]
 
     def load(self, path: str) -> tuple[Any, Any]:
@@ -241,6 +241,11 @@ class TransformersPRM:
         self.tokenizer = tokenizer
         self.name = f"prm:{fmt.key}"
         fmt.bind(tokenizer)
+        import torch
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device != "cpu" and hasattr(self.model, "to"):
+            self.model = self.model.to(self.device)
         self.n_params = int(model.num_parameters()) if hasattr(model, "num_parameters") else 0
 
     @classmethod
@@ -265,7 +270,7 @@ class TransformersPRM:
 
         enc = self.fmt.encode(self.tokenizer, question, steps)
         with torch.no_grad():
-            output = self.model(input_ids=torch.tensor([enc.input_ids]))
+            output = self.model(input_ids=torch.tensor([enc.input_ids], device=self.device))
         return self.fmt.read(output, enc.positions), len(enc.input_ids)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:

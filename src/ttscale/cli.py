@@ -169,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
+    sv = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible server that answers with a test-time strategy",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES, help="default strategy")
+    sv.add_argument("--n", type=int, default=4, help="default budget")
+    sv.add_argument("--max-n", type=int, default=64, help="largest budget a request may ask for")
+    sv.add_argument("--workers", type=int, default=1, help="strategies running at once (one engine each)")
+    sv.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond that, HTTP 429")
+    sv.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take in all")
+    _add_common(sv)
+
     rc = sub.add_parser("recipe", help="validate, plan or run a whole experiment described in a JSON file")
     rc.add_argument("file", type=Path)
     rc.add_argument("--dry-run", action="store_true", help="print the planned commands and request count only")
@@ -224,6 +240,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _merge(args)
     if args.command == "recipe":
         return _recipe(args)
+    if args.command == "serve":
+        return _serve(args)
     return _eval(args)
 
 
@@ -354,3 +372,30 @@ def _recipe(args: argparse.Namespace) -> int:
     for run in recipe["runs"]:
         status = max(status, main(eval_args(recipe, run, args.shard)))
     return status
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    cfg = ServeConfig(
+        model=args.server_model or args.model,
+        strategy=args.strategy,
+        n=args.n,
+        scorer=args.scorer,
+        aggregation=args.aggregate,
+        sampling=_sampling(args),
+        workers=args.workers,
+        queue_limit=args.queue,
+        timeout=args.timeout,
+        max_n=args.max_n,
+        search=_search_options(args),
+    )
+    httpd = serve(cfg, lambda: _generator(args), args.host, args.port)
+    print(
+        f"ttscale serve: http://{args.host}:{args.port}/v1 ({cfg.model}, default {cfg.strategy} n={cfg.n})", flush=True
+    )
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+    return 0

@@ -1,0 +1,164 @@
+"""`ttscale serve`: validation, the bounded queue under a load test, the official openai client."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ttscale.core import SamplingParams
+from ttscale.serve import BadRequest, ServeConfig, parse_request, serve
+from ttscale.testing import FakeGenerator
+
+CFG = ServeConfig(model="m", sampling=SamplingParams(max_tokens=64), max_n=16, max_input_chars=1000)
+MSG = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ([1, 2], "JSON object"),
+        ({"messages": []}, "non-empty"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
+        ({"messages": [{"role": "user", "content": "x" * 2000}]}, "exceed 1000"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "no user message"),
+        ({"messages": MSG, "ttscale": {"n": 0}}, "n \\(the budget\\)"),
+        ({"messages": MSG, "ttscale": {"n": 99}}, "n \\(the budget\\)"),
+        ({"messages": MSG, "ttscale": {"strategy": "mcts"}}, "unknown strategy"),
+        ({"messages": MSG, "model": "m:nope"}, "unknown strategy"),
+        ({"messages": MSG, "ttscale": {"scorer": "oracle"}}, "scorer"),
+        ({"messages": MSG, "max_tokens": 0}, "max_tokens"),
+        ({"messages": MSG, "temperature": "hot"}, "temperature must be a number"),
+        ({"messages": MSG, "stream": True}, "streaming"),
+    ],
+)
+def test_every_field_is_validated(body, message):
+    with pytest.raises(BadRequest, match=message):
+        parse_request(body, CFG)
+
+
+def test_strategy_from_model_suffix_or_body():
+    assert parse_request({"messages": MSG, "model": "m:dvts"}, CFG).strategy == "dvts"
+    job = parse_request({"messages": MSG, "ttscale": {"strategy": "majority", "n": 8}, "seed": 3}, CFG)
+    assert (job.strategy, job.n, job.params.seed, job.params.max_tokens) == ("majority", 8, 3, 64)
+    assert parse_request({"messages": MSG}, CFG).strategy == CFG.strategy
+
+
+def slow_fake(delay):
+    def script(prompt, seed):
+        return f"Add them.\n\nTherefore, the final answer is $\\boxed{{{5 + seed % 2}}}$."
+
+    gen = FakeGenerator(script)
+    real = gen.generate
+
+    def generate(prompts, n, params):
+        time.sleep(delay)
+        return real(prompts, n, params)
+
+    gen.generate = generate
+    return gen
+
+
+@pytest.fixture
+def fake_server():
+    cfg = ServeConfig(model="fake", strategy="majority", n=3, workers=1, queue_limit=1, timeout=30)
+    httpd = serve(cfg, lambda: slow_fake(0.3), "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def post(url, body, timeout=30):
+    req = urllib.request.Request(
+        url + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_answer_usage_and_candidates(fake_server):
+    status, body = post(fake_server, {"messages": MSG, "ttscale": {"return_candidates": True}})
+    assert status == 200
+    assert body["ttscale"]["answer"] in ("5", "6") and len(body["ttscale"]["candidates"]) == 3
+    assert body["usage"]["completion_tokens"] == body["ttscale"]["compute"]["generated_tokens"] > 0
+    assert "\\boxed" in body["choices"][0]["message"]["content"]
+    status, body = post(fake_server, {"messages": MSG, "ttscale": {"n": 1000}})
+    assert status == 400 and "budget" in body["error"]["message"]
+    req = urllib.request.Request(
+        fake_server + "/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400
+
+
+def test_bounded_load_every_request_answered_or_refused(fake_server):
+    # 1 worker, a queue of 1, each request takes 0.3 s: of 8 at once, some must be refused
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = [s for s, _ in pool.map(lambda _: post(fake_server, {"messages": MSG}, timeout=20), range(8))]
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) >= 1 and statuses.count(429) >= 1
+    # once the burst is over, the server answers again
+    assert post(fake_server, {"messages": MSG})[0] == 200
+
+
+@pytest.mark.integration
+def test_openai_client_against_a_real_ttscale_serve():
+    openai = pytest.importorskip("openai")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ttscale",
+            "serve",
+            "--port",
+            str(port),
+            "--strategy",
+            "majority",
+            "--n",
+            "2",
+            "--max-tokens",
+            "48",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert "ttscale serve" in proc.stdout.readline()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=300)
+        ids = [m.id for m in client.models.list().data]
+        assert "qwen2.5-coder-0.5b" in ids and "qwen2.5-coder-0.5b:beam_search" in ids
+        r = client.chat.completions.create(
+            model="qwen2.5-coder-0.5b:weighted_best_of_n",
+            messages=[{"role": "user", "content": "What is 2 + 3?"}],
+            max_tokens=48,
+            extra_body={"ttscale": {"n": 2, "return_candidates": True}},
+        )
+        assert r.choices[0].message.content
+        extra = r.model_extra["ttscale"]
+        assert extra["strategy"] == "weighted_best_of_n" and len(extra["candidates"]) == 2
+        assert r.usage.completion_tokens == extra["compute"]["generated_tokens"] > 0
+        with pytest.raises(openai.BadRequestError, match="budget"):
+            client.chat.completions.create(
+                model="qwen2.5-coder-0.5b",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"ttscale": {"n": 0}},
+            )
+    finally:
+        proc.kill()
+        proc.wait()

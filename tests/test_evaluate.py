@@ -161,3 +161,14 @@ def test_merge_reports_missing_and_duplicates_and_refuses_foreign_shards(tmp_pat
         merge_runs(tmp_path / "m2", [tmp_path / "a", tmp_path / "c"])
     with pytest.raises(EvalError, match="shard 0/2, not 1/2"):
         run_eval(cfg_for(ds, shard=(1, 2)), doubling_generator(fake_factory, c), tmp_path / "a", progress=False)
+
+
+def test_report_only_generates_nothing(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=4)
+    c = {"loads": 0}
+    run_eval(cfg_for(ds, limit=2), doubling_generator(fake_factory, c), tmp_path / "r", progress=False, n_boot=5)
+    report = run_eval(
+        cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "r", progress=False, n_boot=5, generate=False
+    )
+    assert c["loads"] == 1 and report.n_problems == 2 and not report.complete
+    assert "PARTIAL: 2 of 4" in (tmp_path / "r" / "summary.md").read_text()

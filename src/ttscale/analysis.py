@@ -9,7 +9,7 @@ from the samples actually drawn, so curves against generated tokens are honest.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,25 +108,34 @@ def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000)
 
 
 def table(points: Sequence[CurvePoint], with_ci: bool = True) -> str:
-    """A markdown table: one row per strategy, one column per budget, then tokens."""
+    """Markdown: accuracy with one row per strategy and one column per budget; then, when
+    strategies spend different amounts at the same budget, the same grid of generated tokens
+    per problem, else one row of it."""
     ns = sorted({p.n for p in points})
     names = list(dict.fromkeys(p.strategy for p in points))
     cell = {(p.strategy, p.n): p for p in points}
-    header = "| strategy | " + " | ".join(f"n={n}" for n in ns) + " |"
-    lines = [header, "|---|" + "---:|" * len(ns)]
-    for s in names:
-        row = []
+    header = ["| strategy | " + " | ".join(f"n={n}" for n in ns) + " |", "|---|" + "---:|" * len(ns)]
+
+    def grid(fmt: Callable[[CurvePoint], str], rows: Sequence[str]) -> list[str]:
+        return [f"| {s} | " + " | ".join(fmt(cell[(s, n)]) if (s, n) in cell else "" for n in ns) + " |" for s in rows]
+
+    def acc(p: CurvePoint) -> str:
+        ci = f" [{100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}]" if with_ci else ""
+        return f"{100 * p.accuracy:.1f}{ci}"
+
+    lines = header + grid(acc, names)
+    spenders = [s for s in names if s != "pass@1" and "+" not in s]  # "+rule" rows spend what their search spent
+    by_n: dict[int, set[int]] = {}
+    for s in spenders:
         for n in ns:
-            p = cell.get((s, n))
-            if p is None:
-                row.append("")
-            elif with_ci:
-                row.append(f"{100 * p.accuracy:.1f} [{100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}]")
-            else:
-                row.append(f"{100 * p.accuracy:.1f}")
-        lines.append(f"| {s} | " + " | ".join(row) + " |")
-    tok = {p.n: p.generated_tokens for p in points if p.strategy != "pass@1"}
-    lines.append("| generated tokens / problem | " + " | ".join(f"{tok.get(n, 0):.0f}" for n in ns) + " |")
+            if (s, n) in cell:
+                by_n.setdefault(n, set()).add(round(cell[(s, n)].generated_tokens))
+    if all(len(v) == 1 for v in by_n.values()):
+        tok = {n: next(iter(v)) for n, v in by_n.items()}
+        lines.append("| generated tokens / problem | " + " | ".join(str(tok.get(n, "")) for n in ns) + " |")
+    else:
+        lines += ["", "Generated tokens per problem:", "", *header]
+        lines += grid(lambda p: f"{p.generated_tokens:.0f}", [s for s in spenders if s != "oracle"])
     return "\n".join(lines)
 
 

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--report-only", action="store_true", help="summarise what is done; generate nothing")
     _add_common(ev)
 
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
@@ -320,7 +321,14 @@ def _eval(args: argparse.Namespace) -> int:
     shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
     out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}{shard}"
     try:
-        report = run_eval(cfg, lambda: _generator(args), out, progress=not args.no_progress, n_boot=args.bootstrap)
+        report = run_eval(
+            cfg,
+            lambda: _generator(args),
+            out,
+            progress=not args.no_progress,
+            n_boot=args.bootstrap,
+            generate=not args.report_only,
+        )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2

@@ -257,7 +257,9 @@ def run_eval(
     out_dir: Path,
     progress: bool = True,
     n_boot: int = 100,
+    generate: bool = True,
 ) -> EvalReport:
+    """Run the missing work (unless generate is False: then only report what is done)."""
     for s in cfg.strategies:
         if s not in PICKERS and s not in SEARCH_STRATEGIES:
             known = ", ".join([*PICKERS, *SEARCH_STRATEGIES])
@@ -271,7 +273,7 @@ def run_eval(
     problems = select_problems(ds.problems, cfg.limit, cfg.shard)
     store = RunStore(out_dir, cfg)
     todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if key not in store.records]
-    if todo:
+    if todo and generate:
         done_before = sum(len(_work_keys(p, cfg)) for p in problems) - len(todo)
         if done_before:
             print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)

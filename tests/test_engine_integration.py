@@ -171,3 +171,22 @@ def test_beam_search_on_the_real_model(engine):
     # children continue their parents from the KV cache: most prompt tokens are served from it
     assert r.compute.cached_prompt_tokens > r.compute.prompt_tokens
     assert r.trace and r.trace[0]["parent"] is None
+
+
+def test_hidden_states_at_every_step_end():
+    from ttscale.engine import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, hidden_states=True)
+    try:
+        prompt = problem_prompt(QUESTION)
+        out = gen.generate([prompt], 2, SamplingParams(max_tokens=80, seed=4)).completions[0]
+        for c in out:
+            # one hidden state per blank-line step end, plus one where the text stops
+            assert len(c.hidden) == c.text.count("\n\n") + 1
+            assert all(vec.shape == (gen.n_embd,) and abs(vec).sum() > 0 for _, vec in c.hidden)
+            idx = [i for i, _ in c.hidden]
+            assert idx == sorted(idx) and -1 <= idx[0] and idx[-1] <= c.n_tokens - 1
+        stepped = gen.generate([prompt], 2, SamplingParams(max_tokens=80, seed=4, stop=("\n\n",)))
+        assert all(len(c.hidden) == 1 for c in stepped.completions[0])
+    finally:
+        gen.close()

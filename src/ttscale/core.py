@@ -107,6 +107,9 @@ class Completion:
     certainties: list[float]  # per-token self-certainty: KL(uniform || p)
     token_offsets: list[int]  # byte offset in text.encode() where each token starts
     finish_reason: str  # "stop" (a stop string), "eos" or "length"
+    # (index of a step's last generated token, -1 for the prompt's last; the model's final
+    # hidden state there), at every step end: only from engines asked for hidden states
+    hidden: list[tuple[int, Any]] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:

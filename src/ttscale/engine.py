@@ -24,8 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from .core import Completion, Compute, Generation, Prompt, SamplingParams, common_prefix, model_flops
+from .core import (
+    STEP_SEPARATOR,
+    Completion,
+    Compute,
+    Generation,
+    Prompt,
+    SamplingParams,
+    common_prefix,
+    model_flops,
+)
 from .models import DEFAULT_MODEL, ModelError, resolve
+
+STEP_BYTES = STEP_SEPARATOR.encode()
 
 
 class EngineError(RuntimeError):
@@ -60,6 +71,7 @@ class _Seq:
     text: bytearray = field(default_factory=bytearray)
     finish_reason: str | None = None
     pending: int | None = None  # sampled, not yet fed to the model
+    hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
 def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -84,7 +96,10 @@ class LlamaCppGenerator:
         n_batch: int = 512,
         n_threads: int | None = None,
         verbose: bool = False,
+        hidden_states: bool = False,
     ) -> None:
+        """hidden_states: also return the final hidden state at the end of every step, read
+        from the same decode that yields the logits (llama.cpp embeddings, no pooling)."""
         import llama_cpp as L
         from llama_cpp import _logger
 
@@ -107,6 +122,9 @@ class LlamaCppGenerator:
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.kv_unified = True  # shared prefixes live once in the cache, across sequences
+        if hidden_states:
+            cp.embeddings = True
+            cp.pooling_type = L.LLAMA_POOLING_TYPE_NONE
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:
             L.llama_model_free(self._model)
@@ -114,6 +132,8 @@ class LlamaCppGenerator:
         self._vocab = L.llama_model_get_vocab(self._model)
         self._mem = L.llama_get_memory(self._ctx)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self.n_embd = int(L.llama_model_n_embd(self._model))
+        self.hidden_states = hidden_states
         self.n_params = int(L.llama_model_n_params(self._model))
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_seq_max = n_seq_max
@@ -270,6 +290,7 @@ class LlamaCppGenerator:
                     logprobs=s.logprobs,
                     certainties=s.certainties,
                     token_offsets=s.offsets,
+                    hidden=list(s.hidden),
                     finish_reason=s.finish_reason or "length",
                 )
             )
@@ -446,9 +467,11 @@ class LlamaCppGenerator:
             s.offsets.append(len(s.text))
             if L.llama_vocab_is_eog(self._vocab, tok):
                 s.finish_reason = "eos"
+                self._capture(s, row)
                 continue
             before = len(s.text)
             s.text += self.piece(tok)
+            ends_step = s.text.find(STEP_BYTES, max(0, before - 1)) >= 0
             for stop in stops:
                 at = s.text.find(stop, max(0, before - len(stop) + 1))
                 if at >= 0:
@@ -457,8 +480,17 @@ class LlamaCppGenerator:
                     break
             if s.finish_reason is None and len(s.token_ids) >= params.max_tokens:
                 s.finish_reason = "length"
+            if ends_step or s.finish_reason is not None:
+                self._capture(s, row)
             s.pending = tok
         self.timing["sample_s"] += time.perf_counter() - t0
+
+    def _capture(self, s: _Seq, row: int) -> None:
+        """The hidden state of the last token fed for this sequence: the end of the step that
+        the token just sampled closes."""
+        if self.hidden_states:
+            vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
+            s.hidden.append((len(s.token_ids) - 2, vec.copy()))
 
     def close(self) -> None:
         L = self._L

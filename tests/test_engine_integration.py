@@ -185,8 +185,43 @@ def test_hidden_states_at_every_step_end():
             assert len(c.hidden) == c.text.count("\n\n") + 1
             assert all(vec.shape == (gen.n_embd,) and abs(vec).sum() > 0 for _, vec in c.hidden)
             idx = [i for i, _ in c.hidden]
-            assert idx == sorted(idx) and -1 <= idx[0] and idx[-1] <= c.n_tokens - 1
+            assert idx == sorted(idx) and idx[0] >= -1 and idx[-1] <= c.n_tokens - 1
         stepped = gen.generate([prompt], 2, SamplingParams(max_tokens=80, seed=4, stop=("\n\n",)))
         assert all(len(c.hidden) == 1 for c in stepped.completions[0])
+    finally:
+        gen.close()
+
+
+def test_probe_pipeline_on_the_real_model(tmp_path):
+    """Collect hidden states for two training problems, fit, and score with the probe."""
+    from pathlib import Path
+
+    from ttscale.datasets import load_dataset
+    from ttscale.engine import LlamaCppGenerator
+    from ttscale.probe import Probe, ProbeScorer, collect, read_records, train
+    from ttscale.strategies import weighted_best_of_n
+
+    train_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_train.jsonl"
+    if not train_file.exists():
+        pytest.skip("../shared/data is not present")
+    problems = load_dataset(str(train_file)).problems[:2]
+    gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8, hidden_states=True)
+    try:
+        out = tmp_path / "probe.jsonl"
+        params = SamplingParams(max_tokens=64, seed=0)
+        assert collect(problems, gen, 2, params, out, progress=False) == 2
+        assert collect(problems, gen, 2, params, out, progress=False) == 0  # resumed: nothing twice
+        records = read_records(out)
+        assert [len(r["solutions"]) for r in records] == [2, 2]
+        assert all(h is not None for r in records for s in r["solutions"] for h in s["hidden"])
+        probe = train(records, gen.spec.sha256)
+        probe.save(tmp_path / "p.npz")
+        scorer = ProbeScorer.for_generator(gen, str(tmp_path / "p.npz"))
+        r = weighted_best_of_n(
+            Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=SamplingParams(max_tokens=48, seed=1)
+        )
+        assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
+        with pytest.raises(Exception, match="trained for the model"):
+            Probe.load(tmp_path / "p.npz", "0" * 64)
     finally:
         gen.close()

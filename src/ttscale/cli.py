@@ -97,8 +97,9 @@ def _generator(args: argparse.Namespace) -> Any:
             concurrency=args.concurrency,
         )
     from .engine import LlamaCppGenerator
+    from .scorers import needs_hidden_states
 
-    return LlamaCppGenerator(args.model)
+    return LlamaCppGenerator(args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")))
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--dry-run", action="store_true", help="print the planned commands and request count only")
     rc.add_argument("--shard", type=int, help="run only this shard's evals (default: everything, unsharded)")
 
+    tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
+    tp.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
+    tp.add_argument("--per-file", type=int, default=200, help="problems taken from the start of each file")
+    tp.add_argument("--k", type=int, default=8, help="solutions sampled per problem")
+    tp.add_argument("--work", type=Path, default=Path("runs/probe-data"), help="where the samples accumulate")
+    tp.add_argument("--output", type=Path, required=True, help="the probe file to write (.npz)")
+    tp.add_argument("--fit-only", action="store_true", help="fit on the samples already collected")
+    tp.add_argument("--l2", type=float, default=10.0)
+    tp.add_argument("--model", default=DEFAULT_MODEL, help="a registered model (the probe is tied to it)")
+    tp.add_argument("--max-tokens", type=int, default=512)
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--no-progress", action="store_true")
+
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument("output", type=Path, help="the merged run directory (new)")
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
@@ -243,6 +257,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _recipe(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "train-probe":
+        return _train_probe(args)
     return _eval(args)
 
 
@@ -406,4 +422,37 @@ def _serve(args: argparse.Namespace) -> int:
         httpd.serve_forever()
     finally:
         httpd.server_close()
+    return 0
+
+
+def _train_probe(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset, report_errors
+    from .models import get_spec
+    from .probe import collect, read_records, train
+
+    spec = get_spec(args.model)
+    samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
+    if not args.fit_only:
+        from .engine import LlamaCppGenerator
+
+        problems = []
+        for path in args.data:
+            ds = load_dataset(path)
+            report_errors(ds)
+            problems += ds.problems[: args.per_file]
+        gen = LlamaCppGenerator(args.model, hidden_states=True)
+        params = SamplingParams(
+            temperature=spec.sampling.temperature,
+            top_p=spec.sampling.top_p,
+            top_k=spec.sampling.top_k,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+        added = collect(problems, gen, args.k, params, samples, progress=not args.no_progress)
+        print(f"collected {added} new problems into {samples}")
+    records = read_records(samples)
+    probe = train(records, spec.sha256, l2=args.l2, seed=args.seed)
+    probe.save(args.output)
+    print(json.dumps(probe.meta, indent=2))
+    print(f"probe for {spec.name} written to {args.output}")
     return 0

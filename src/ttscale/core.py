@@ -92,9 +92,18 @@ class Step:
     logprob_sum: float = 0.0
     logprob_min: float = 0.0
     certainty_sum: float = 0.0
+    # the policy's final hidden state at the step's last token, when the engine provides it
+    # (what the value probe reads); never serialised
+    hidden: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "text": self.text,
+            "n_tokens": self.n_tokens,
+            "logprob_sum": self.logprob_sum,
+            "logprob_min": self.logprob_min,
+            "certainty_sum": self.certainty_sum,
+        }
 
 
 @dataclass

@@ -68,14 +68,23 @@ SCORERS: dict[str, type[_StepStatScorer]] = {
 }
 MODEL_SCORERS = {
     "judge": "the policy model asked whether the last step is correct: P(Yes)",
+    "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.prm.FORMATS)",
 }
-ALL_SCORERS = [*SCORERS, "judge"]
+ALL_SCORERS = [*SCORERS, "judge", "probe"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # ttscale.prm.FORMATS
 
 
 def known_scorer(name: str) -> bool:
-    return name in ALL_SCORERS or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
+    return (
+        name in ALL_SCORERS
+        or name.startswith("probe@")
+        or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
+    )
+
+
+def needs_hidden_states(name: str) -> bool:
+    return name == "probe" or name.startswith("probe@")
 
 
 def make_scorer(name: str, generator: Any = None) -> Scorer:
@@ -88,6 +97,10 @@ def make_scorer(name: str, generator: Any = None) -> Scorer:
         from .judge import LLMJudgeScorer
 
         return LLMJudgeScorer(generator)
+    if needs_hidden_states(name):
+        from .probe import ProbeScorer
+
+        return ProbeScorer.for_generator(generator, name.partition("@")[2] or None)
     if name.startswith("prm:"):
         from .prm import TransformersPRM
 

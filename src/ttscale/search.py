@@ -171,6 +171,7 @@ def _merge(steps: list[Step]) -> Step:
         logprob_sum=sum(s.logprob_sum for s in steps),
         logprob_min=min(s.logprob_min for s in steps),
         certainty_sum=sum(s.certainty_sum for s in steps),
+        hidden=next((s.hidden for s in reversed(steps) if s.hidden is not None), None),
     )
 
 

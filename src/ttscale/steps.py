@@ -38,6 +38,9 @@ def split_steps(completion: Completion) -> list[Step]:
         step.n_tokens += 1
         step.logprob_sum += lp
         step.certainty_sum += completion.certainties[k] if k < len(completion.certainties) else 0.0
+    for k, vec in completion.hidden:  # a step keeps the last state captured inside it
+        if 0 <= k < len(completion.token_offsets):
+            steps[min(bisect_right(sep_ends, completion.token_offsets[k]), len(steps) - 1)].hidden = vec
     return _fold_blank(steps)
 
 
@@ -67,6 +70,8 @@ def _absorb(into: Step, other: Step) -> None:
     into.n_tokens += other.n_tokens
     into.logprob_sum += other.logprob_sum
     into.certainty_sum += other.certainty_sum
+    if into.hidden is None:
+        into.hidden = other.hidden
 
 
 def join_steps(steps: list[Step]) -> str:

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+from ttscale.core import Candidate, Problem, Step
+from ttscale.probe import Probe, ProbeError, ProbeScorer, _pack, auroc, dataset, fit, soft_labels, train
+
+
+def test_auroc_known_values():
+    assert auroc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auroc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert auroc([0.5, 0.5], [True, False]) == 0.5
+    assert np.isnan(auroc([0.3], [True]))
+
+
+def test_soft_labels_share_outcomes_over_common_prefixes():
+    sols = [
+        {"steps": ["a", "b"], "correct": True},
+        {"steps": ["a", "c"], "correct": False},
+        {"steps": ["a", "b"], "correct": True},
+        {"steps": ["d"], "correct": False},
+    ]
+    labels = soft_labels(sols)
+    assert labels[0] == pytest.approx([2 / 3, 1.0])
+    assert labels[1] == pytest.approx([2 / 3, 0.0])
+    assert labels[3] == [0.0]
+
+
+def planted(n_problems=60, k=6, d=16, seed=0):
+    """Solutions whose step states carry the outcome along one hidden direction."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=d)
+    records = []
+    for p in range(n_problems):
+        sols = []
+        for j in range(k):
+            correct = bool(rng.random() < 0.4)
+            steps = [f"p{p}s{j}t{t}" for t in range(3)]
+            hidden = [
+                _pack(rng.normal(size=d) + (1.5 if correct else -1.5) * direction * (t + 1) / 3) for t in range(3)
+            ]
+            sols.append({"correct": correct, "steps": steps, "hidden": hidden})
+        records.append({"id": f"p{p}", "solutions": sols})
+    return records, direction
+
+
+def test_training_recovers_a_planted_signal():
+    records, direction = planted()
+    probe = train(records, model_sha256="abc", val_fraction=0.25)
+    assert probe.meta["val_auroc_last_step"] > 0.9
+    assert probe.meta["problems"] == 60 and probe.meta["solutions"] == 360
+    cosine = probe.weights @ direction / np.linalg.norm(probe.weights) / np.linalg.norm(direction)
+    assert cosine > 0.5
+
+
+def test_no_signal_gives_chance_auroc():
+    rng = np.random.default_rng(1)
+    records, _ = planted(seed=1)
+    for rec in records:  # shuffle outcomes: nothing left to learn
+        for sol in rec["solutions"]:
+            sol["correct"] = bool(rng.random() < 0.5)
+    assert abs(train(records, "abc").meta["val_auroc_last_step"] - 0.5) < 0.2
+
+
+def test_fit_handles_soft_labels():
+    x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
+    w, b, mean, scale = fit(x, np.array([0.1, 0.3, 0.7, 0.9]), l2=0.01)
+    p = Probe(w, b, mean, scale, "m").predict(x)
+    assert list(np.argsort(p)) == [0, 1, 2, 3] and 0.05 < p[0] < p[3] < 0.95
+
+
+def test_save_load_and_refusal_for_another_model(tmp_path):
+    records, _ = planted(n_problems=10)
+    probe = train(records, model_sha256="a" * 64)
+    path = tmp_path / "probe.npz"
+    probe.save(path)
+    loaded = Probe.load(path, "a" * 64)
+    states = dataset(records)[0][:5]
+    assert loaded.predict(states) == pytest.approx(probe.predict(states), abs=1e-3)
+    assert loaded.meta == json.loads(json.dumps(probe.meta))
+    with pytest.raises(ProbeError, match="trained for the model with sha256 aaaaaaaaaaaa"):
+        Probe.load(path, "b" * 64)
+    with pytest.raises(ProbeError, match="cannot read probe"):
+        Probe.load(tmp_path / "missing.npz")
+
+
+def test_scorer_gives_per_step_scores_aligned_to_the_steps():
+    d = 4
+    probe = Probe(np.array([1.0, 0, 0, 0]), 0.0, np.zeros(d), np.ones(d), "m")
+    steps = [Step(f"s{k}", hidden=np.array([k - 1.0, 0, 0, 0])) for k in range(3)]
+    (scores,), compute = ProbeScorer(probe).score(Problem("p", "q"), [Candidate("x", steps)])
+    assert scores == pytest.approx([1 / (1 + np.e), 0.5, 1 / (1 + np.exp(-1))])
+    assert compute.verifier_tokens == 0
+    with pytest.raises(ProbeError, match="hidden_states=True"):
+        ProbeScorer(probe).score(Problem("p", "q"), [Candidate("x", [Step("no state")])])
+
+
+def test_scorer_needs_an_engine_with_hidden_states():
+    from ttscale.testing import FakeGenerator
+
+    with pytest.raises(ProbeError, match="hidden_states=True"):
+        ProbeScorer.for_generator(FakeGenerator(lambda p, s: "x"))

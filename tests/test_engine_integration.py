@@ -225,3 +225,19 @@ def test_probe_pipeline_on_the_real_model(tmp_path):
             Probe.load(tmp_path / "p.npz", "0" * 64)
     finally:
         gen.close()
+
+
+def test_self_refine_on_the_real_model(engine):
+    from ttscale.refine import self_refine
+
+    r = self_refine(
+        Problem("r", "What is 2 + 3?", gold="5"),
+        engine,
+        LogProbScorer(),
+        2,
+        params=SamplingParams(max_tokens=48, seed=0),
+    )
+    assert len(r.candidates) == 2
+    # the second round's prompt holds the first round: most of it comes from the cache
+    assert r.compute.cached_prompt_tokens > 0
+    assert set(r.settings["picks"]) >= {"last", "majority", "best_of_n", "weighted_best_of_n"}

@@ -10,15 +10,16 @@ from typing import Any
 
 from .core import SamplingParams
 from .models import DEFAULT_MODEL, REGISTRY, ModelError
+from .refine import PER_BUDGET
 from .remote import RemoteError
 from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer
-from .search import SEARCH_STRATEGIES, accepted_options
+from .search import accepted_options
 from .strategies import STRATEGIES
 
-ALL_STRATEGIES = [*STRATEGIES, *SEARCH_STRATEGIES]
+ALL_STRATEGIES = [*STRATEGIES, *PER_BUDGET]
 EPILOG = (
     f"strategies: {', '.join(STRATEGIES)} (over one pool of samples); "
-    f"{', '.join(SEARCH_STRATEGIES)} (step-level search)\n"
+    f"{', '.join(PER_BUDGET)} (search and self-refinement, run once per budget)\n"
     f"scorers: {', '.join(ALL_SCORERS)}, prm:KEY[@PATH] with KEY one of {', '.join(PRM_KEYS)}"
 )
 
@@ -278,7 +279,7 @@ def _solve(args: argparse.Namespace) -> int:
     from .scorers import make_scorer
 
     gen = _generator(args)
-    fn = STRATEGIES.get(args.strategy) or SEARCH_STRATEGIES[args.strategy]
+    fn = STRATEGIES.get(args.strategy) or PER_BUDGET[args.strategy]
     result = fn(
         Problem(id="cli", question=args.problem),
         gen,
@@ -329,7 +330,7 @@ def _eval(args: argparse.Namespace) -> int:
         aggregation=args.aggregate,
         question_field=args.question_field,
         answer_field=args.answer_field,
-        search=_search_options(args) if any(s in SEARCH_STRATEGIES for s in strategies) else {},
+        search=_search_options(args) if any(s in PER_BUDGET for s in strategies) else {},
         shard=args.shard,
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset

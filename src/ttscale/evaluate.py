@@ -31,8 +31,9 @@ from .core import Compute, Generator, Problem, SamplingParams
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
 from .prompts import SYSTEM_PROMPT
+from .refine import PER_BUDGET
 from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer
-from .search import SEARCH_STRATEGIES, accepted_options
+from .search import accepted_options
 from .strategies import PICKERS, sample_pool
 
 POOL_STRATEGIES = tuple(PICKERS)
@@ -69,7 +70,7 @@ class EvalConfig:
 
     @property
     def search_strategies(self) -> tuple[str, ...]:
-        return tuple(s for s in self.strategies if s in SEARCH_STRATEGIES)
+        return tuple(s for s in self.strategies if s in PER_BUDGET)
 
     def identity(self) -> dict[str, Any]:
         """What must match for two runs to share a samples file. The limit, the strategies
@@ -213,7 +214,7 @@ def search_problem(
     """One search run, graded: the record (without the bulky trace) and the trace."""
     params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
     scorer = make_scorer(cfg.scorer, generator)
-    fn = SEARCH_STRATEGIES[strategy]
+    fn = PER_BUDGET[strategy]
     result = fn(
         problem,
         generator,
@@ -261,8 +262,8 @@ def run_eval(
 ) -> EvalReport:
     """Run the missing work (unless generate is False: then only report what is done)."""
     for s in cfg.strategies:
-        if s not in PICKERS and s not in SEARCH_STRATEGIES:
-            known = ", ".join([*PICKERS, *SEARCH_STRATEGIES])
+        if s not in PICKERS and s not in PER_BUDGET:
+            known = ", ".join([*PICKERS, *PER_BUDGET])
             raise EvalError(f"unknown strategy {s!r}; choose from {known}")
     if not known_scorer(cfg.scorer):
         raise EvalError(f"unknown scorer {cfg.scorer!r}; choose from {', '.join(ALL_SCORERS)}")

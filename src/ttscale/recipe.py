@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .datasets import load_dataset
+from .refine import PER_BUDGET
 from .remote import TEMPLATES
 from .scorers import AGGREGATIONS, known_scorer
-from .search import SEARCH_STRATEGIES
 from .strategies import PICKERS
 
 
@@ -57,7 +57,7 @@ def validate(recipe: dict[str, Any]) -> None:
     load_dataset(recipe["dataset"])  # raises on an unknown dataset
     for run in recipe["runs"]:
         for s in run["strategies"]:
-            if s not in PICKERS and s not in SEARCH_STRATEGIES:
+            if s not in PICKERS and s not in PER_BUDGET:
                 raise RecipeError(f"run {run.get('name')!r}: unknown strategy {s!r}")
         if not run.get("n") or min(run["n"]) < 1:
             raise RecipeError(f"run {run.get('name')!r}: budgets must be positive")
@@ -126,7 +126,7 @@ def plan(recipe: dict[str, Any]) -> Plan:
         if any(s in PICKERS for s in run["strategies"]):
             requests += n_problems  # one request with n samples per problem
         for s in run["strategies"]:
-            if s in SEARCH_STRATEGIES:
+            if s in PER_BUDGET:
                 # at most one request per live node per iteration, at most n live nodes
                 requests += n_problems * sum(max_iter * n for n in run["n"])
     return Plan(commands, n_problems, requests, recipe.get("notes", ""))

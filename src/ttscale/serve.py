@@ -29,11 +29,12 @@ from typing import Any
 
 from .core import Generator, Problem, SamplingParams
 from .prompts import SYSTEM_PROMPT
+from .refine import PER_BUDGET
 from .scorers import known_scorer, make_scorer
-from .search import SEARCH_STRATEGIES, accepted_options
+from .search import accepted_options
 from .strategies import STRATEGIES
 
-ALL = {**STRATEGIES, **SEARCH_STRATEGIES}
+ALL = {**STRATEGIES, **PER_BUDGET}
 
 
 class BadRequest(ValueError):

@@ -35,10 +35,10 @@ class FakeGenerator:
         self._cache: list[list[str]] = []
 
     def _tokens(self, prompt: Prompt) -> list[str]:
-        return [f"<{r}>" for r, _ in prompt.messages] + [
-            *(p for _, c in prompt.messages for p in _PIECES.findall(c)),
-            *_PIECES.findall(prompt.partial),
-        ]
+        toks = []
+        for role, content in prompt.messages:
+            toks += [f"<{role}>", *_PIECES.findall(content), "</>"]
+        return [*toks, "<assistant>", *_PIECES.findall(prompt.partial)]
 
     def reset(self) -> None:
         self._cache = []
@@ -58,6 +58,7 @@ class FakeGenerator:
                 seed = params.seed * 1000 + i * 100 + j
                 row.append(self._complete(self.script(prompt, seed), params))
             out.append(row)
+            self._cache += [toks + _PIECES.findall(c.text) for c in row]  # what the sequences now hold
         compute.generated_tokens = sum(c.n_tokens for row in out for c in row)
         compute.flops = model_flops(self.n_params, compute.prompt_tokens + compute.generated_tokens)
         return Generation(out, compute)

@@ -1,0 +1,84 @@
+"""Self-refinement: the model answers, then repeatedly checks its latest answer and writes a
+revised one (n rounds in all, the budget). The conversation grows round by round, so each
+round's prompt extends the previous one and the engine serves it from its KV cache.
+
+The final pick is the last answer ("last", the usual self-refine), the verifier's best
+("best_of_n"), or a vote over every round ("majority", "weighted_best_of_n").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, Scorer
+from .grading import group_answers
+from .prompts import SYSTEM_PROMPT
+from .search import SEARCH_STRATEGIES
+from .strategies import PICKERS, score_candidates, to_candidate
+
+REVISE = (
+    "Check your solution above step by step. If any step is wrong, fix it. Then write the complete "
+    "revised solution in short steps separated by blank lines, ending with: Therefore, the final "
+    "answer is $\\boxed{ANSWER}$."
+)
+
+
+def self_refine(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    pick: str = "last",
+    params: SamplingParams | None = None,
+    system: str = SYSTEM_PROMPT,
+    aggregation: str = "mean",
+    revise_prompt: str = REVISE,
+) -> Result:
+    params = params or SamplingParams()
+    t0 = time.perf_counter()
+    generator.reset()  # a fresh cache: the same seed gives the same rounds
+    messages: list[tuple[str, str]] = [("system", system), ("user", problem.question.strip())]
+    candidates = []
+    compute = Compute()
+    for round_ in range(n):
+        gen = generator.generate([Prompt(tuple(messages))], 1, _round_params(params, round_))
+        compute = compute + gen.compute
+        completion = gen.completions[0][0]
+        candidates.append(to_candidate(completion))
+        messages += [("assistant", completion.text), ("user", revise_prompt)]
+    compute = compute + score_candidates(problem, candidates, scorer, aggregation)
+    groups = group_answers([c.answer for c in candidates])
+    scores = [c.score for c in candidates]
+    picks = {rule: fn(groups, scores) for rule, fn in PICKERS.items()}
+    answered = [i for i, c in enumerate(candidates) if c.answer is not None]
+    picks["last"] = answered[-1] if answered else None  # the latest answer that has one
+    if pick not in picks:
+        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join(picks)}")
+    chosen = picks[pick]
+    compute.wall_time = time.perf_counter() - t0
+    return Result(
+        strategy="self_refine",
+        answer=None if chosen is None else candidates[chosen].answer,
+        chosen=chosen,
+        candidates=candidates,
+        compute=compute,
+        settings={
+            "n": n,
+            "pick": pick,
+            "picks": {r: (None if i is None else candidates[i].answer) for r, i in picks.items()},
+            "scorer": scorer.name,
+            "aggregation": aggregation,
+            "sampling": params.to_dict(),
+        },
+    )
+
+
+def _round_params(params: SamplingParams, round_: int) -> SamplingParams:
+    from dataclasses import replace
+
+    return replace(params, seed=params.seed + 104729 * round_)
+
+
+# Strategies that run once per budget (they cannot be replayed on subsets of a pool).
+PER_BUDGET: dict[str, Callable[..., Result]] = {**SEARCH_STRATEGIES, "self_refine": self_refine}

@@ -1,0 +1,58 @@
+import pytest
+
+from ttscale.core import Problem, SamplingParams
+from ttscale.refine import REVISE, self_refine
+from ttscale.scorers import LogProbScorer
+from ttscale.testing import FakeGenerator
+
+PROBLEM = Problem("p", "What is 3 + 4?", gold="7")
+
+
+def reviser(answers):
+    """Round r (counted from the assistant turns so far) answers answers[r]."""
+    seen = []
+
+    def script(prompt, seed):
+        seen.append(prompt)
+        r = sum(1 for role, _ in prompt.messages if role == "assistant")
+        return f"Compute.\n\nTherefore, the final answer is $\\boxed{{{answers[r]}}}$."
+
+    return FakeGenerator(script), seen
+
+
+def test_rounds_revise_the_latest_answer_and_picks_differ():
+    gen, seen = reviser(["3", "7", "7", "9"])
+    r = self_refine(PROBLEM, gen, LogProbScorer(), 4, params=SamplingParams(max_tokens=64))
+    assert [c.answer for c in r.candidates] == ["3", "7", "7", "9"]
+    assert r.answer == "9"  # the last answer
+    assert r.settings["picks"]["majority"] == "7"
+    # round 3 saw the whole conversation: question, three answers, three requests to revise
+    roles = [role for role, _ in seen[-1].messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert seen[-1].messages[-1] == ("user", REVISE)
+    assert "\\boxed{7}" in seen[-1].messages[-2][1]
+    # each round's prompt extends the previous one: most of it is served from the cache
+    assert r.compute.cached_prompt_tokens > r.compute.prompt_tokens
+    assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)
+
+
+def test_vote_pick_and_bad_pick():
+    gen, _ = reviser(["3", "7", "7", "9"])
+    assert self_refine(PROBLEM, gen, LogProbScorer(), 4, pick="majority").answer == "7"
+    with pytest.raises(ValueError, match="unknown pick"):
+        self_refine(PROBLEM, gen, LogProbScorer(), 2, pick="oracle")
+
+
+def test_runs_in_eval_once_per_budget(tmp_path):
+    import json
+
+    from ttscale.evaluate import EvalConfig, run_eval
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "What is 3 + 4?", "answer": "7"}) + "\n")
+    cfg = EvalConfig(
+        dataset=str(data), ns=(1, 2), model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
+    )
+    report = run_eval(cfg, lambda: reviser(["3", "7"])[0], tmp_path / "run", progress=False, n_boot=5)
+    acc = {(p.strategy, p.n): p.accuracy for p in report.points}
+    assert acc[("self_refine", 1)] == 0.0 and acc[("self_refine", 2)] == 1.0

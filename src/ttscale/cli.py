@@ -206,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--no-progress", action="store_true")
 
+    rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
+    rp.add_argument("runs", type=Path, nargs="+", help="eval run directories")
+    rp.add_argument("--output", type=Path, default=Path("report.html"))
+    rp.add_argument("--tree", type=Path, help="draw a search tree from this run directory's traces")
+    rp.add_argument("--tree-problem", help="the problem id whose tree to draw (default: the first traced)")
+    rp.add_argument("--tree-strategy", help="beam_search, dvts or particle_filter (default: the first traced)")
+
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument("output", type=Path, help="the merged run directory (new)")
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
@@ -260,6 +267,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "train-probe":
         return _train_probe(args)
+    if args.command == "report":
+        from .report import build_report
+
+        tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
+        args.output.write_text(build_report(args.runs, tree), "utf-8")
+        print(f"report written to {args.output}")
+        return 0
     return _eval(args)
 
 

@@ -210,6 +210,8 @@ def _result(
     scores = [c.score for c in candidates]
     picks = {rule: PICKERS[rule](groups, scores) for rule in PICKERS}
     chosen = picks[pick]
+    if chosen is not None:
+        search.trace[nodes[chosen].id]["status"] = "chosen"
     search.compute.wall_time = time.perf_counter() - t0
     return Result(
         strategy=name,

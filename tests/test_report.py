@@ -1,0 +1,37 @@
+import json
+
+from ttscale.core import SamplingParams
+from ttscale.evaluate import EvalConfig, run_eval
+from ttscale.report import STATUS_COLOURS, build_report, load_trace, tree_svg
+from ttscale.testing import FakeGenerator
+
+
+def script(prompt, seed):
+    depth = prompt.partial.count("\n\n")
+    if depth >= 2:
+        return f"So \\boxed{{{seed % 3}}}."
+    return f"step {depth} variant {seed % 5}.\n\nmore"
+
+
+def test_report_with_tables_plot_and_search_tree(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"q{k}", "question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2))
+    )
+    cfg = EvalConfig(
+        dataset=str(data),
+        ns=(4,),
+        model="fake",
+        strategies=("majority", "beam_search"),
+        sampling=SamplingParams(max_tokens=100),
+        search={"beam_width": 2},
+    )
+    run_eval(cfg, lambda: FakeGenerator(script), tmp_path / "run", progress=False, n_boot=5)
+    key, trace = load_trace(tmp_path / "run", "q1", "beam_search")
+    assert key.startswith("search|q1|beam_search|4|")
+    svg = tree_svg(trace)
+    assert svg.count("<circle") == len(trace)
+    assert STATUS_COLOURS["chosen"] in svg and STATUS_COLOURS["pruned"] in svg
+    page = build_report([tmp_path / "run"], (tmp_path / "run", "q1", "beam_search"))
+    assert "<table>" in page and "data:image/png;base64," in page and "<svg" in page
+    assert "beam_search" in page and "majority" in page

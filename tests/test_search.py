@@ -135,7 +135,7 @@ def test_dvts_subtrees_stay_independent():
             node_id = parent[node_id]
         return chain
 
-    finals = [t["id"] for t in r.trace if t["status"] == "final"]
+    finals = [t["id"] for t in r.trace if t["status"] in ("final", "chosen")]
     assert len(finals) == n // m
     branches = [set(lineage(f)[:-1]) for f in finals]  # without the shared root
     for i in range(len(branches)):
@@ -165,12 +165,13 @@ def test_particle_filter_finished_particles_stay_finished():
     quitters = [t for t in r.trace if t["step"].startswith("quit")]
     assert len(quitters) == n // 2
     for q in quitters:
-        assert q["status"] == "final"
+        assert q["status"] in ("final", "chosen")
         assert not any(t["parent"] == q["id"] for t in r.trace)  # never extended, never revived
     assert r.settings["resamples"] >= 1
     assert len(r.candidates) == n
     assert r.answer == "7"  # the highest weight is a 0.9 finisher
-    assert sum(trace[i]["status"] == "final" for i in trace) == n
+    assert sum(trace[i]["status"] in ("final", "chosen") for i in trace) == n
+    assert sum(trace[i]["status"] == "chosen" for i in trace) == 1
 
 
 def test_systematic_resampling():

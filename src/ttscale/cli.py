@@ -71,6 +71,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
     s.add_argument("--max-iterations", type=int, default=20, help="steps at most")
     s.add_argument("--step-tokens", type=int, default=256, help="tokens at most per step")
+    s.add_argument("--policy", help="compute_optimal: a policy file from `ttscale fit-optimal`")
 
 
 def _sampling(args: argparse.Namespace) -> SamplingParams:
@@ -104,12 +105,15 @@ def _generator(args: argparse.Namespace) -> Any:
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    options = {
         "beam_width": args.beam_width,
         "lookahead": args.lookahead,
         "max_iterations": args.max_iterations,
         "step_tokens": args.step_tokens,
     }
+    if args.policy:
+        options["policy"] = args.policy
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tree-problem", help="the problem id whose tree to draw (default: the first traced)")
     rp.add_argument("--tree-strategy", help="beam_search, dvts or particle_filter (default: the first traced)")
 
+    fo = sub.add_parser("fit-optimal", help="fit the compute-optimal policy table from calibration eval runs")
+    fo.add_argument("runs", type=Path, nargs="+", help="eval run directories on calibration problems")
+    fo.add_argument("--n", type=_budgets, default=(4, 8, 16), help="budgets to fit")
+    fo.add_argument("--probe-n", type=int, default=4, help="samples of the cheap first probe")
+    fo.add_argument("--scorer", default="logprob")
+    fo.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS))
+    fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
+
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument("output", type=Path, help="the merged run directory (new)")
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
@@ -267,6 +279,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "train-probe":
         return _train_probe(args)
+    if args.command == "fit-optimal":
+        from .evaluate import read_run
+        from .optimal import fit_policy
+
+        records = [r for d in args.runs for r in read_run(d)]
+        policy = fit_policy(records, args.n, probe_n=args.probe_n, scorer=args.scorer, aggregation=args.aggregate)
+        policy.save(args.output)
+        print(json.dumps({"table": policy.table, **policy.meta}, indent=2))
+        return 0
     if args.command == "report":
         from .report import build_report
 

@@ -327,16 +327,12 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
     records: dict[str, str] = {}
     duplicates = []
     for d in shard_dirs:
-        path = d / "samples.jsonl"
-        for line in path.read_text("utf-8").splitlines() if path.exists() else []:
-            try:
-                key = record_key(json.loads(line))
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                continue  # a line cut short by a kill
+        for rec in read_jsonl(d / "samples.jsonl"):
+            key = record_key(rec)
             if key in records:
                 duplicates.append(key)
             else:
-                records[key] = line
+                records[key] = json.dumps(rec, ensure_ascii=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "samples.jsonl").exists():
         raise EvalError(f"{out_dir} already holds samples; merge into a new directory")
@@ -354,6 +350,28 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
     done = {key.split("|")[1] if "|" in key else key for key in records}
     missing = [p.id for p in problems if p.id not in done]
     return MergeReport(len(records), duplicates, missing)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every intact record of a JSONL file written line by line (a line cut short by a kill
+    is skipped); nothing if the file does not exist yet."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def read_run(run_dir: Path) -> list[dict[str, Any]]:
+    if not (run_dir / "samples.jsonl").exists():
+        raise EvalError(f"{run_dir} has no samples.jsonl")
+    return read_jsonl(run_dir / "samples.jsonl")
 
 
 def _work_keys(problem: Problem, cfg: EvalConfig) -> list[str]:

@@ -174,15 +174,9 @@ def collect(
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    from .evaluate import read_jsonl
+
+    return read_jsonl(path)
 
 
 def soft_labels(solutions: Sequence[dict[str, Any]]) -> list[list[float]]:

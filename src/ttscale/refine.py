@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, Scorer
 from .grading import group_answers
+from .optimal import compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .search import SEARCH_STRATEGIES
 from .strategies import PICKERS, score_candidates, to_candidate
@@ -81,4 +82,8 @@ def _round_params(params: SamplingParams, round_: int) -> SamplingParams:
 
 
 # Strategies that run once per budget (they cannot be replayed on subsets of a pool).
-PER_BUDGET: dict[str, Callable[..., Result]] = {**SEARCH_STRATEGIES, "self_refine": self_refine}
+PER_BUDGET: dict[str, Callable[..., Result]] = {
+    **SEARCH_STRATEGIES,
+    "self_refine": self_refine,
+    "compute_optimal": compute_optimal,
+}

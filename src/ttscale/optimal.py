@@ -1,0 +1,181 @@
+"""Compute-optimal scaling as a real strategy: estimate a problem's difficulty at inference
+time from a cheap first probe (the agreement of its first few samples, never the gold
+answer), then spend the rest of the budget the way a policy table says works best for that
+difficulty and budget. The probe's samples count toward the budget and are reused; when they
+already agree strongly the strategy stops early and the saved budget is reported.
+
+`fit_policy` builds the table from eval runs on a calibration split (problems disjoint from
+the ones it will be judged on): for every difficulty bin and budget, the strategy with the
+best accuracy there (ties go to the one that spent fewer tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core import Generator, Problem, Result, SamplingParams, Scorer
+from .grading import group_answers
+from .prompts import SYSTEM_PROMPT
+from .strategies import PICKERS, pick_from_pool, sample_pool
+
+DEFAULT_BINS = (0.99, 0.74, 0.49)  # agreement >= 0.99: bin 0 (easy) ... below 0.49: bin 3 (hard)
+
+
+def agreement(answers: Sequence[str | None]) -> float:
+    """Share of samples in the largest group of equivalent answers (no answer never agrees)."""
+    if not answers:
+        return 0.0
+    groups = [g for g in group_answers(list(answers)) if g is not None]
+    return max((groups.count(g) for g in set(groups)), default=0) / len(answers)
+
+
+@dataclass
+class Policy:
+    """(difficulty bin, budget) -> a strategy name and its settings."""
+
+    bins: tuple[float, ...] = DEFAULT_BINS
+    probe_n: int = 4
+    stop_agreement: float = 1.0
+    table: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default: dict[str, Any] = field(default_factory=lambda: {"strategy": "weighted_best_of_n"})
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def bin(self, agree: float) -> int:
+        return next((i for i, t in enumerate(self.bins) if agree >= t), len(self.bins))
+
+    def choose(self, difficulty: int, budget: int) -> dict[str, Any]:
+        """The fitted choice for this bin at the largest fitted budget not above `budget`."""
+        fitted = sorted(int(k.split("|")[1]) for k in self.table if k.startswith(f"{difficulty}|"))
+        usable = [b for b in fitted if b <= budget]
+        return self.table[f"{difficulty}|{usable[-1]}"] if usable else self.default
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        d = json.loads(Path(path).read_text())
+        d["bins"] = tuple(d["bins"])
+        return cls(**d)
+
+
+def compute_optimal(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    policy: Policy | str | None = None,
+    params: SamplingParams | None = None,
+    system: str = SYSTEM_PROMPT,
+    aggregation: str = "mean",
+) -> Result:
+    """policy: a fitted Policy, the path of one (`ttscale fit-optimal`), or None for the
+    default (weighted Best-of-N whatever the difficulty, still with early stopping)."""
+    from .refine import PER_BUDGET
+    from .search import accepted_options
+
+    policy = Policy.load(policy) if isinstance(policy, str) else (policy or Policy())
+    params = params or SamplingParams()
+    t0 = time.perf_counter()
+    probe_n = min(policy.probe_n, n)
+    probe, compute = sample_pool(problem, generator, scorer, probe_n, params, system, aggregation)
+    agree = agreement([c.answer for c in probe])
+    difficulty = policy.bin(agree)
+    settings: dict[str, Any] = {"n": n, "probe_n": probe_n, "agreement": agree, "difficulty": difficulty}
+    if agree >= policy.stop_agreement or n <= probe_n:
+        chosen = pick_from_pool("majority", probe)
+        settings.update(strategy="majority", stopped_early=n > probe_n, saved_budget=n - probe_n)
+        candidates = probe
+    else:
+        choice = dict(policy.choose(difficulty, n))
+        name = choice.pop("strategy")
+        settings.update(strategy=name, choice=choice, stopped_early=False, saved_budget=0)
+        more = replace(params, seed=params.seed + 1)
+        if name in PICKERS:  # the probe's samples join the pool
+            extra, spent = sample_pool(problem, generator, scorer, n - probe_n, more, system, aggregation)
+            candidates = probe + extra
+            compute = compute + spent
+            chosen = pick_from_pool(name, candidates)
+        else:  # a search with the rest of the budget; the probe's samples vote with its finalists
+            fn = PER_BUDGET[name]
+            r = fn(
+                problem,
+                generator,
+                scorer,
+                n - probe_n,
+                params=more,
+                system=system,
+                aggregation=aggregation,
+                **accepted_options(fn, choice),
+            )
+            compute = compute + r.compute
+            candidates = probe + r.candidates
+            chosen = pick_from_pool(choice.get("pick", "weighted_best_of_n"), candidates)
+    groups = group_answers([c.answer for c in candidates])
+    scores = [c.score for c in candidates]
+    settings["picks"] = {rule: _answer(candidates, fn(groups, scores)) for rule, fn in PICKERS.items()}
+    compute.wall_time = time.perf_counter() - t0
+    return Result(
+        strategy="compute_optimal",
+        answer=None if chosen is None else candidates[chosen].answer,
+        chosen=chosen,
+        candidates=candidates,
+        compute=compute,
+        settings={**settings, "sampling": params.to_dict(), "scorer": scorer.name},
+    )
+
+
+def fit_policy(
+    records: Sequence[dict[str, Any]],
+    budgets: Sequence[int],
+    probe_n: int = 4,
+    bins: tuple[float, ...] = DEFAULT_BINS,
+    scorer: str = "logprob",
+    aggregation: str = "mean",
+    stop_agreement: float = 1.0,
+) -> Policy:
+    """From the records of eval runs on calibration problems (a pool per problem, plus any
+    searches): each problem's bin from its pool's first probe_n samples, then per bin and
+    budget the most accurate strategy."""
+    from .analysis import curves, pool_from_record
+
+    policy = Policy(bins=bins, probe_n=probe_n, stop_agreement=stop_agreement)
+    pools = {r["id"]: r for r in records if r.get("kind", "pool") == "pool"}
+    searches = [r for r in records if r.get("kind") == "search"]
+    by_bin: dict[int, list[str]] = {}
+    for pid, r in pools.items():
+        answers = [c.get("answer") for c in r["candidates"][:probe_n]]
+        by_bin.setdefault(policy.bin(agreement(answers)), []).append(pid)
+    counts = {}
+    for b, ids in sorted(by_bin.items()):
+        counts[str(b)] = len(ids)
+        options: dict[int, list[tuple[float, float, dict[str, Any]]]] = {n: [] for n in budgets}
+        pts = curves([pool_from_record(pools[i], scorer, aggregation) for i in ids], list(PICKERS), n_boot=50)
+        for p in pts:
+            if p.n in options and p.strategy in PICKERS:
+                options[p.n].append((p.accuracy, -p.generated_tokens, {"strategy": p.strategy}))
+        for n in budgets:
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for r in searches:
+                if r["id"] in ids and r["n"] == n:
+                    runs.setdefault(r["strategy"], []).append(r)
+            for name, rs in runs.items():
+                if len(rs) == len(ids):  # only strategies run on every problem of the bin
+                    acc = float(np.mean([r["correct"] for r in rs]))
+                    tok = float(np.mean([r["compute"]["generated_tokens"] for r in rs]))
+                    options[n].append((acc, -tok, {"strategy": name}))
+            if options[n]:
+                policy.table[f"{b}|{n}"] = max(options[n], key=lambda o: (o[0], o[1]))[2]
+    policy.meta = {"problems": len(pools), "per_bin": counts, "budgets": list(budgets), "scorer": scorer}
+    return policy
+
+
+def _answer(candidates: Sequence[Any], index: int | None) -> str | None:
+    return None if index is None else candidates[index].answer

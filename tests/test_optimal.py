@@ -1,0 +1,109 @@
+import json
+
+import pytest
+
+from ttscale.core import Problem, SamplingParams
+from ttscale.optimal import Policy, agreement, compute_optimal, fit_policy
+from ttscale.scorers import LogProbScorer
+from ttscale.testing import FakeGenerator
+
+PARAMS = SamplingParams(max_tokens=64)
+
+
+def answering(answers):
+    return FakeGenerator(
+        lambda p, seed: f"Work.\n\nTherefore, the final answer is $\\boxed{{{answers[seed % 100 % len(answers)]}}}$."
+    )
+
+
+def test_agreement():
+    assert agreement(["1", "1", "1", "1"]) == 1.0
+    assert agreement(["1", "0.5", "1/2", None]) == 0.5
+    assert agreement([None, None]) == 0.0
+
+
+def test_easy_problem_stops_early_and_reports_the_saving():
+    gen = answering(["7"])
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 16, params=PARAMS)
+    assert r.answer == "7" and len(r.candidates) == 4
+    assert r.settings["stopped_early"] and r.settings["saved_budget"] == 12
+    assert len(gen.calls) == 1 and gen.calls[0][1] == 4
+
+
+def test_hard_problem_spends_the_rest_as_the_policy_says_and_reuses_the_probe():
+    policy = Policy(table={"2|8": {"strategy": "majority"}, "3|8": {"strategy": "beam_search", "beam_width": 2}})
+    gen = answering(["7", "7", "3", "5"])  # 2 of 4 agree: bin 2
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, params=PARAMS)
+    assert r.settings["difficulty"] == 2 and r.settings["strategy"] == "majority"
+    assert len(r.candidates) == 8  # 4 probe samples + 4 more
+    assert sum(call[1] for call in gen.calls) == 8
+    gen = answering(["1", "2", "3", "4"])  # no agreement: bin 3, a beam search with the rest
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, params=PARAMS)
+    assert r.settings["strategy"] == "beam_search" and r.settings["choice"] == {"beam_width": 2}
+    # pruned branches cost tokens too: compute counts more than the final candidates hold
+    assert r.compute.generated_tokens >= sum(c.n_tokens for c in r.candidates)
+
+
+def test_policy_falls_back_to_the_nearest_smaller_budget_then_the_default(tmp_path):
+    policy = Policy(table={"1|4": {"strategy": "best_of_n"}, "1|16": {"strategy": "dvts"}})
+    assert policy.choose(1, 8) == {"strategy": "best_of_n"}
+    assert policy.choose(1, 32) == {"strategy": "dvts"}
+    assert policy.choose(0, 8) == policy.default
+    policy.save(tmp_path / "p.json")
+    assert Policy.load(tmp_path / "p.json") == policy
+
+
+def pool_record(pid, answers, gold="7"):
+    return {
+        "id": pid,
+        "candidates": [
+            {
+                "answer": a,
+                "correct": a == gold,
+                "steps": [{"text": "x", "n_tokens": 10}],
+                "scores": {"logprob": [0.9 if a == "9" else 0.5]},
+            }
+            for a in answers
+        ],
+    }
+
+
+def test_fit_picks_the_best_strategy_per_difficulty():
+    # easy problems (all agree, right); hard ones where a confident wrong "9" fools best_of_n
+    # but a search run got them right
+    records = [pool_record(f"e{k}", ["7"] * 8) for k in range(3)]
+    records += [pool_record(f"h{k}", ["1", "2", "9", "7", "9", "9", "3", "7"]) for k in range(3)]
+    records += [
+        {
+            "kind": "search",
+            "id": f"h{k}",
+            "strategy": "dvts",
+            "n": 8,
+            "correct": True,
+            "compute": {"generated_tokens": 80},
+        }
+        for k in range(3)
+    ]
+    policy = fit_policy(records, [8], probe_n=4)
+    assert policy.meta["per_bin"] == {"0": 3, "3": 3}
+    assert policy.table["3|8"] == {"strategy": "dvts"}
+    assert policy.table["0|8"]["strategy"] in ("majority", "best_of_n", "weighted_best_of_n")
+    json.dumps(policy.__dict__)  # saveable
+
+
+def test_compute_optimal_in_eval(tmp_path):
+    from ttscale.evaluate import EvalConfig, run_eval
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "3+4?", "answer": "7"}) + "\n")
+    cfg = EvalConfig(dataset=str(data), ns=(8,), model="fake", strategies=("compute_optimal",), sampling=PARAMS)
+    report = run_eval(cfg, lambda: answering(["7"]), tmp_path / "run", progress=False, n_boot=5)
+    assert [(p.strategy, p.accuracy) for p in report.points if p.strategy == "compute_optimal"] == [
+        ("compute_optimal", 1.0)
+    ]
+
+
+@pytest.mark.parametrize("bad", ["nope.json"])
+def test_missing_policy_file(bad):
+    with pytest.raises(FileNotFoundError):
+        compute_optimal(Problem("p", "q"), answering(["1", "2"]), LogProbScorer(), 8, policy=bad, params=PARAMS)

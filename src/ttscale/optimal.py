@@ -23,7 +23,7 @@ import numpy as np
 from .core import Generator, Problem, Result, SamplingParams, Scorer
 from .grading import group_answers
 from .prompts import SYSTEM_PROMPT
-from .strategies import PICKERS, pick_from_pool, sample_pool
+from .strategies import PICKERS, all_picks, pick_from_pool, sample_pool
 
 DEFAULT_BINS = (0.99, 0.74, 0.49)  # agreement >= 0.99: bin 0 (easy) ... below 0.49: bin 3 (hard)
 
@@ -118,9 +118,7 @@ def compute_optimal(
             compute = compute + r.compute
             candidates = probe + r.candidates
             chosen = pick_from_pool(choice.get("pick", "weighted_best_of_n"), candidates)
-    groups = group_answers([c.answer for c in candidates])
-    scores = [c.score for c in candidates]
-    settings["picks"] = {rule: _answer(candidates, fn(groups, scores)) for rule, fn in PICKERS.items()}
+    settings["picks"] = {rule: _answer(candidates, i) for rule, i in all_picks(candidates).items()}
     compute.wall_time = time.perf_counter() - t0
     return Result(
         strategy="compute_optimal",

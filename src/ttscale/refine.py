@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable
 
 from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, Scorer
-from .grading import group_answers
 from .optimal import compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .search import SEARCH_STRATEGIES
-from .strategies import PICKERS, score_candidates, to_candidate
+from .strategies import all_picks, score_candidates, to_candidate
 
 REVISE = (
     "Check your solution above step by step. If any step is wrong, fix it. Then write the complete "
@@ -49,9 +48,7 @@ def self_refine(
         candidates.append(to_candidate(completion))
         messages += [("assistant", completion.text), ("user", revise_prompt)]
     compute = compute + score_candidates(problem, candidates, scorer, aggregation)
-    groups = group_answers([c.answer for c in candidates])
-    scores = [c.score for c in candidates]
-    picks = {rule: fn(groups, scores) for rule, fn in PICKERS.items()}
+    picks = all_picks(candidates)
     answered = [i for i, c in enumerate(candidates) if c.answer is not None]
     picks["last"] = answered[-1] if answered else None  # the latest answer that has one
     if pick not in picks:

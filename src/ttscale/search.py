@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from .core import STEP_SEPARATOR, Candidate, Compute, Generator, Problem, Result, SamplingParams, Scorer, Step
-from .grading import extract_answer, group_answers, last_boxed
+from .grading import extract_answer, last_boxed
 from .prompts import SYSTEM_PROMPT, problem_prompt
 from .scorers import aggregate
 from .steps import join_steps, split_steps
-from .strategies import PICKERS
+from .strategies import all_picks
 
 
 @dataclass
@@ -206,9 +206,7 @@ def _result(
             c.score = float(weights[k])
         else:
             c.score = aggregate(c.step_scores, search.aggregation) if c.step_scores else 0.0
-    groups = group_answers([c.answer for c in candidates])
-    scores = [c.score for c in candidates]
-    picks = {rule: PICKERS[rule](groups, scores) for rule in PICKERS}
+    picks = all_picks(candidates)
     chosen = picks[pick]
     if chosen is not None:
         search.trace[nodes[chosen].id]["status"] = "chosen"

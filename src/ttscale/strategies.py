@@ -100,6 +100,13 @@ def sample_pool(
     return candidates, gen.compute + score_candidates(problem, candidates, scorer, how)
 
 
+def all_picks(candidates: list[Candidate]) -> dict[str, int | None]:
+    """The candidate every pick rule chooses, answers grouped once."""
+    groups = group_answers([c.answer for c in candidates])
+    scores = [c.score for c in candidates]
+    return {rule: fn(groups, scores) for rule, fn in PICKERS.items()}
+
+
 def pick_from_pool(name: str, candidates: list[Candidate]) -> int | None:
     groups = group_answers([c.answer for c in candidates])
     return PICKERS[name](groups, [c.score for c in candidates])

@@ -154,12 +154,13 @@ class RunStore:
 
     def append(self, record: dict[str, Any], trace: list[dict[str, Any]] | None = None) -> None:
         if trace is not None:  # the trace first: a record on disk always has its trace
-            _append_line(self.traces, {"key": record_key(record), "trace": trace})
-        _append_line(self.samples, record)
+            append_jsonl(self.traces, {"key": record_key(record), "trace": trace})
+        append_jsonl(self.samples, record)
         self.records[record_key(record)] = record
 
 
-def _append_line(path: Path, obj: dict[str, Any]) -> None:
+def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
+    """One record as one line, on disk before returning, so a kill loses at most this line."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, ensure_ascii=False) + "\n")
         f.flush()
@@ -185,8 +186,8 @@ def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> d
     names = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
     scorers = [make_scorer(name, generator) for name in names]
     candidates, compute = sample_pool(problem, generator, scorers[0], cfg.pool_n, params, cfg.system_prompt)
-    scores: dict[str, list[list[float]]] = {}
-    for s in scorers:
+    scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
+    for s in scorers[1:]:
         scores[s.name], spent = s.score(problem, candidates)
         compute = compute + Compute(verifier_tokens=spent.verifier_tokens, flops=spent.flops)
     compute.wall_time = time.perf_counter() - t0

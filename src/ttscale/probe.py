@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -144,7 +143,7 @@ def collect(
     a line cut short by a kill is ignored. Returns the number of problems added."""
     from tqdm import tqdm
 
-    from .evaluate import problem_seed
+    from .evaluate import append_jsonl, problem_seed
 
     done = {r["id"] for r in read_records(out_path)}
     todo = [p for p in problems if p.id not in done and p.gold is not None]
@@ -166,10 +165,7 @@ def collect(
                 for c in candidates
             ],
         }
-        with open(out_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(out_path, rec)
     return len(todo)
 
 

@@ -66,3 +66,17 @@ def test_tokens_scale_with_budget_and_interval_brackets_estimate():
         assert p.ci_low <= p.accuracy + 1e-9 and p.accuracy <= p.ci_high + 1e-9
     md = table(pts)
     assert "| majority |" in md and "generated tokens / problem" in md
+
+
+def test_verifier_quality_separates_pooled_and_within_problem_ranking():
+    from ttscale.analysis import verifier_quality
+
+    def rec(pairs):
+        return {"candidates": [{"scores": {"v": [0.1, s]}, "correct": y} for s, y in pairs]}
+
+    # within each problem the right sample scores higher, but problem 2's scores are all lower
+    records = [rec([(0.9, True), (0.8, False)]), rec([(0.3, True), (0.2, False)]), rec([(0.5, True), (0.6, True)])]
+    rows = {(r["scorer"], r["aggregate"]): r for r in verifier_quality(records)}
+    last = rows[("v", "last")]
+    assert last["auroc_within_problem"] == 1.0 and last["problems_with_both"] == 2
+    assert 0.5 < last["auroc"] < 1.0 and last["solutions"] == 6

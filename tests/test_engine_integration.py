@@ -3,11 +3,13 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from ttscale.core import Problem, SamplingParams
+from ttscale.core import Candidate, Problem, SamplingParams, Step
 from ttscale.prompts import problem_prompt
 from ttscale.scorers import LogProbScorer
+from ttscale.steps import split_steps
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +223,22 @@ def test_probe_pipeline_on_the_real_model(tmp_path):
             Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=SamplingParams(max_tokens=48, seed=1)
         )
         assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
+        # A stored solution (no hidden states) is replayed in one prefill: same steps, nearly
+        # the same states as live sampling, and the prefill is charged as verifier tokens.
+        live = r.candidates[0]
+        stored = Candidate(
+            text=live.text,
+            steps=[Step(**s.to_dict()) for s in live.steps],
+            answer=live.answer,
+            finish_reason=live.finish_reason,
+        )
+        replayed, spent = scorer.score(Problem("t", QUESTION, gold="7"), [stored])
+        assert len(replayed[0]) == len(live.steps)
+        assert spent.verifier_tokens >= live.n_tokens
+        completion, _ = gen.replay(problem_prompt(QUESTION), live.text, live.finish_reason)
+        for a, b in zip(split_steps(completion), live.steps, strict=True):
+            cos = float(np.dot(a.hidden, b.hidden) / np.linalg.norm(a.hidden) / np.linalg.norm(b.hidden))
+            assert a.text == b.text and cos > 0.98
         with pytest.raises(Exception, match="trained for the model"):
             Probe.load(tmp_path / "p.npz", "0" * 64)
     finally:

@@ -172,3 +172,42 @@ def test_report_only_generates_nothing(tmp_path, fake_factory):
     )
     assert c["loads"] == 1 and report.n_problems == 2 and not report.complete
     assert "PARTIAL: 2 of 4" in (tmp_path / "r" / "summary.md").read_text()
+
+
+def test_a_stored_pool_is_rescored_by_another_verifier_without_sampling(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=3)
+    counter = {"loads": 0}
+    make = doubling_generator(fake_factory, counter)
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    gens = []
+
+    def tracked():
+        gens.append(make())
+        return gens[-1]
+
+    report = run_eval(cfg_for(ds, scorer="judge"), tracked, tmp_path / "run", progress=False, n_boot=5)
+    assert report.complete and gens and not gens[0].calls  # scored, nothing sampled again
+    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 6  # each pool once more, rescored; a reload keeps the later line
+    run_eval(cfg_for(ds, scorer="judge"), tracked, tmp_path / "run", progress=False, n_boot=5, generate=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q0", "q1", "q2"]
+    for r in records:
+        assert all(set(c["scores"]) == {"logprob", "self_certainty", "judge"} for c in r["candidates"])
+        assert all(len(c["scores"]["judge"]) == len(c["steps"]) for c in r["candidates"])
+        assert r["rescored"]["judge"]["verifier_tokens"] > 0
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert "verifier judge/mean" in summary and "| judge | last |" in summary
+
+
+def test_named_summaries_are_separate_views_of_one_run(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    run_eval(
+        cfg_for(ds, strategies=("majority",)), make, tmp_path / "run", progress=False, n_boot=5, summary_name="maj"
+    )
+    assert json.loads((tmp_path / "run" / "maj.json").read_text())["strategies"] == ["majority"]
+    assert (tmp_path / "run" / "maj.png").exists() and (tmp_path / "run" / "maj.md").exists()
+    assert "weighted_best_of_n" in json.loads((tmp_path / "run" / "summary.json").read_text())["strategies"]

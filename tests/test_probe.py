@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from ttscale.analysis import auroc
 from ttscale.core import Candidate, Problem, Step
-from ttscale.probe import Probe, ProbeError, ProbeScorer, _pack, auroc, dataset, fit, soft_labels, train
+from ttscale.probe import Probe, ProbeError, ProbeScorer, _pack, dataset, fit, soft_labels, train
 
 
 def test_auroc_known_values():

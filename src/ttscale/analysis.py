@@ -107,6 +107,61 @@ def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000)
     return float(lo), float(hi)
 
 
+def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); nan without both classes."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def verifier_quality(
+    pool_records: Sequence[dict[str, Any]], aggregations: Sequence[str] = ("last", "mean", "min")
+) -> list[dict[str, Any]]:
+    """How well each stored verifier separates right from wrong solutions: AUROC over all
+    solutions pooled, and the mean AUROC within a problem (what picking among one problem's
+    samples needs; problems with only right or only wrong samples are left out)."""
+    names = [n for n in pool_records[0]["candidates"][0]["scores"]] if pool_records else []
+    names = [n for n in names if all(n in c["scores"] for r in pool_records for c in r["candidates"])]
+    rows = []
+    for name in names:
+        for how in aggregations:
+            pooled_s, pooled_y, within = [], [], []
+            for r in pool_records:
+                s = [aggregate(c["scores"][name], how) for c in r["candidates"]]
+                y = [bool(c.get("correct")) for c in r["candidates"]]
+                pooled_s += s
+                pooled_y += y
+                a = auroc(s, y)
+                if not math.isnan(a):
+                    within.append(a)
+            rows.append(
+                {
+                    "scorer": name,
+                    "aggregate": how,
+                    "auroc": auroc(pooled_s, pooled_y),
+                    "auroc_within_problem": float(np.mean(within)) if within else float("nan"),
+                    "problems_with_both": len(within),
+                    "solutions": len(pooled_y),
+                }
+            )
+    return rows
+
+
+def quality_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| verifier | aggregate | AUROC (all solutions) | AUROC within a problem |", "|---|---|---:|---:|"]
+    lines += [
+        f"| {r['scorer']} | {r['aggregate']} | {r['auroc']:.3f} | {r['auroc_within_problem']:.3f} "
+        f"({r['problems_with_both']} problems) |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def table(points: Sequence[CurvePoint], with_ci: bool = True) -> str:
     """Markdown: accuracy with one row per strategy and one column per budget; then, when
     strategies spend different amounts at the same budget, the same grid of generated tokens

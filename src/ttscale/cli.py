@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--report-only", action="store_true", help="summarise what is done; generate nothing")
+    ev.add_argument(
+        "--summary",
+        default="summary",
+        help="name of the report files (NAME.md, NAME.json, plot): several views of one run directory",
+    )
     _add_common(ev)
 
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
@@ -380,6 +385,7 @@ def _eval(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             n_boot=args.bootstrap,
             generate=not args.report_only,
+            summary_name=args.summary,
         )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
@@ -395,7 +401,8 @@ def _eval(args: argparse.Namespace) -> int:
         f"\ncompute of everything run: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
         f"computed, {c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, {c.wall_time:.0f} s"
     )
-    print(f"results: {out}/summary.md, {out}/plot.png, samples in {out}/samples.jsonl")
+    plot_name = "plot" if args.summary == "summary" else args.summary
+    print(f"results: {out}/{args.summary}.md, {out}/{plot_name}.png, samples in {out}/samples.jsonl")
     return 0
 
 

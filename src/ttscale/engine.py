@@ -367,6 +367,61 @@ class LlamaCppGenerator:
             )
         return out, compute
 
+    def replay(self, prompt: Prompt, text: str, finish_reason: str = "eos") -> tuple[Completion, Compute]:
+        """The completion this engine would have returned had it sampled exactly `text` after
+        `prompt`, with the hidden states it captures at step ends (log-probabilities are not
+        recomputed). One prefill, no sampling: this is how a probe scores stored solutions,
+        and it costs a forward pass that sampling with hidden_states=True gets for free."""
+        if not self.hidden_states:
+            raise EngineError("replay reads hidden states: start the engine with hidden_states=True")
+        t0 = time.perf_counter()
+        self._clock += 1
+        prompt_tokens = self.tokenize(self.render(prompt))
+        answer = self.tokenize(text, special=False) if text else []
+        if len(prompt_tokens) + len(answer) > self.n_ctx:
+            raise EngineError(f"prompt + text of {len(prompt_tokens) + len(answer)} tokens exceed n_ctx {self.n_ctx}")
+        plan, computed, cached = self._prefill([prompt_tokens], [1])
+        slot = plan[0][2][0]
+        # Sampling captures the state of token k-1 when token k closes a step or the text.
+        data = bytearray()
+        offsets, wanted = [], set()
+        for k, tok in enumerate(answer):
+            offsets.append(len(data))
+            before = len(data)
+            data += self.piece(tok)
+            if data.find(STEP_BYTES, max(0, before - 1)) >= 0:
+                wanted.add(k - 1)
+        if answer:
+            wanted.add(len(answer) - (2 if finish_reason == "length" else 1))
+        states: dict[int, np.ndarray] = {}
+        for at in range(0, len(answer), self.n_batch):
+            chunk = answer[at : at + self.n_batch]
+            self._decode([(slot, tok) for tok in chunk], logits=True)
+            for k in range(at, at + len(chunk)):
+                if k in wanted:
+                    states[k] = self._embedding(k - at)
+        computed += len(answer)
+        completion = Completion(
+            text=text,
+            token_ids=answer,
+            logprobs=[],
+            certainties=[],
+            token_offsets=offsets,
+            hidden=sorted(states.items(), key=lambda kv: kv[0]),
+            finish_reason=finish_reason,
+        )
+        compute = Compute(
+            prompt_tokens=computed,
+            cached_prompt_tokens=cached,
+            wall_time=time.perf_counter() - t0,
+            flops=model_flops(self.n_params, computed),
+        )
+        return completion, compute
+
+    def _embedding(self, row: int) -> np.ndarray:
+        vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
+        return vec.copy()
+
     def _plan_slots(self, prompt_tokens: list[list[int]], counts: list[int]) -> list[tuple[int, int, list[int]]]:
         """For each prompt: (source slot, tokens reused from it, counts[i] target slots). A source is
         never handed to another prompt as a target, so its prefix survives until copied; the
@@ -489,8 +544,7 @@ class LlamaCppGenerator:
         """The hidden state of the last token fed for this sequence: the end of the step that
         the token just sampled closes."""
         if self.hidden_states:
-            vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
-            s.hidden.append((len(s.token_ids) - 2, vec.copy()))
+            s.hidden.append((len(s.token_ids) - 2, self._embedding(row)))
 
     def close(self) -> None:
         L = self._L

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, table
-from .core import Compute, Generator, Problem, SamplingParams
+from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, quality_table, table, verifier_quality
+from .core import Candidate, Compute, Generator, Problem, SamplingParams, Step
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
 from .prompts import SYSTEM_PROMPT
 from .refine import PER_BUDGET
-from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer
+from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
 from .search import accepted_options
 from .strategies import PICKERS, sample_pool
 
@@ -132,7 +132,7 @@ class RunStore:
     def _load(self) -> None:
         if not self.samples.exists():
             return
-        good: list[str] = []
+        good: dict[str, str] = {}
         dropped = 0
         for line in self.samples.read_text("utf-8").splitlines():
             try:
@@ -141,15 +141,14 @@ class RunStore:
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                 dropped += 1
                 continue
-            if key in self.records:
+            if key in self.records:  # a later line supersedes (a pool rescored by another verifier)
                 dropped += 1
-                continue
             self.records[key] = rec
-            good.append(line)
+            good[key] = line
         if dropped:
-            print(f"note: dropped {dropped} incomplete or duplicate line(s) from {self.samples}", file=sys.stderr)
+            print(f"note: compacted {dropped} incomplete or superseded line(s) of {self.samples}", file=sys.stderr)
             tmp = self.samples.with_suffix(".tmp")
-            tmp.write_text("".join(g + "\n" for g in good), "utf-8")
+            tmp.write_text("".join(g + "\n" for g in good.values()), "utf-8")
             os.replace(tmp, self.samples)
 
     def append(self, record: dict[str, Any], trace: list[dict[str, Any]] | None = None) -> None:
@@ -260,8 +259,10 @@ def run_eval(
     progress: bool = True,
     n_boot: int = 100,
     generate: bool = True,
+    summary_name: str = "summary",
 ) -> EvalReport:
-    """Run the missing work (unless generate is False: then only report what is done)."""
+    """Run the missing work (unless generate is False: then only report what is done).
+    summary_name names the report files, so one run directory can hold several views."""
     for s in cfg.strategies:
         if s not in PICKERS and s not in PER_BUDGET:
             known = ", ".join([*PICKERS, *PER_BUDGET])
@@ -274,13 +275,13 @@ def run_eval(
     report_errors(ds)
     problems = select_problems(ds.problems, cfg.limit, cfg.shard)
     store = RunStore(out_dir, cfg)
-    todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if key not in store.records]
+    todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
     if todo and generate:
         done_before = sum(len(_work_keys(p, cfg)) for p in problems) - len(todo)
         if done_before:
             print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
         _run(todo, make_generator(), cfg, store, progress)
-    return summarize(problems, store, cfg, out_dir, n_boot)
+    return summarize(problems, store, cfg, out_dir, n_boot, summary_name)
 
 
 def select_problems(
@@ -375,6 +376,44 @@ def read_run(run_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(run_dir / "samples.jsonl")
 
 
+def _needs_work(record: dict[str, Any] | None, cfg: EvalConfig) -> bool:
+    """Missing work, or a pool sampled before this verifier was asked for."""
+    return record is None or (record.get("kind") != "search" and not _has_scores(record, cfg.scorer))
+
+
+def _has_scores(record: dict[str, Any], scorer: str) -> bool:
+    return all(scorer_name(scorer) in c["scores"] for c in record["candidates"])
+
+
+def rescore_pool(record: dict[str, Any], problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
+    """A stored pool scored by one more verifier, without sampling again. Its cost is kept
+    apart under "rescored": a probe replaying stored text pays a prefill that live sampling
+    with hidden states does not."""
+    scorer = make_scorer(cfg.scorer, generator)
+    if hasattr(scorer, "system"):
+        scorer.system = cfg.system_prompt
+    candidates = [
+        Candidate(
+            text=c["text"],
+            steps=[Step(**s) for s in c["steps"]],
+            answer=c["answer"],
+            finish_reason=c["finish_reason"],
+        )
+        for c in record["candidates"]
+    ]
+    generator.reset()
+    t0 = time.perf_counter()
+    scores, spent = scorer.score(problem, candidates)
+    spent.wall_time = time.perf_counter() - t0
+    return {
+        **record,
+        "candidates": [
+            {**c, "scores": {**c["scores"], scorer.name: s}} for c, s in zip(record["candidates"], scores, strict=True)
+        ],
+        "rescored": {**record.get("rescored", {}), scorer.name: spent.to_dict()},
+    }
+
+
 def _work_keys(problem: Problem, cfg: EvalConfig) -> list[str]:
     keys = [f"pool|{problem.id}"] if cfg.pool_strategies else []
     return keys + [cfg.search_key(problem.id, s, n) for s in cfg.search_strategies for n in sorted(cfg.ns)]
@@ -389,6 +428,10 @@ def _run(
     tokens = 0
     t0 = time.perf_counter()
     for problem, key in bar:
+        if key in store.records:
+            bar.set_description(f"{cfg.dataset} rescoring with {cfg.scorer}")
+            store.append(rescore_pool(store.records[key], problem, generator, cfg))
+            continue
         if key.startswith("pool|"):
             rec = sample_problem(problem, generator, cfg)
             store.append(rec)
@@ -411,20 +454,29 @@ def search_points(
 
 
 def summarize(
-    problems: Sequence[Problem], store: RunStore, cfg: EvalConfig, out_dir: Path, n_boot: int = 100
+    problems: Sequence[Problem],
+    store: RunStore,
+    cfg: EvalConfig,
+    out_dir: Path,
+    n_boot: int = 100,
+    summary_name: str = "summary",
 ) -> EvalReport:
     """Report on the problems whose requested work is all done, so every strategy is
     compared on the same problems; a partial run says so."""
-    done = [p for p in problems if all(k in store.records for k in _work_keys(p, cfg))]
+    done = [p for p in problems if not any(_needs_work(store.records.get(k), cfg) for k in _work_keys(p, cfg))]
     rng = np.random.default_rng(cfg.seed)
     points: list[CurvePoint] = []
     compute = Compute()
+    quality: list[dict[str, Any]] = []
     if cfg.pool_strategies:
         pool_records = [store.records[f"pool|{p.id}"] for p in done]
-        pools = [pool_from_record(r, cfg.scorer, cfg.aggregation) for r in pool_records]
+        quality = verifier_quality(pool_records)
+        pools = [pool_from_record(r, scorer_name(cfg.scorer), cfg.aggregation) for r in pool_records]
         points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed)
         for r in pool_records:
             compute = compute + Compute.from_dict(r["compute"])
+            for spent in r.get("rescored", {}).values():
+                compute = compute + Compute.from_dict(spent)
     for strategy in cfg.search_strategies:
         for n in sorted(cfg.ns):
             recs = [store.records[cfg.search_key(p.id, strategy, n)] for p in done]
@@ -457,18 +509,24 @@ def summarize(
         "bootstrap_draws": n_boot,
         "compute_total": compute.to_dict(),
         "points": [p.to_dict() for p in points],
+        "verifier_quality": quality,
     }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
-    (out_dir / "summary.md").write_text(
+    quality_md = (
+        f"\n## How well each verifier separates right from wrong samples\n\n{quality_table(quality)}\n"
+        if quality
+        else ""
+    )
+    (out_dir / f"{summary_name}.md").write_text(
         f"# {title}\n\nAccuracy in %, 95% bootstrap interval in brackets. Pool strategies are replayed on "
         f"subsets of {cfg.pool_n} samples per problem; search strategies ran once per budget "
         f"(`+majority`, `+weighted_best_of_n`: the same searches with the other final pick).\n\n{md}\n\n"
         f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "
         f"served from cache, {compute.verifier_tokens / per:.0f} verifier tokens, "
-        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n"
+        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{quality_md}"
     )
     if points:
-        plot(points, str(out_dir / "plot.png"), title)
+        plot(points, str(out_dir / ("plot.png" if summary_name == "summary" else f"{summary_name}.png")), title)
     return EvalReport(out_dir, points, len(done), compute, md, complete)

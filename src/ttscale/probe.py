@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from .analysis import auroc
 from .core import Candidate, Compute, Generator, Problem, SamplingParams
 from .grading import is_correct
-from .prompts import SYSTEM_PROMPT
+from .prompts import SYSTEM_PROMPT, problem_prompt
+from .steps import split_steps
 from .strategies import sample_pool
 
 
@@ -88,8 +90,10 @@ class ProbeScorer:
 
     name = "probe"
 
-    def __init__(self, probe: Probe) -> None:
+    def __init__(self, probe: Probe, generator: Any = None, system: str = SYSTEM_PROMPT) -> None:
         self.probe = probe
+        self.generator = generator  # to replay stored solutions that carry no hidden states
+        self.system = system
 
     @classmethod
     def for_generator(cls, generator: Any, path: str | None = None) -> ProbeScorer:
@@ -100,22 +104,43 @@ class ProbeScorer:
         path = path or (str(packaged_probe(spec.name)) if spec is not None and packaged_probe(spec.name) else None)
         if path is None:
             raise ProbeError(f"no probe ships for {generator.name}: train one with `ttscale train-probe`")
-        return cls(Probe.load(path, sha))
+        return cls(Probe.load(path, sha), generator)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         t0 = time.perf_counter()
         out = []
         n_steps = 0
+        replayed = Compute()
         for c in candidates:
             if not c.steps:
                 out.append([0.0])
                 continue
-            if any(s.hidden is None for s in c.steps):
-                raise ProbeError("a step has no hidden state: was the engine started with hidden_states=True?")
-            out.append([float(x) for x in self.probe.predict(np.stack([s.hidden for s in c.steps]))])
+            states = [s.hidden for s in c.steps]
+            if any(h is None for h in states):
+                states, spent = self._replay(problem, c)
+                replayed = replayed + spent
+            out.append([float(x) for x in self.probe.predict(np.stack(states))])
             n_steps += len(c.steps)
         d = len(self.probe.weights)
-        return out, Compute(wall_time=time.perf_counter() - t0, flops=4.0 * d * n_steps)
+        own = Compute(wall_time=time.perf_counter() - t0, flops=4.0 * d * n_steps)
+        # Reading stored text again is verifier work; live sampling gets the states for free.
+        return out, own + Compute(verifier_tokens=replayed.prompt_tokens, flops=replayed.flops)
+
+    def _replay(self, problem: Problem, candidate: Candidate) -> tuple[list[Any], Compute]:
+        """Hidden states of a solution sampled without them (a stored run, another engine),
+        from one prefill of its text through the policy model."""
+        if self.generator is None or not hasattr(self.generator, "replay"):
+            raise ProbeError(
+                "a step has no hidden state and there is no engine to replay it on: sample with an "
+                "embedded engine started with hidden_states=True"
+            )
+        completion, spent = self.generator.replay(
+            problem_prompt(problem.question, self.system), candidate.text, candidate.finish_reason
+        )
+        steps = split_steps(completion)
+        if len(steps) != len(candidate.steps) or any(s.hidden is None for s in steps):
+            raise ProbeError(f"replaying a solution gave {len(steps)} steps with states, not {len(candidate.steps)}")
+        return [s.hidden for s in steps], spent
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -225,18 +250,6 @@ def fit(
         if np.abs(step).max() < 1e-6:
             break
     return w[:-1], float(w[-1]), mean, scale
-
-
-def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); nan without both classes."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
 def train(

@@ -83,6 +83,11 @@ def known_scorer(name: str) -> bool:
     )
 
 
+def scorer_name(spec: str) -> str:
+    """The name a scorer's scores are stored under: its spec without an @PATH."""
+    return spec.partition("@")[0]
+
+
 def needs_hidden_states(name: str) -> bool:
     return name == "probe" or name.startswith("probe@")
 

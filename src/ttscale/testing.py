@@ -63,6 +63,14 @@ class FakeGenerator:
         compute.flops = model_flops(self.n_params, compute.prompt_tokens + compute.generated_tokens)
         return Generation(out, compute)
 
+    def next_token_logprobs(
+        self, prompts: Sequence[Prompt], tokens: Sequence[str]
+    ) -> tuple[list[list[float]], Compute]:
+        """A hash of (prompt, token) in [-3, 0): enough for an LLM judge to run on."""
+        rows = [[-3.0 * _hash01(p.messages, p.partial, t) for t in tokens] for p in prompts]
+        computed = sum(len(self._tokens(p)) for p in prompts)
+        return rows, Compute(prompt_tokens=computed, flops=model_flops(self.n_params, computed))
+
     def _complete(self, full: str, params: SamplingParams) -> Completion:
         text = b""
         ids: list[int] = []

@@ -241,6 +241,11 @@ def test_probe_pipeline_on_the_real_model(tmp_path):
             assert a.text == b.text and cos > 0.98
         with pytest.raises(Exception, match="trained for the model"):
             Probe.load(tmp_path / "p.npz", "0" * 64)
+        from ttscale.bench import bench_probe
+
+        cost = bench_probe(probe_path=str(tmp_path / "p.npz"), problems=1, n=2, max_tokens=24)
+        assert cost["scored_steps"] > 0 and cost["probe_ms_per_step"] > 0 and cost["replay_tok_per_s"] > 0
+        assert min(cost["sampling_tok_per_s"].values()) > 0
     finally:
         gen.close()
 

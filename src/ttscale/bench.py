@@ -207,3 +207,77 @@ def format_search(r: dict[str, Any]) -> str:
         f"re-prefill / computed = {r['reprefill_over_computed']}x (target >= 5x)",
     ]
     return "\n".join(lines)
+
+
+def bench_probe(
+    model: str = DEFAULT_MODEL,
+    probe_path: str | None = None,
+    problems: int = 2,
+    n: int = 16,
+    max_tokens: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What the value probe costs: sampling with hidden states on against off (the same
+    prompts, seeds and limits, the two engines alternating so machine noise hits both), the
+    probe's own time per scored step, and replaying stored text for its states."""
+    from .probe import ProbeScorer
+    from .strategies import to_candidate
+
+    params = replace(get_spec(model).sampling, max_tokens=max_tokens, seed=seed)
+    plain, with_states = LlamaCppGenerator(model), LlamaCppGenerator(model, hidden_states=True)
+    scorer = ProbeScorer.for_generator(with_states, probe_path)
+    runs = {"off": [0, 0.0], "on": [0, 0.0]}
+    score_s = replay_s = 0.0
+    steps = replay_tokens = 0
+    for problem in load_dataset("gsm8k").problems[:problems]:
+        prompt = problem_prompt(problem.question)
+        for label, gen in (("off", plain), ("on", with_states)):
+            gen.reset()
+            t0 = time.perf_counter()
+            out = gen.generate([prompt], n, params)
+            runs[label][0] += out.compute.generated_tokens
+            runs[label][1] += time.perf_counter() - t0
+        candidates = [to_candidate(c) for c in out.completions[0]]
+        t0 = time.perf_counter()
+        scorer.score(problem, candidates)
+        score_s += time.perf_counter() - t0
+        steps += sum(len(c.steps) for c in candidates)
+        stored = [replace(c, steps=[replace(s, hidden=None) for s in c.steps]) for c in candidates]
+        t0 = time.perf_counter()
+        _, spent = scorer.score(problem, stored)
+        replay_s += time.perf_counter() - t0
+        replay_tokens += spent.verifier_tokens
+    off_tps, on_tps = runs["off"][0] / runs["off"][1], runs["on"][0] / runs["on"][1]
+    return {
+        "model": plain.name,
+        "probe": scorer.probe.meta,
+        "problems": problems,
+        "n": n,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "sampling_tok_per_s": {"hidden_states_off": round(off_tps, 1), "hidden_states_on": round(on_tps, 1)},
+        "hidden_state_overhead": round(off_tps / on_tps - 1, 3),
+        "probe_ms_per_step": round(1000 * score_s / max(1, steps), 4),
+        "generation_ms_per_step": round(1000 * runs["on"][1] / max(1, steps), 1),
+        "scored_steps": steps,
+        "replay_tok_per_s": round(replay_tokens / replay_s, 1) if replay_s else None,
+    }
+
+
+def format_probe(r: dict[str, Any]) -> str:
+    s = r["sampling_tok_per_s"]
+    return "\n".join(
+        [
+            f"value probe cost, model {r['model']}, first {r['problems']} GSM8K problems, N={r['n']}, "
+            f"max_tokens {r['max_tokens']}, seed {r['seed']}",
+            "",
+            "| what | figure |",
+            "|---|---:|",
+            f"| sampling, hidden states off (tokens/s) | {s['hidden_states_off']} |",
+            f"| sampling, hidden states on (tokens/s) | {s['hidden_states_on']} |",
+            f"| slowdown from capturing hidden states | {100 * r['hidden_state_overhead']:.1f}% |",
+            f"| probe time per scored step (ms) | {r['probe_ms_per_step']} |",
+            f"| generation time per step (ms) | {r['generation_ms_per_step']} |",
+            f"| replaying stored text for its states (tokens/s) | {r['replay_tok_per_s']} |",
+        ]
+    )

@@ -181,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
+    pb = bsub.add_parser("probe", help="what the value probe costs: hidden states on/off, time per score")
+    pb.add_argument("--model", default=DEFAULT_MODEL)
+    pb.add_argument("--probe", help="probe file (default: the one shipped for the model)")
+    pb.add_argument("--problems", type=int, default=2)
+    pb.add_argument("--n", type=int, default=16)
+    pb.add_argument("--max-tokens", type=int, default=256)
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--json", type=Path, help="also write the raw figures to this file")
+
     sv = sub.add_parser(
         "serve",
         help="an OpenAI-compatible server that answers with a test-time strategy",
@@ -209,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--work", type=Path, default=Path("runs/probe-data"), help="where the samples accumulate")
     tp.add_argument("--output", type=Path, required=True, help="the probe file to write (.npz)")
     tp.add_argument("--fit-only", action="store_true", help="fit on the samples already collected")
-    tp.add_argument("--l2", type=float, default=10.0)
+    tp.add_argument("--l2", type=float, help="L2 strength (default: chosen on held-out problems)")
     tp.add_argument("--model", default=DEFAULT_MODEL, help="a registered model (the probe is tied to it)")
     tp.add_argument("--max-tokens", type=int, default=512)
     tp.add_argument("--seed", type=int, default=0)
@@ -255,11 +264,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args.name)
     if args.command == "bench":
-        from .bench import bench_engine, bench_search, format_engine, format_search
+        from .bench import bench_engine, bench_probe, bench_search, format_engine, format_probe, format_search
 
         if args.bench == "engine":
             r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
             print(format_engine(r))
+        elif args.bench == "probe":
+            r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
+            print(format_probe(r))
         else:
             r = bench_search(
                 args.model,

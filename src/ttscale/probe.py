@@ -252,29 +252,43 @@ def fit(
     return w[:-1], float(w[-1]), mean, scale
 
 
+L2_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+
+
 def train(
-    records: Sequence[dict[str, Any]], model_sha256: str, val_fraction: float = 0.2, l2: float = 10.0, seed: int = 0
+    records: Sequence[dict[str, Any]],
+    model_sha256: str,
+    val_fraction: float = 0.2,
+    l2: float | None = None,
+    seed: int = 0,
 ) -> Probe:
-    """Fit on a random (1 - val_fraction) of the problems, report on the rest, then refit on
-    all of them for the probe that ships."""
+    """Fit on a random (1 - val_fraction) of the problems and measure on the rest (choosing
+    the L2 strength there when none is given), then refit on all of them for the probe
+    that ships. The validation split is by problem: steps of one problem are never on
+    both sides."""
     states, labels, groups, last = dataset(records)
     rng = np.random.default_rng(seed)
     problems = np.unique(groups)
     val = set(rng.choice(problems, size=max(1, int(len(problems) * val_fraction)), replace=False).tolist())
     is_val = np.array([g in val for g in groups])
-    w, b, mean, scale = fit(states[~is_val], labels[~is_val], l2)
-    held = Probe(w, b, mean, scale, model_sha256)
-    pred = held.predict(states[is_val])
     outcome = labels[is_val] >= 0.5
+    tried = {}
+    for strength in L2_GRID if l2 is None else (l2,):
+        held = Probe(*fit(states[~is_val], labels[~is_val], strength), model_sha256)
+        pred = held.predict(states[is_val])
+        tried[strength] = (auroc(pred[last[is_val]], outcome[last[is_val]]), auroc(pred, outcome))
+    best = max(tried, key=lambda k: (np.nan_to_num(tried[k][0]), -k))
     meta = {
         "problems": len(problems),
         "steps": len(states),
         "solutions": int(last.sum()),
-        "l2": l2,
+        "correct_share": float(np.mean(labels[last] >= 0.5)),
+        "l2": best,
+        "l2_tried": {str(k): v[0] for k, v in tried.items()},
         "seed": seed,
         "val_problems": len(val),
-        "val_auroc_last_step": auroc(pred[last[is_val]], outcome[last[is_val]]),
-        "val_auroc_all_steps": auroc(pred, outcome),
+        "val_auroc_last_step": tried[best][0],
+        "val_auroc_all_steps": tried[best][1],
     }
-    w, b, mean, scale = fit(states, labels, l2)
+    w, b, mean, scale = fit(states, labels, best)
     return Probe(w, b, mean, scale, model_sha256, meta)

@@ -199,6 +199,19 @@ def test_a_stored_pool_is_rescored_by_another_verifier_without_sampling(tmp_path
         assert r["rescored"]["judge"]["verifier_tokens"] > 0
     summary = (tmp_path / "run" / "summary.md").read_text()
     assert "verifier judge/mean" in summary and "| judge | last |" in summary
+    # the same strategies under another verifier, on the same samples
+    report = run_eval(
+        cfg_for(ds, scorer="judge"),
+        tracked,
+        tmp_path / "run",
+        progress=False,
+        n_boot=5,
+        generate=False,
+        compare=[("logprob", "last")],
+    )
+    labels = {p.strategy for p in report.points}
+    assert {"weighted_best_of_n", "weighted_best_of_n (logprob/last)", "best_of_n (logprob/last)"} <= labels
+    assert "majority (logprob/last)" not in labels  # majority ignores the verifier
 
 
 def test_named_summaries_are_separate_views_of_one_run(tmp_path, fake_factory):

@@ -87,6 +87,17 @@ def _sampling(args: argparse.Namespace) -> SamplingParams:
     )
 
 
+def _compare(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        scorer, _, how = item.rpartition("/")
+        if not scorer or how not in AGGREGATIONS:
+            choices = ", ".join(AGGREGATIONS)
+            raise argparse.ArgumentTypeError(f"{item!r} is not VERIFIER/AGGREGATE (aggregates: {choices})")
+        pairs.append((scorer, how))
+    return tuple(pairs)
+
+
 def _generator(args: argparse.Namespace) -> Any:
     if args.server:
         from .remote import OpenAIGenerator
@@ -147,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=100, help="subsample draws per budget")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--report-only", action="store_true", help="summarise what is done; generate nothing")
+    ev.add_argument(
+        "--compare",
+        type=_compare,
+        default=(),
+        help="also report the strategies under these VERIFIER/AGGREGATE pairs, e.g. logprob/mean,judge/min",
+    )
     ev.add_argument(
         "--summary",
         default="summary",
@@ -398,6 +415,7 @@ def _eval(args: argparse.Namespace) -> int:
             n_boot=args.bootstrap,
             generate=not args.report_only,
             summary_name=args.summary,
+            compare=args.compare,
         )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)

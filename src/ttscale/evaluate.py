@@ -260,9 +260,12 @@ def run_eval(
     n_boot: int = 100,
     generate: bool = True,
     summary_name: str = "summary",
+    compare: Sequence[tuple[str, str]] = (),
 ) -> EvalReport:
     """Run the missing work (unless generate is False: then only report what is done).
-    summary_name names the report files, so one run directory can hold several views."""
+    summary_name names the report files, so one run directory can hold several views;
+    compare adds the same strategies under other (verifier, aggregation) pairs whose scores
+    or searches the run already holds."""
     for s in cfg.strategies:
         if s not in PICKERS and s not in PER_BUDGET:
             known = ", ".join([*PICKERS, *PER_BUDGET])
@@ -281,7 +284,7 @@ def run_eval(
         if done_before:
             print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
         _run(todo, make_generator(), cfg, store, progress)
-    return summarize(problems, store, cfg, out_dir, n_boot, summary_name)
+    return summarize(problems, store, cfg, out_dir, n_boot, summary_name, compare)
 
 
 def select_problems(
@@ -460,6 +463,7 @@ def summarize(
     out_dir: Path,
     n_boot: int = 100,
     summary_name: str = "summary",
+    compare: Sequence[tuple[str, str]] = (),
 ) -> EvalReport:
     """Report on the problems whose requested work is all done, so every strategy is
     compared on the same problems; a partial run says so."""
@@ -487,6 +491,29 @@ def summarize(
                 points.append(search_points(recs, f"{strategy}+{rule}", n, rule, rng))
             for r in recs:
                 compute = compute + Compute.from_dict(r["compute"])
+    missing: list[str] = []
+    for scorer, how in compare:
+        other = replace(cfg, scorer=scorer, aggregation=how)
+        label = f" ({scorer}/{how})"
+        scored = [p for p in done if _has_scores(store.records[f"pool|{p.id}"], scorer)] if cfg.pool_strategies else []
+        verifier_rules = [s for s in cfg.pool_strategies if s != "majority"]
+        if verifier_rules and len(scored) == len(done):
+            pools = [pool_from_record(store.records[f"pool|{p.id}"], scorer_name(scorer), how) for p in done]
+            points += [
+                replace(pt, strategy=pt.strategy + label)
+                for pt in curves(pools, verifier_rules, n_boot=n_boot, seed=cfg.seed)
+                if pt.strategy in verifier_rules
+            ]
+        elif verifier_rules:
+            missing.append(f"{scorer} scores on {len(done) - len(scored)} pools")
+        for strategy in cfg.search_strategies:
+            for n in sorted(cfg.ns):
+                keys = [other.search_key(p.id, strategy, n) for p in done]
+                found = [store.records[k] for k in keys if k in store.records]
+                if len(found) == len(keys):
+                    points.append(search_points(found, strategy + label, n, None, rng))
+                else:
+                    missing.append(f"{strategy}{label} n={n} on {len(keys) - len(found)} problems")
     complete = len(done) == len(problems)
     md = table(points)
     status = "" if complete else f" - PARTIAL: {len(done)} of {len(problems)} problems done"
@@ -510,9 +537,12 @@ def summarize(
         "compute_total": compute.to_dict(),
         "points": [p.to_dict() for p in points],
         "verifier_quality": quality,
+        "compared": [f"{a}/{b}" for a, b in compare],
+        "not_compared": missing,
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
+    missing_md = f"\nNot compared (not run on every problem above): {'; '.join(missing)}.\n" if missing else ""
     quality_md = (
         f"\n## How well each verifier separates right from wrong samples\n\n{quality_table(quality)}\n"
         if quality
@@ -525,7 +555,7 @@ def summarize(
         f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "
         f"served from cache, {compute.verifier_tokens / per:.0f} verifier tokens, "
-        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{quality_md}"
+        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{missing_md}{quality_md}"
     )
     if points:
         plot(points, str(out_dir / ("plot.png" if summary_name == "summary" else f"{summary_name}.png")), title)

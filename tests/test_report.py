@@ -35,3 +35,38 @@ def test_report_with_tables_plot_and_search_tree(tmp_path):
     page = build_report([tmp_path / "run"], (tmp_path / "run", "q1", "beam_search"))
     assert "<table>" in page and "data:image/png;base64," in page and "<svg" in page
     assert "beam_search" in page and "majority" in page
+
+
+def test_named_view_with_another_verifier_compared_and_reported(tmp_path):
+    from dataclasses import replace
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"q{k}", "question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2))
+    )
+    cfg = EvalConfig(
+        dataset=str(data),
+        ns=(4,),
+        model="fake",
+        strategies=("weighted_best_of_n", "beam_search"),
+        sampling=SamplingParams(max_tokens=100),
+        search={"beam_width": 2},
+        aggregation="last",
+    )
+    run_eval(cfg, lambda: FakeGenerator(script), tmp_path / "run", progress=False, n_boot=5)
+    other = replace(cfg, scorer="self_certainty")
+    report = run_eval(
+        other,
+        lambda: FakeGenerator(script),
+        tmp_path / "run",
+        progress=False,
+        n_boot=5,
+        summary_name="sc",
+        compare=[("logprob", "last"), ("logprob", "min")],
+    )
+    labels = {p.strategy for p in report.points}
+    assert {"beam_search", "beam_search (logprob/last)", "weighted_best_of_n (logprob/min)"} <= labels
+    summary = json.loads((tmp_path / "run" / "sc.json").read_text())
+    assert summary["not_compared"] == ["beam_search (logprob/min) n=4 on 2 problems"]  # never run with min
+    page = build_report([tmp_path / "run" / "sc.json"])
+    assert "beam_search (logprob/last)" in page and "data:image/png;base64," in page

@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--no-progress", action="store_true")
 
     rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
-    rp.add_argument("runs", type=Path, nargs="+", help="eval run directories")
+    rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
     rp.add_argument("--output", type=Path, default=Path("report.html"))
     rp.add_argument("--tree", type=Path, help="draw a search tree from this run directory's traces")
     rp.add_argument("--tree-problem", help="the problem id whose tree to draw (default: the first traced)")

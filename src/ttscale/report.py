@@ -115,11 +115,14 @@ def _table(points: Sequence[dict[str, Any]]) -> str:
 def build_report(run_dirs: Sequence[Path], tree: tuple[Path, str | None, str | None] | None = None) -> str:
     sections = []
     for d in run_dirs:
-        summary = json.loads((d / "summary.json").read_text())
+        # a run directory (its default summary) or one named summary in it (DIR/NAME.json)
+        summary_path = d if d.suffix == ".json" else d / "summary.json"
+        summary = json.loads(summary_path.read_text())
         ident = summary["identity"]
         status = "" if summary.get("complete", True) else " (PARTIAL)"
         c = summary["compute_total"]
-        plot = d / "plot.png"
+        named = d.suffix == ".json" and d.name != "summary.json"
+        plot = d.with_suffix(".png") if named else summary_path.parent / "plot.png"
         img = (
             f'<img src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}" width="900">'
             if plot.exists()

@@ -80,3 +80,27 @@ def test_verifier_quality_separates_pooled_and_within_problem_ranking():
     last = rows[("v", "last")]
     assert last["auroc_within_problem"] == 1.0 and last["problems_with_both"] == 2
     assert 0.5 < last["auroc"] < 1.0 and last["solutions"] == 6
+
+
+def test_a_subset_is_charged_its_share_of_the_pools_flops_and_time():
+    a = pool([True] * 4, tokens=100)
+    a.flops, a.wall_time = 800.0, 8.0
+    b = pool([False] * 4, tokens=50)
+    b.flops, b.wall_time = 400.0, 2.0
+    pts = curves([a, b], ["majority"], n_boot=10)
+    assert at(pts, "majority", 4).flops == pytest.approx(600.0)  # the mean of the two whole pools
+    assert at(pts, "majority", 2).flops == pytest.approx(300.0)
+    assert at(pts, "majority", 1).wall_time == pytest.approx((2.0 + 0.5) / 2)
+    assert at(pts, "pass@1", 1).flops == pytest.approx(150.0)
+
+
+def test_a_rescored_verifier_is_charged_except_the_probe_replay():
+    from ttscale.analysis import pool_from_record
+
+    rec = {
+        "compute": {"flops": 10.0, "wall_time": 1.0},
+        "rescored": {"judge": {"flops": 5.0, "wall_time": 2.0}, "probe": {"flops": 7.0, "wall_time": 3.0}},
+        "candidates": [{"answer": "1", "correct": True, "steps": [{"n_tokens": 3}], "scores": {"judge": [0.5]}}],
+    }
+    assert pool_from_record(rec, "judge", "last").flops == 15.0
+    assert pool_from_record(rec, "probe", "last").wall_time == 1.0

@@ -28,6 +28,9 @@ class PoolProblem:
     correct: np.ndarray  # bool per sample
     scores: list[float]
     tokens: np.ndarray  # generated tokens per sample
+    # the whole pool's cost; a subset is charged its share of the generated tokens
+    flops: float = 0.0
+    wall_time: float = 0.0
 
 
 @dataclass
@@ -38,6 +41,8 @@ class CurvePoint:
     ci_low: float
     ci_high: float
     generated_tokens: float  # mean per problem, for this n
+    flops: float = 0.0  # mean per problem, verifier included
+    wall_time: float = 0.0  # mean seconds per problem on the machine that ran it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,11 +50,19 @@ class CurvePoint:
 
 def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
     cands = record["candidates"]
+    spent = dict(record.get("compute", {}))
+    # A verifier added after sampling is charged what it cost, except the probe's replay of
+    # stored text: live, the probe reads states the sampling pass already computed.
+    extra = record.get("rescored", {}).get(scorer) if scorer != "probe" else None
+    for key in ("flops", "wall_time"):
+        spent[key] = spent.get(key, 0.0) + (extra or {}).get(key, 0.0)
     return PoolProblem(
         groups=group_answers([c.get("answer") for c in cands]),
         correct=np.array([bool(c.get("correct")) for c in cands]),
         scores=[aggregate(c["scores"][scorer], aggregation) if c["scores"].get(scorer) else 0.0 for c in cands],
         tokens=np.array([sum(s["n_tokens"] for s in c["steps"]) for c in cands], dtype=float),
+        flops=float(spent["flops"]),
+        wall_time=float(spent["wall_time"]),
     )
 
 
@@ -71,6 +84,15 @@ def curves(
     (some sample in the subset is right), with 95% bootstrap intervals."""
     if not pools:
         return []
+    pool_flops = np.array([p.flops for p in pools])
+    pool_wall = np.array([p.wall_time for p in pools])
+
+    def cost(share: np.ndarray) -> tuple[float, float]:
+        """Mean FLOPs and seconds per problem when each problem spends `share` of its pool."""
+        return float((share * pool_flops).sum(axis=1).mean() / len(pools)), float(
+            (share * pool_wall).sum(axis=1).mean() / len(pools)
+        )
+
     n_max = min(len(p.correct) for p in pools)
     rng = np.random.default_rng(seed)
     points: list[CurvePoint] = []
@@ -79,12 +101,14 @@ def curves(
         draws = n_boot
         hits = {s: np.zeros((draws, n_problems)) for s in [*strategies, "oracle"]}
         tokens = np.zeros((draws, n_problems))
+        share = np.zeros((draws, n_problems))
         for b in range(draws):
             for p, pool in enumerate(pools):
                 subset = rng.permutation(len(pool.correct))[:n]
                 groups = [pool.groups[i] for i in subset]
                 scores = [pool.scores[i] for i in subset]
                 tokens[b, p] = pool.tokens[subset].sum()
+                share[b, p] = tokens[b, p] / max(1.0, pool.tokens.sum())
                 hits["oracle"][b, p] = pool.correct[subset].any()
                 for s in strategies:
                     k = PICKERS[s](groups, scores)
@@ -93,10 +117,13 @@ def curves(
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), rng)
-            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean())))
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost(share)))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
-    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools]))))
+    one = np.array([[1 / len(p.correct) for p in pools]])
+    points.append(
+        CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools])), *cost(one))
+    )
     return points
 
 

@@ -453,7 +453,9 @@ def search_points(
     hits = np.array([bool(r["picks"][rule]["correct"] if rule else r["correct"]) for r in records], dtype=float)
     lo, hi = problem_ci(hits, rng)
     tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
-    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens)
+    flops = float(np.mean([r["compute"]["flops"] for r in records]))
+    wall = float(np.mean([r["compute"]["wall_time"] for r in records]))
+    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall)
 
 
 def summarize(

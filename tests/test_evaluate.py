@@ -224,3 +224,18 @@ def test_named_summaries_are_separate_views_of_one_run(tmp_path, fake_factory):
     assert json.loads((tmp_path / "run" / "maj.json").read_text())["strategies"] == ["majority"]
     assert (tmp_path / "run" / "maj.png").exists() and (tmp_path / "run" / "maj.md").exists()
     assert "weighted_best_of_n" in json.loads((tmp_path / "run" / "summary.json").read_text())["strategies"]
+
+
+def test_compute_optimal_is_replayed_on_the_stored_pools(tmp_path, fake_factory):
+    from ttscale.optimal import Policy
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=3)
+    Policy(probe_n=2, table={"1|4": {"strategy": "weighted_best_of_n"}}).save(tmp_path / "policy.json")
+    make = doubling_generator(fake_factory, {"loads": 0})
+    report = run_eval(
+        cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=10, replay_policy=str(tmp_path / "policy.json")
+    )
+    co = next(p for p in report.points if p.strategy == "compute_optimal" and p.n == 4)
+    assert co.accuracy == 1.0 and co.generated_tokens > 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert 0.5 <= summary["compute_optimal_replayed"]["per_budget"]["4"]["budget_used"] <= 1.0

@@ -107,3 +107,30 @@ def test_compute_optimal_in_eval(tmp_path):
 def test_missing_policy_file(bad):
     with pytest.raises(FileNotFoundError):
         compute_optimal(Problem("p", "q"), answering(["1", "2"]), LogProbScorer(), 8, policy=bad, params=PARAMS)
+
+
+def test_replayed_compute_optimal_stops_early_on_agreement_and_follows_the_table():
+    import numpy as np
+
+    from ttscale.analysis import PoolProblem
+    from ttscale.optimal import replay_compute_optimal
+
+    easy = PoolProblem(groups=[0] * 16, correct=np.ones(16, bool), scores=[0.5] * 16, tokens=np.full(16, 10.0))
+    # hard: four answer classes; the right one (class 3) is rare but always scored highest
+    groups = [0, 1, 2] * 5 + [3]
+    hard = PoolProblem(
+        groups=groups,
+        correct=np.array([g == 3 for g in groups]),
+        scores=[1.0 if g == 3 else 0.1 for g in groups],
+        tokens=np.full(16, 10.0),
+    )
+    policy = Policy(table={f"{b}|{n}": {"strategy": "best_of_n"} for b in range(4) for n in (8, 16)})
+    points, spending = replay_compute_optimal([easy, hard], policy, [4, 8, 16], n_boot=50)
+    at = {p.n: p for p in points}
+    assert spending["16"]["stopped_early"] == pytest.approx(0.5)  # the easy problem, every time
+    assert spending["16"]["budget_used"] == pytest.approx((4 / 16 + 1) / 2)
+    assert at[16].generated_tokens == pytest.approx((40 + 160) / 2)
+    assert at[16].accuracy == pytest.approx(1.0)  # best_of_n finds the lone right sample at n=16
+    assert 0.5 <= at[4].accuracy < 0.6  # n=4 is the probe alone: its majority rarely finds the lone right one
+    with pytest.raises(ValueError, match="run compute_optimal live"):
+        replay_compute_optimal([easy], Policy(table={"0|8": {"strategy": "beam_search"}}), [8])

@@ -74,6 +74,14 @@ def budgets(n_max: int) -> list[int]:
     return out
 
 
+def charged(pools: Sequence[PoolProblem], share: np.ndarray) -> tuple[float, float]:
+    """Mean FLOPs and seconds per problem when, in draw b, problem p spends share[b, p] of
+    its pool (its share of the pool's generated tokens)."""
+    flops = (share * np.array([p.flops for p in pools])).sum(axis=1).mean() / len(pools)
+    wall = (share * np.array([p.wall_time for p in pools])).sum(axis=1).mean() / len(pools)
+    return float(flops), float(wall)
+
+
 def curves(
     pools: Sequence[PoolProblem],
     strategies: Sequence[str],
@@ -84,15 +92,6 @@ def curves(
     (some sample in the subset is right), with 95% bootstrap intervals."""
     if not pools:
         return []
-    pool_flops = np.array([p.flops for p in pools])
-    pool_wall = np.array([p.wall_time for p in pools])
-
-    def cost(share: np.ndarray) -> tuple[float, float]:
-        """Mean FLOPs and seconds per problem when each problem spends `share` of its pool."""
-        return float((share * pool_flops).sum(axis=1).mean() / len(pools)), float(
-            (share * pool_wall).sum(axis=1).mean() / len(pools)
-        )
-
     n_max = min(len(p.correct) for p in pools)
     rng = np.random.default_rng(seed)
     points: list[CurvePoint] = []
@@ -117,13 +116,12 @@ def curves(
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), rng)
-            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost(share)))
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *charged(pools, share)))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
     one = np.array([[1 / len(p.correct) for p in pools]])
-    points.append(
-        CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, float(np.mean([p.tokens.mean() for p in pools])), *cost(one))
-    )
+    one_tokens = float(np.mean([p.tokens.mean() for p in pools]))
+    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one)))
     return points
 
 

@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report the strategies under these VERIFIER/AGGREGATE pairs, e.g. logprob/mean,judge/min",
     )
     ev.add_argument(
+        "--replay-optimal",
+        metavar="POLICY",
+        help="also report compute_optimal with this policy file, replayed on the stored pools (no generation)",
+    )
+    ev.add_argument(
         "--summary",
         default="summary",
         help="name of the report files (NAME.md, NAME.json, plot): several views of one run directory",
@@ -416,6 +421,7 @@ def _eval(args: argparse.Namespace) -> int:
             generate=not args.report_only,
             summary_name=args.summary,
             compare=args.compare,
+            replay_policy=args.replay_optimal,
         )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)

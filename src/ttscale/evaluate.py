@@ -30,6 +30,7 @@ from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, qu
 from .core import Candidate, Compute, Generator, Problem, SamplingParams, Step
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
+from .optimal import Policy, replay_compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .refine import PER_BUDGET
 from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
@@ -261,11 +262,13 @@ def run_eval(
     generate: bool = True,
     summary_name: str = "summary",
     compare: Sequence[tuple[str, str]] = (),
+    replay_policy: str | None = None,
 ) -> EvalReport:
     """Run the missing work (unless generate is False: then only report what is done).
     summary_name names the report files, so one run directory can hold several views;
     compare adds the same strategies under other (verifier, aggregation) pairs whose scores
-    or searches the run already holds."""
+    or searches the run already holds; replay_policy adds compute_optimal with that policy
+    file, replayed on the stored pools."""
     for s in cfg.strategies:
         if s not in PICKERS and s not in PER_BUDGET:
             known = ", ".join([*PICKERS, *PER_BUDGET])
@@ -284,7 +287,7 @@ def run_eval(
         if done_before:
             print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
         _run(todo, make_generator(), cfg, store, progress)
-    return summarize(problems, store, cfg, out_dir, n_boot, summary_name, compare)
+    return summarize(problems, store, cfg, out_dir, n_boot, summary_name, compare, replay_policy)
 
 
 def select_problems(
@@ -466,6 +469,7 @@ def summarize(
     n_boot: int = 100,
     summary_name: str = "summary",
     compare: Sequence[tuple[str, str]] = (),
+    replay_policy: str | None = None,
 ) -> EvalReport:
     """Report on the problems whose requested work is all done, so every strategy is
     compared on the same problems; a partial run says so."""
@@ -474,11 +478,16 @@ def summarize(
     points: list[CurvePoint] = []
     compute = Compute()
     quality: list[dict[str, Any]] = []
+    spending: dict[str, Any] = {}
     if cfg.pool_strategies:
         pool_records = [store.records[f"pool|{p.id}"] for p in done]
         quality = verifier_quality(pool_records)
         pools = [pool_from_record(r, scorer_name(cfg.scorer), cfg.aggregation) for r in pool_records]
         points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed)
+        if replay_policy and pools:
+            policy = Policy.load(replay_policy)
+            replayed, spending = replay_compute_optimal(pools, policy, sorted(cfg.ns), n_boot, cfg.seed)
+            points += replayed
         for r in pool_records:
             compute = compute + Compute.from_dict(r["compute"])
             for spent in r.get("rescored", {}).values():
@@ -540,10 +549,19 @@ def summarize(
         "points": [p.to_dict() for p in points],
         "verifier_quality": quality,
         "compared": [f"{a}/{b}" for a, b in compare],
+        "compute_optimal_replayed": {"policy": replay_policy, "per_budget": spending} if replay_policy else None,
         "not_compared": missing,
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
+    optimal_md = (
+        "\ncompute_optimal (replayed on the stored pools with the policy "
+        f"`{replay_policy}`): share of the budget spent / share of problems stopped early: "
+        + ", ".join(f"n={n}: {v['budget_used']:.2f} / {v['stopped_early']:.2f}" for n, v in spending.items())
+        + ".\n"
+        if spending
+        else ""
+    )
     missing_md = f"\nNot compared (not run on every problem above): {'; '.join(missing)}.\n" if missing else ""
     quality_md = (
         f"\n## How well each verifier separates right from wrong samples\n\n{quality_table(quality)}\n"
@@ -557,7 +575,7 @@ def summarize(
         f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "
         f"served from cache, {compute.verifier_tokens / per:.0f} verifier tokens, "
-        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{missing_md}{quality_md}"
+        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{optimal_md}{missing_md}{quality_md}"
     )
     if points:
         plot(points, str(out_dir / ("plot.png" if summary_name == "summary" else f"{summary_name}.png")), title)

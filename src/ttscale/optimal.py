@@ -177,3 +177,46 @@ def fit_policy(
 
 def _answer(candidates: Sequence[Any], index: int | None) -> str | None:
     return None if index is None else candidates[index].answer
+
+
+def replay_compute_optimal(
+    pools: Sequence[Any], policy: Policy, budgets: Sequence[int], n_boot: int = 100, seed: int = 0
+) -> tuple[list[Any], dict[str, Any]]:
+    """compute_optimal replayed on stored pools (analysis.PoolProblem), the way the pool
+    strategies are: per random draw, the first probe_n samples are the probe, the rest of
+    the budget comes from the same draw. Exact in distribution for a policy that only names
+    pool strategies (its samples are i.i.d. like the live strategy's); a policy naming a
+    search must run live (`--strategy compute_optimal --policy`). Returns the curve points
+    and, per budget, the mean share of the budget spent and how often it stopped early."""
+    from .analysis import CurvePoint, charged, problem_ci
+
+    searches = {c["strategy"] for c in policy.table.values()} - set(PICKERS)
+    if policy.default["strategy"] not in PICKERS or searches:
+        raise ValueError(f"this policy names searches ({', '.join(sorted(searches))}): run compute_optimal live")
+    rng = np.random.default_rng(seed)
+    points, spending = [], {}
+    for n in budgets:
+        hits = np.zeros((n_boot, len(pools)))
+        tokens = np.zeros_like(hits)
+        share = np.zeros_like(hits)
+        used_frac = np.zeros_like(hits)
+        for b in range(n_boot):
+            for p, pool in enumerate(pools):
+                subset = rng.permutation(len(pool.correct))[: min(n, len(pool.correct))]
+                k = min(policy.probe_n, len(subset))
+                probe = [pool.groups[i] for i in subset[:k]]
+                agree = max((probe.count(g) for g in set(probe) if g is not None), default=0) / k
+                if agree >= policy.stop_agreement or len(subset) <= k:
+                    rule, used = "majority", subset[:k]
+                else:
+                    rule, used = policy.choose(policy.bin(agree), n)["strategy"], subset
+                pick = PICKERS[rule]([pool.groups[i] for i in used], [pool.scores[i] for i in used])
+                hits[b, p] = pick is not None and pool.correct[used[pick]]
+                tokens[b, p] = pool.tokens[used].sum()
+                share[b, p] = tokens[b, p] / max(1.0, pool.tokens.sum())
+                used_frac[b, p] = len(used) / n
+        lo, hi = problem_ci(hits.mean(axis=0), rng)
+        cost = charged(pools, share)
+        points.append(CurvePoint("compute_optimal", n, float(hits.mean()), lo, hi, float(tokens.mean()), *cost))
+        spending[str(n)] = {"budget_used": float(used_frac.mean()), "stopped_early": float((used_frac < 1).mean())}
+    return points, spending

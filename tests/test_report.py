@@ -70,3 +70,42 @@ def test_named_view_with_another_verifier_compared_and_reported(tmp_path):
     assert summary["not_compared"] == ["beam_search (logprob/min) n=4 on 2 problems"]  # never run with min
     page = build_report([tmp_path / "run" / "sc.json"])
     assert "beam_search (logprob/last)" in page and "data:image/png;base64," in page
+
+
+def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path):
+    import pytest
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": f"q{k}", "question": f"What is {k}?", "answer": str(k)}) + "\n" for k in range(3))
+    )
+
+    def right_then_wrong(prompt, seed):  # the first sample of each problem is right, then 1 in 4
+        k = prompt.messages[-1][1].split()[2].rstrip("?")
+        return f"So \\\\boxed{{{k if seed % 100 % 4 == 0 else 99}}}."
+
+    big = EvalConfig(
+        dataset=str(data), ns=(1,), model="big", strategies=("majority",), sampling=SamplingParams(temperature=0)
+    )
+    small = EvalConfig(dataset=str(data), ns=(4,), model="small", strategies=("majority", "weighted_best_of_n"))
+    run_eval(big, lambda: FakeGenerator(right_then_wrong), tmp_path / "big", progress=False, n_boot=5)
+    run_eval(small, lambda: FakeGenerator(right_then_wrong), tmp_path / "small", progress=False, n_boot=5)
+    page = build_report([tmp_path / "big", tmp_path / "small"], baseline=tmp_path / "big", out_dir=tmp_path / "h")
+    md = (tmp_path / "h" / "headline.md").read_text()
+    assert "| big greedy | 1 | 100.0" in md and "small majority" in md
+    head = json.loads((tmp_path / "h" / "headline.json").read_text())
+    assert head["baseline"]["accuracy"] == 1.0
+    assert set(head["matches"]) == {"small majority", "small weighted_best_of_n"}
+    assert all(p["flops"] > 0 for p in head["points"])
+    assert "Headline" in page and (tmp_path / "h" / "headline.png").stat().st_size > 1000
+    other = tmp_path / "d2.jsonl"
+    other.write_text(data.read_text().splitlines()[0] + "\n")
+    run_eval(
+        EvalConfig(dataset=str(other), ns=(1,), model="x"),
+        lambda: FakeGenerator(right_then_wrong),
+        tmp_path / "x",
+        progress=False,
+        n_boot=5,
+    )
+    with pytest.raises(ValueError, match="different problems"):
+        build_report([tmp_path / "big", tmp_path / "x"], baseline=tmp_path / "big", out_dir=tmp_path / "h")

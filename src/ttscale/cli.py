@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tree", type=Path, help="draw a search tree from this run directory's traces")
     rp.add_argument("--tree-problem", help="the problem id whose tree to draw (default: the first traced)")
     rp.add_argument("--tree-strategy", help="beam_search, dvts or particle_filter (default: the first traced)")
+    rp.add_argument("--baseline", type=Path, help="a run every other is measured against (e.g. a larger model, greedy)")
+    rp.add_argument("--title", default="ttscale report")
 
     fo = sub.add_parser("fit-optimal", help="fit the compute-optimal policy table from calibration eval runs")
     fo.add_argument("runs", type=Path, nargs="+", help="eval run directories on calibration problems")
@@ -331,7 +333,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .report import build_report
 
         tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
-        args.output.write_text(build_report(args.runs, tree), "utf-8")
+        page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
+        args.output.write_text(page, "utf-8")
         print(f"report written to {args.output}")
         return 0
     return _eval(args)

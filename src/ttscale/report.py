@@ -112,22 +112,160 @@ def _table(points: Sequence[dict[str, Any]]) -> str:
     return f"<table><tr><th>strategy</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def build_report(run_dirs: Sequence[Path], tree: tuple[Path, str | None, str | None] | None = None) -> str:
+def _summary_path(d: Path) -> Path:
+    """A run directory stands for its default summary; DIR/NAME.json is a named one."""
+    return d if d.suffix == ".json" else d / "summary.json"
+
+
+def run_label(summary: dict[str, Any]) -> str:
+    ident = summary["identity"]
+    greedy = ident["sampling"].get("temperature", 1.0) <= 0
+    return f"{ident['model']}{' greedy' if greedy else ''}"
+
+
+def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every curve point of every run, labelled with its model; a greedy run is one point
+    (its single sample), the "+rule" variants and the oracle are left out."""
+    out = []
+    for summary in summaries:
+        label = run_label(summary)
+        for p in summary["points"]:
+            if "+" in p["strategy"] or p["strategy"] == "oracle":
+                continue
+            if label.endswith("greedy"):
+                if p["strategy"] != "pass@1":
+                    continue
+                out.append({**p, "system": label})
+            elif p["strategy"] != "pass@1":
+                out.append({**p, "system": f"{label} {p['strategy']}"})
+    return out
+
+
+def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, int | None]:
+    """For every system, the smallest budget whose accuracy reaches the baseline's."""
+    out: dict[str, int | None] = {}
+    for p in sorted(points, key=lambda p: p["n"]):
+        if p["system"] == baseline["system"]:
+            continue
+        out.setdefault(p["system"], None)
+        if out[p["system"]] is None and p["accuracy"] >= baseline["accuracy"]:
+            out[p["system"]] = p["n"]
+    return out
+
+
+def headline_table(points: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| system | N | accuracy % [95% CI] | generated tokens | FLOPs | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['system']} | {p['n']} | {100 * p['accuracy']:.1f} [{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]"
+            f" | {p['generated_tokens']:.0f} | {p.get('flops', 0.0):.3g} | {p.get('wall_time', 0.0):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def headline_plot(points: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Accuracy against FLOPs per problem: greedy runs as horizontal reference lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for system in dict.fromkeys(p["system"] for p in points):
+        pts = sorted((p for p in points if p["system"] == system), key=lambda p: p["n"])
+        xs, ys = [p.get("flops", 0.0) for p in pts], [100 * p["accuracy"] for p in pts]
+        if system.endswith("greedy"):
+            ax.axhline(ys[0], linestyle="--", linewidth=1, color="black" if "1.5b" in system else "grey")
+            ax.plot(xs, ys, "s", color="black" if "1.5b" in system else "grey", label=system)
+        else:
+            ax.plot(xs, ys, "o-", label=system)
+            for x, y, p in zip(xs, ys, pts, strict=True):
+                ax.annotate(str(p["n"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per problem (2 x parameters x tokens, verifier included)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def headline(run_dirs: Sequence[Path], baseline: Path, out_dir: Path, title: str) -> str:
+    """The cross-run comparison: one table (accuracy, tokens, FLOPs, seconds per problem),
+    one plot against FLOPs, and the smallest budget at which each system reaches the
+    baseline. Writes headline.md/.png/.json into out_dir and returns the markdown."""
+    summaries = [json.loads(_summary_path(d).read_text()) for d in run_dirs]
+    problems = {tuple(s["problem_ids"]) for s in summaries}
+    if len(problems) > 1:
+        raise ValueError("the runs cover different problems: compare runs on the same slice")
+    points = headline_points(summaries)
+    base_summary = json.loads(_summary_path(baseline).read_text())
+    base = next(p for p in headline_points([base_summary]))
+    matches = matching_budgets(points, base)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    headline_plot(points, out_dir / "headline.png", title)
+    match_md = "\n".join(
+        f"- {system}: {f'N = {n}' if n else 'not within the budgets run'}" for system, n in matches.items()
+    )
+    md = (
+        f"# {title}\n\n{len(next(iter(problems)))} problems, the same for every system. Per problem: generated "
+        f"tokens, FLOPs (2 x parameters x tokens computed, verifier included; a pool subset is charged its share "
+        f"of the pool), seconds on this machine.\n\n{headline_table(points)}\n\n"
+        f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%):\n\n{match_md}\n"
+    )
+    (out_dir / "headline.md").write_text(md)
+    (out_dir / "headline.json").write_text(json.dumps({"points": points, "baseline": base, "matches": matches}))
+    return md
+
+
+def _embed(png: Path) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="900">'
+
+
+def build_report(
+    run_dirs: Sequence[Path],
+    tree: tuple[Path, str | None, str | None] | None = None,
+    baseline: Path | None = None,
+    out_dir: Path | None = None,
+    title: str = "ttscale report",
+) -> str:
+    """The HTML page; with a baseline run, first the cross-run headline (also written as
+    headline.md/.png/.json into out_dir)."""
     sections = []
+    if baseline is not None:
+        out_dir = out_dir or Path(".")
+        headline(run_dirs, baseline, out_dir, title)
+        data = json.loads((out_dir / "headline.json").read_text())
+        rows = "".join(
+            f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
+            f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td><td>{p['generated_tokens']:.0f}"
+            f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
+            for p in data["points"]
+        )
+        matches = "".join(
+            f"<li>{html.escape(k)}: {f'N = {v}' if v else 'not within the budgets run'}</li>"
+            for k, v in data["matches"].items()
+        )
+        sections.append(
+            f"<h2>Headline</h2><table><tr><th>system</th><th>N</th><th>accuracy %</th><th>generated tokens</th>"
+            f"<th>FLOPs</th><th>seconds</th></tr>{rows}</table><p>Per problem. Smallest budget reaching "
+            f"{html.escape(data['baseline']['system'])} ({100 * data['baseline']['accuracy']:.1f}%):</p>"
+            f"<ul>{matches}</ul>{_embed(out_dir / 'headline.png')}"
+        )
     for d in run_dirs:
-        # a run directory (its default summary) or one named summary in it (DIR/NAME.json)
-        summary_path = d if d.suffix == ".json" else d / "summary.json"
+        summary_path = _summary_path(d)
         summary = json.loads(summary_path.read_text())
         ident = summary["identity"]
         status = "" if summary.get("complete", True) else " (PARTIAL)"
         c = summary["compute_total"]
         named = d.suffix == ".json" and d.name != "summary.json"
         plot = d.with_suffix(".png") if named else summary_path.parent / "plot.png"
-        img = (
-            f'<img src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}" width="900">'
-            if plot.exists()
-            else ""
-        )
+        img = _embed(plot) if plot.exists() else ""
         sections.append(
             f"<h2>{html.escape(str(d))}{status}</h2>"
             f"<p>{html.escape(ident['model'])} on {html.escape(ident['dataset'])}, {summary['problems']} problems, "
@@ -151,5 +289,5 @@ def build_report(run_dirs: Sequence[Path], tree: tuple[Path, str | None, str | N
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>ttscale report</title><style>{style}</style></head>"
-        f"<body><h1>ttscale report</h1>{''.join(sections)}</body></html>"
+        f"<body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>"
     )

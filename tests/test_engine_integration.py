@@ -241,6 +241,10 @@ def test_probe_pipeline_on_the_real_model(tmp_path):
             assert a.text == b.text and cos > 0.98
         with pytest.raises(Exception, match="trained for the model"):
             Probe.load(tmp_path / "p.npz", "0" * 64)
+        shipped = ProbeScorer.for_generator(gen)  # the probe that ships in the package, for this model
+        assert shipped.probe.meta["problems"] >= 50 and shipped.probe.meta["val_auroc_last_step"] > 0.5
+        (scores,), _ = shipped.score(Problem("t", QUESTION, gold="7"), [live])
+        assert len(scores) == len(live.steps) and all(0 < x < 1 for x in scores)
         from ttscale.bench import bench_probe
 
         cost = bench_probe(probe_path=str(tmp_path / "p.npz"), problems=1, n=2, max_tokens=24)

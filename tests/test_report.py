@@ -13,7 +13,8 @@ def script(prompt, seed):
     return f"step {depth} variant {seed % 5}.\n\nmore"
 
 
-def test_report_with_tables_plot_and_search_tree(tmp_path):
+def searched_run(tmp_path, strategies, **kw):
+    """Two problems, a pool strategy and beam search (width 2) at N=4 with the fake engine."""
     data = tmp_path / "d.jsonl"
     data.write_text(
         "".join(json.dumps({"id": f"q{k}", "question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2))
@@ -22,11 +23,17 @@ def test_report_with_tables_plot_and_search_tree(tmp_path):
         dataset=str(data),
         ns=(4,),
         model="fake",
-        strategies=("majority", "beam_search"),
+        strategies=strategies,
         sampling=SamplingParams(max_tokens=100),
         search={"beam_width": 2},
+        **kw,
     )
     run_eval(cfg, lambda: FakeGenerator(script), tmp_path / "run", progress=False, n_boot=5)
+    return cfg
+
+
+def test_report_with_tables_plot_and_search_tree(tmp_path):
+    searched_run(tmp_path, ("majority", "beam_search"))
     key, trace = load_trace(tmp_path / "run", "q1", "beam_search")
     assert key.startswith("search|q1|beam_search|4|")
     svg = tree_svg(trace)
@@ -40,20 +47,7 @@ def test_report_with_tables_plot_and_search_tree(tmp_path):
 def test_named_view_with_another_verifier_compared_and_reported(tmp_path):
     from dataclasses import replace
 
-    data = tmp_path / "d.jsonl"
-    data.write_text(
-        "".join(json.dumps({"id": f"q{k}", "question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2))
-    )
-    cfg = EvalConfig(
-        dataset=str(data),
-        ns=(4,),
-        model="fake",
-        strategies=("weighted_best_of_n", "beam_search"),
-        sampling=SamplingParams(max_tokens=100),
-        search={"beam_width": 2},
-        aggregation="last",
-    )
-    run_eval(cfg, lambda: FakeGenerator(script), tmp_path / "run", progress=False, n_boot=5)
+    cfg = searched_run(tmp_path, ("weighted_best_of_n", "beam_search"), aggregation="last")
     other = replace(cfg, scorer="self_certainty")
     report = run_eval(
         other,

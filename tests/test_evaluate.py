@@ -239,3 +239,12 @@ def test_compute_optimal_is_replayed_on_the_stored_pools(tmp_path, fake_factory)
     assert co.accuracy == 1.0 and co.generated_tokens > 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0.5 <= summary["compute_optimal_replayed"]["per_budget"]["4"]["budget_used"] <= 1.0
+
+
+def test_start_selects_a_later_slice_for_calibration(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=6)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    report = run_eval(cfg_for(ds, start=4, limit=5), make, tmp_path / "run", progress=False, n_boot=5)
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q4", "q5"] and report.n_problems == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["start"] == 4

@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", default="gsm8k", help="gsm8k, math500, or a JSONL path")
     ev.add_argument("--question-field", help="JSONL field holding the problem (default: problem/question)")
     ev.add_argument("--answer-field", help="JSONL field holding the reference answer (default: answer)")
-    ev.add_argument("--limit", type=int, help="only the first LIMIT problems")
+    ev.add_argument("--limit", type=int, help="only the first LIMIT problems (from --start)")
+    ev.add_argument("--start", type=int, default=0, help="skip the first START problems")
     ev.add_argument("--n", type=_budgets, default=(8,), help="budget(s) N, e.g. 16 or 4,8,16")
     ev.add_argument("--strategy", default=",".join(STRATEGIES), help="comma-separated strategies")
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
@@ -402,6 +403,7 @@ def _eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         sampling=_sampling(args),
         limit=args.limit,
+        start=args.start,
         strategies=strategies,
         scorer=args.scorer,
         aggregation=args.aggregate,

@@ -53,6 +53,7 @@ class EvalConfig:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     system_prompt: str = SYSTEM_PROMPT
     limit: int | None = None
+    start: int = 0  # skip the first `start` problems (a calibration slice beside an evaluation one)
     strategies: tuple[str, ...] = POOL_STRATEGIES
     scorer: str = "logprob"
     aggregation: str = "mean"
@@ -125,7 +126,13 @@ class RunStore:
             if stored.get("shard") != _shard_text(cfg.shard):
                 raise EvalError(f"{self.dir} holds shard {stored.get('shard')}, not {_shard_text(cfg.shard)}")
         else:
-            meta = {"identity": identity, "shard": _shard_text(cfg.shard), "limit": cfg.limit, "created": time.time()}
+            meta = {
+                "identity": identity,
+                "shard": _shard_text(cfg.shard),
+                "limit": cfg.limit,
+                "start": cfg.start,
+                "created": time.time(),
+            }
             cfg_path.write_text(json.dumps(meta, indent=2))
         self.records: dict[str, dict[str, Any]] = {}
         self._load()
@@ -279,7 +286,7 @@ def run_eval(
         raise EvalError("budgets (--n) must be positive")
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
-    problems = select_problems(ds.problems, cfg.limit, cfg.shard)
+    problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start)
     store = RunStore(out_dir, cfg)
     todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
     if todo and generate:
@@ -291,11 +298,14 @@ def run_eval(
 
 
 def select_problems(
-    problems: Sequence[Problem], limit: int | None, shard: tuple[int, int] | None = None
+    problems: Sequence[Problem], limit: int | None, shard: tuple[int, int] | None = None, start: int = 0
 ) -> list[Problem]:
-    """The first `limit` problems; of those, shard (i, k) takes every k-th from the i-th, so
-    the k shards partition the slice exactly, whatever machine runs which."""
-    chosen = list(problems[:limit] if limit else problems)
+    """`limit` problems from the `start`-th (the first ones by default); of those, shard
+    (i, k) takes every k-th from the i-th, so the k shards partition the slice exactly,
+    whatever machine runs which."""
+    if start < 0:
+        raise EvalError("--start must be >= 0")
+    chosen = list(problems[start : start + limit] if limit else problems[start:])
     if shard is None:
         return chosen
     i, k = shard
@@ -329,9 +339,10 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         if m["identity"] != identity:
             diff = sorted(k for k in identity if m["identity"].get(k) != identity[k])
             raise EvalError(f"{d} was run with other settings than {shard_dirs[0]} ({', '.join(diff)})")
-    limits = {m.get("limit") for m in metas}
+    limits = {(m.get("start", 0), m.get("limit")) for m in metas}
     if len(limits) > 1:
-        raise EvalError(f"the shards cover different slices (limits {sorted(map(str, limits))})")
+        raise EvalError(f"the shards cover different slices ((start, limit): {sorted(map(str, limits))})")
+    start, limit = limits.pop()
     records: dict[str, str] = {}
     duplicates = []
     for d in shard_dirs:
@@ -348,13 +359,14 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
     meta = {
         "identity": identity,
         "shard": None,
-        "limit": limits.pop(),
+        "limit": limit,
+        "start": start,
         "merged_from": [str(d) for d in shard_dirs],
         "created": time.time(),
     }
     (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
     fields = identity.get("fields") or [None, None]
-    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, meta["limit"])
+    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, limit, start=start)
     done = {key.split("|")[1] if "|" in key else key for key in records}
     missing = [p.id for p in problems if p.id not in done]
     return MergeReport(len(records), duplicates, missing)
@@ -535,6 +547,7 @@ def summarize(
     summary = {
         "identity": cfg.identity(),
         "limit": cfg.limit,
+        "start": cfg.start,
         "complete": complete,
         "problems": len(done),
         "problems_requested": len(problems),

@@ -134,3 +134,34 @@ def test_replayed_compute_optimal_stops_early_on_agreement_and_follows_the_table
     assert 0.5 <= at[4].accuracy < 0.6  # n=4 is the probe alone: its majority rarely finds the lone right one
     with pytest.raises(ValueError, match="run compute_optimal live"):
         replay_compute_optimal([easy], Policy(table={"0|8": {"strategy": "beam_search"}}), [8])
+
+
+def test_difficulty_from_the_verifier_uses_calibration_quartiles_and_steers_the_replay():
+    import numpy as np
+
+    from ttscale.analysis import PoolProblem
+    from ttscale.optimal import replay_compute_optimal
+
+    # calibration: problems whose first samples score high are easy; low-scored ones hard
+    records = [pool_record(f"e{k}", ["9"] * 8, gold="9") for k in range(4)]  # "9" scores 0.9
+    records += [pool_record(f"h{k}", ["1", "2", "3", "7", "4", "5", "6", "7"]) for k in range(4)]  # 0.5
+    policy = fit_policy(records, [8], probe_n=4, signal="verifier")
+    assert policy.signal == "verifier" and len(policy.bins) == 3
+    assert policy.bin(0.9) == 0 and policy.bin(0.5) == 2 and policy.meta["per_bin"] == {"0": 4, "2": 4}
+    # in the replay, a problem is binned by its probe samples' mean score, not their agreement:
+    # they agree on a wrong answer, but score low, so the hard bin's best_of_n finds the right one
+    agreeing_but_low = PoolProblem(
+        groups=[0] * 7 + [1],
+        correct=np.array([False] * 7 + [True]),
+        scores=[0.5] * 7 + [0.56],
+        tokens=np.full(8, 5.0),
+    )
+    policy.table = {"2|8": {"strategy": "best_of_n"}, "0|8": {"strategy": "majority"}, "1|8": {"strategy": "majority"}}
+    policy.stop_agreement = 2.0  # never stop early here
+    points, _ = replay_compute_optimal([agreeing_but_low], policy, [8], n_boot=20)
+    assert points[0].accuracy == 1.0 and points[0].generated_tokens == pytest.approx(40.0)
+    policy.signal = "agreement"
+    points, _ = replay_compute_optimal([agreeing_but_low], policy, [8], n_boot=20)
+    assert points[0].accuracy == 0.0
+    with pytest.raises(ValueError, match="difficulty signal"):
+        fit_policy(records, [8], signal="vibes")

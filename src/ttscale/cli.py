@@ -12,7 +12,7 @@ from .core import SamplingParams
 from .models import DEFAULT_MODEL, REGISTRY, ModelError
 from .refine import PER_BUDGET
 from .remote import RemoteError
-from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer
+from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer, scorer_name
 from .search import accepted_options
 from .strategies import STRATEGIES
 
@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--probe-n", type=int, default=4, help="samples of the cheap first probe")
     fo.add_argument("--scorer", default="logprob")
     fo.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS))
+    fo.add_argument(
+        "--signal",
+        default="agreement",
+        choices=["agreement", "verifier"],
+        help="difficulty from the probe samples' agreement, or from their mean verifier score (quartile bins)",
+    )
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
 
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
@@ -326,7 +332,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .optimal import fit_policy
 
         records = [r for d in args.runs for r in read_run(d)]
-        policy = fit_policy(records, args.n, probe_n=args.probe_n, scorer=args.scorer, aggregation=args.aggregate)
+        policy = fit_policy(
+            records,
+            args.n,
+            probe_n=args.probe_n,
+            scorer=scorer_name(args.scorer),
+            aggregation=args.aggregate,
+            signal=args.signal,
+        )
         policy.save(args.output)
         print(json.dumps({"table": policy.table, **policy.meta}, indent=2))
         return 0

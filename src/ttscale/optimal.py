@@ -1,8 +1,9 @@
 """Compute-optimal scaling as a real strategy: estimate a problem's difficulty at inference
-time from a cheap first probe (the agreement of its first few samples, never the gold
-answer), then spend the rest of the budget the way a policy table says works best for that
-difficulty and budget. The probe's samples count toward the budget and are reused; when they
-already agree strongly the strategy stops early and the saved budget is reported.
+time from a cheap first probe (the agreement of its first few samples, or their mean
+verifier score; never the gold answer), then spend the rest of the budget the way a policy
+table says works best for that difficulty and budget. The probe's samples count toward the
+budget and are reused; when they already agree strongly the strategy stops early and the
+saved budget is reported.
 
 `fit_policy` builds the table from eval runs on a calibration split (problems disjoint from
 the ones it will be judged on): for every difficulty bin and budget, the strategy with the
@@ -26,6 +27,7 @@ from .prompts import SYSTEM_PROMPT
 from .strategies import PICKERS, all_picks, pick_from_pool, sample_pool
 
 DEFAULT_BINS = (0.99, 0.74, 0.49)  # agreement >= 0.99: bin 0 (easy) ... below 0.49: bin 3 (hard)
+SIGNALS = ("agreement", "verifier")
 
 
 def agreement(answers: Sequence[str | None]) -> float:
@@ -38,17 +40,23 @@ def agreement(answers: Sequence[str | None]) -> float:
 
 @dataclass
 class Policy:
-    """(difficulty bin, budget) -> a strategy name and its settings."""
+    """(difficulty bin, budget) -> a strategy name and its settings. The difficulty signal is
+    the probe samples' answer agreement or their mean verifier score (a value probe's
+    estimate that a solution is right); bins are thresholds on it, easiest first."""
 
     bins: tuple[float, ...] = DEFAULT_BINS
     probe_n: int = 4
     stop_agreement: float = 1.0
+    signal: str = "agreement"
     table: dict[str, dict[str, Any]] = field(default_factory=dict)
     default: dict[str, Any] = field(default_factory=lambda: {"strategy": "weighted_best_of_n"})
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def bin(self, agree: float) -> int:
-        return next((i for i, t in enumerate(self.bins) if agree >= t), len(self.bins))
+    def bin(self, estimate: float) -> int:
+        return next((i for i, t in enumerate(self.bins) if estimate >= t), len(self.bins))
+
+    def estimate(self, agree: float, scores: Sequence[float]) -> float:
+        return agree if self.signal == "agreement" else float(np.mean(scores)) if len(scores) else 0.0
 
     def choose(self, difficulty: int, budget: int) -> dict[str, Any]:
         """The fitted choice for this bin at the largest fitted budget not above `budget`."""
@@ -87,8 +95,16 @@ def compute_optimal(
     probe_n = min(policy.probe_n, n)
     probe, compute = sample_pool(problem, generator, scorer, probe_n, params, system, aggregation)
     agree = agreement([c.answer for c in probe])
-    difficulty = policy.bin(agree)
-    settings: dict[str, Any] = {"n": n, "probe_n": probe_n, "agreement": agree, "difficulty": difficulty}
+    estimate = policy.estimate(agree, [c.score for c in probe])
+    difficulty = policy.bin(estimate)
+    settings: dict[str, Any] = {
+        "n": n,
+        "probe_n": probe_n,
+        "agreement": agree,
+        "signal": policy.signal,
+        "estimate": estimate,
+        "difficulty": difficulty,
+    }
     if agree >= policy.stop_agreement or n <= probe_n:
         chosen = pick_from_pool("majority", probe)
         settings.update(strategy="majority", stopped_early=n > probe_n, saved_budget=n - probe_n)
@@ -134,23 +150,33 @@ def fit_policy(
     records: Sequence[dict[str, Any]],
     budgets: Sequence[int],
     probe_n: int = 4,
-    bins: tuple[float, ...] = DEFAULT_BINS,
+    bins: tuple[float, ...] | None = None,
     scorer: str = "logprob",
     aggregation: str = "mean",
     stop_agreement: float = 1.0,
+    signal: str = "agreement",
 ) -> Policy:
     """From the records of eval runs on calibration problems (a pool per problem, plus any
     searches): each problem's bin from its pool's first probe_n samples, then per bin and
-    budget the most accurate strategy."""
+    budget the most accurate strategy. Verifier-score bins default to the calibration
+    problems' quartiles."""
     from .analysis import curves, pool_from_record
 
-    policy = Policy(bins=bins, probe_n=probe_n, stop_agreement=stop_agreement)
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown difficulty signal {signal!r}; choose from {', '.join(SIGNALS)}")
     pools = {r["id"]: r for r in records if r.get("kind", "pool") == "pool"}
     searches = [r for r in records if r.get("kind") == "search"]
-    by_bin: dict[int, list[str]] = {}
+    policy = Policy(probe_n=probe_n, stop_agreement=stop_agreement, signal=signal)
+    estimates = {}
     for pid, r in pools.items():
-        answers = [c.get("answer") for c in r["candidates"][:probe_n]]
-        by_bin.setdefault(policy.bin(agreement(answers)), []).append(pid)
+        first = pool_from_record({**r, "candidates": r["candidates"][:probe_n]}, scorer, aggregation)
+        estimates[pid] = policy.estimate(agreement([c.get("answer") for c in r["candidates"][:probe_n]]), first.scores)
+    if bins is None and signal == "verifier" and estimates:
+        bins = tuple(float(q) for q in np.quantile(list(estimates.values()), [0.75, 0.5, 0.25]))
+    policy.bins = bins or DEFAULT_BINS
+    by_bin: dict[int, list[str]] = {}
+    for pid, estimate in estimates.items():
+        by_bin.setdefault(policy.bin(estimate), []).append(pid)
     counts = {}
     for b, ids in sorted(by_bin.items()):
         counts[str(b)] = len(ids)
@@ -171,7 +197,13 @@ def fit_policy(
                     options[n].append((acc, -tok, {"strategy": name}))
             if options[n]:
                 policy.table[f"{b}|{n}"] = max(options[n], key=lambda o: (o[0], o[1]))[2]
-    policy.meta = {"problems": len(pools), "per_bin": counts, "budgets": list(budgets), "scorer": scorer}
+    policy.meta = {
+        "problems": len(pools),
+        "per_bin": counts,
+        "budgets": list(budgets),
+        "scorer": scorer,
+        "aggregation": aggregation,
+    }
     return policy
 
 
@@ -209,7 +241,8 @@ def replay_compute_optimal(
                 if agree >= policy.stop_agreement or len(subset) <= k:
                     rule, used = "majority", subset[:k]
                 else:
-                    rule, used = policy.choose(policy.bin(agree), n)["strategy"], subset
+                    estimate = policy.estimate(agree, [pool.scores[i] for i in subset[:k]])
+                    rule, used = policy.choose(policy.bin(estimate), n)["strategy"], subset
                 pick = PICKERS[rule]([pool.groups[i] for i in used], [pool.scores[i] for i in used])
                 hits[b, p] = pick is not None and pool.correct[used[pick]]
                 tokens[b, p] = pool.tokens[used].sum()

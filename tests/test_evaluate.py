@@ -191,8 +191,10 @@ def test_a_stored_pool_is_rescored_by_another_verifier_without_sampling(tmp_path
     records = [json.loads(line) for line in lines]
     assert len(records) == 6  # each pool once more, rescored; a reload keeps the later line
     run_eval(cfg_for(ds, scorer="judge"), tracked, tmp_path / "run", progress=False, n_boot=5, generate=False)
+    assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 6  # a reader rewrites nothing
+    run_eval(cfg_for(ds, scorer="judge"), tracked, tmp_path / "run", progress=False, n_boot=5)  # nothing to do
     records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in records] == ["q0", "q1", "q2"]
+    assert [r["id"] for r in records] == ["q0", "q1", "q2"]  # the writer compacted
     for r in records:
         assert all(set(c["scores"]) == {"logprob", "self_certainty", "judge"} for c in r["candidates"])
         assert all(len(c["scores"]["judge"]) == len(c["steps"]) for c in r["candidates"])
@@ -248,3 +250,17 @@ def test_start_selects_a_later_slice_for_calibration(tmp_path, fake_factory):
     records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["q4", "q5"] and report.n_problems == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["start"] == 4
+
+
+def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory):
+    from ttscale.evaluate import RunStore
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    writer = RunStore(tmp_path / "run", cfg_for(ds))  # another process busy with this directory
+    with pytest.raises(EvalError, match="another ttscale process is writing"):
+        run_eval(cfg_for(ds, limit=3), make, tmp_path / "run", progress=False, n_boot=5)
+    report = run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5, generate=False)
+    assert report.n_problems == 2
+    del writer

@@ -103,11 +103,15 @@ def record_key(record: dict[str, Any]) -> str:
 
 
 class RunStore:
-    """The run directory: refuses foreign settings, drops a truncated last line, appends."""
+    """The run directory: refuses foreign settings, drops a truncated last line, appends.
+    One process writes to a directory at a time (a lock file says so); a reader (report
+    only) never rewrites the samples file, so it is safe beside a running writer."""
 
-    def __init__(self, out_dir: Path, cfg: EvalConfig) -> None:
+    def __init__(self, out_dir: Path, cfg: EvalConfig, write: bool = True) -> None:
         self.dir = out_dir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.write = write
+        self._lock: Any = None
         self.samples = self.dir / "samples.jsonl"
         self.traces = self.dir / "traces.jsonl"
         cfg_path = self.dir / "config.json"
@@ -134,8 +138,15 @@ class RunStore:
                 "created": time.time(),
             }
             cfg_path.write_text(json.dumps(meta, indent=2))
+        if write:
+            self._lock = _lock(self.dir / ".lock")
         self.records: dict[str, dict[str, Any]] = {}
         self._load()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _load(self) -> None:
         if not self.samples.exists():
@@ -153,7 +164,7 @@ class RunStore:
                 dropped += 1
             self.records[key] = rec
             good[key] = line
-        if dropped:
+        if dropped and self.write:
             print(f"note: compacted {dropped} incomplete or superseded line(s) of {self.samples}", file=sys.stderr)
             tmp = self.samples.with_suffix(".tmp")
             tmp.write_text("".join(g + "\n" for g in good.values()), "utf-8")
@@ -164,6 +175,22 @@ class RunStore:
             append_jsonl(self.traces, {"key": record_key(record), "trace": trace})
         append_jsonl(self.samples, record)
         self.records[record_key(record)] = record
+
+
+def _lock(path: Path) -> Any:
+    """An exclusive lock held while the returned file stays open (released when the
+    process ends, however it ends)."""
+    import fcntl
+
+    f = open(path, "a")  # noqa: SIM115  (held open on purpose)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise EvalError(
+            f"another ttscale process is writing to {path.parent}; wait for it, or use --report-only to read"
+        ) from None
+    return f
 
 
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
@@ -287,13 +314,16 @@ def run_eval(
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
     problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start)
-    store = RunStore(out_dir, cfg)
-    todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
-    if todo and generate:
-        done_before = sum(len(_work_keys(p, cfg)) for p in problems) - len(todo)
-        if done_before:
-            print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
-        _run(todo, make_generator(), cfg, store, progress)
+    store = RunStore(out_dir, cfg, write=generate)
+    try:
+        todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
+        if todo and generate:
+            done_before = sum(len(_work_keys(p, cfg)) for p in problems) - len(todo)
+            if done_before:
+                print(f"resuming: {done_before} finished pieces of work kept, {len(todo)} to go", file=sys.stderr)
+            _run(todo, make_generator(), cfg, store, progress)
+    finally:
+        store.close()
     return summarize(problems, store, cfg, out_dir, n_boot, summary_name, compare, replay_policy)
 
 

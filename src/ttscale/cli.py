@@ -187,31 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="benchmarks")
     bsub = be.add_subparsers(dest="bench", required=True)
-    eng = bsub.add_parser("engine", help="batched sampling of N sequences versus a plain one-at-a-time loop")
-    eng.add_argument("--model", default=DEFAULT_MODEL)
-    eng.add_argument("--n", type=int, default=16)
-    eng.add_argument("--max-tokens", type=int, default=128)
-    eng.add_argument("--seed", type=int, default=0)
-    eng.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
-    se = bsub.add_parser("search", help="KV-cache reuse of beam search against re-prefilling every prefix")
-    se.add_argument("--model", default=DEFAULT_MODEL)
-    se.add_argument("--problems", type=int, default=3)
-    se.add_argument("--n", type=int, default=8)
+    def bench(name: str, help_text: str, n: int, max_tokens: int, problems: int | None = None) -> Any:
+        p = bsub.add_parser(name, help=help_text)
+        p.add_argument("--model", default=DEFAULT_MODEL)
+        p.add_argument("--n", type=int, default=n)
+        p.add_argument("--max-tokens", type=int, default=max_tokens)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--json", type=Path, help="also write the raw figures to this file")
+        if problems is not None:
+            p.add_argument("--problems", type=int, default=problems)
+        return p
+
+    bench("engine", "batched sampling of N sequences versus a plain one-at-a-time loop", 16, 128)
+    se = bench("search", "KV-cache reuse of beam search against re-prefilling every prefix", 8, 512, problems=3)
     se.add_argument("--beam-width", type=int, default=4)
-    se.add_argument("--max-tokens", type=int, default=512)
     se.add_argument("--step-tokens", type=int, default=128)
-    se.add_argument("--seed", type=int, default=0)
-    se.add_argument("--json", type=Path, help="also write the raw figures to this file")
-
-    pb = bsub.add_parser("probe", help="what the value probe costs: hidden states on/off, time per score")
-    pb.add_argument("--model", default=DEFAULT_MODEL)
+    pb = bench("probe", "what the value probe costs: hidden states on/off, time per score", 16, 256, problems=2)
     pb.add_argument("--probe", help="probe file (default: the one shipped for the model)")
-    pb.add_argument("--problems", type=int, default=2)
-    pb.add_argument("--n", type=int, default=16)
-    pb.add_argument("--max-tokens", type=int, default=256)
-    pb.add_argument("--seed", type=int, default=0)
-    pb.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
     sv = sub.add_parser(
         "serve",

@@ -194,64 +194,75 @@ def test_hidden_states_at_every_step_end():
         gen.close()
 
 
-def test_probe_pipeline_on_the_real_model(tmp_path):
+@pytest.fixture(scope="module")
+def states_engine():
+    from ttscale.engine import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8, hidden_states=True)
+    yield gen
+    gen.close()
+
+
+def test_probe_pipeline_on_the_real_model(tmp_path, states_engine):
     """Collect hidden states for two training problems, fit, and score with the probe."""
     from pathlib import Path
 
     from ttscale.datasets import load_dataset
-    from ttscale.engine import LlamaCppGenerator
     from ttscale.probe import Probe, ProbeScorer, collect, read_records, train
     from ttscale.strategies import weighted_best_of_n
 
     train_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_train.jsonl"
     if not train_file.exists():
         pytest.skip("../shared/data is not present")
+    gen = states_engine
     problems = load_dataset(str(train_file)).problems[:2]
-    gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8, hidden_states=True)
-    try:
-        out = tmp_path / "probe.jsonl"
-        params = SamplingParams(max_tokens=64, seed=0)
-        assert collect(problems, gen, 2, params, out, progress=False) == 2
-        assert collect(problems, gen, 2, params, out, progress=False) == 0  # resumed: nothing twice
-        records = read_records(out)
-        assert [len(r["solutions"]) for r in records] == [2, 2]
-        assert all(h is not None for r in records for s in r["solutions"] for h in s["hidden"])
-        probe = train(records, gen.spec.sha256)
-        probe.save(tmp_path / "p.npz")
-        scorer = ProbeScorer.for_generator(gen, str(tmp_path / "p.npz"))
-        r = weighted_best_of_n(
-            Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=SamplingParams(max_tokens=48, seed=1)
-        )
-        assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
-        # A stored solution (no hidden states) is replayed in one prefill: same steps, nearly
-        # the same states as live sampling, and the prefill is charged as verifier tokens.
-        live = r.candidates[0]
-        stored = Candidate(
-            text=live.text,
-            steps=[Step(**s.to_dict()) for s in live.steps],
-            answer=live.answer,
-            finish_reason=live.finish_reason,
-        )
-        replayed, spent = scorer.score(Problem("t", QUESTION, gold="7"), [stored])
-        assert len(replayed[0]) == len(live.steps)
-        assert spent.verifier_tokens >= live.n_tokens
-        completion, _ = gen.replay(problem_prompt(QUESTION), live.text, live.finish_reason)
-        for a, b in zip(split_steps(completion), live.steps, strict=True):
-            cos = float(np.dot(a.hidden, b.hidden) / np.linalg.norm(a.hidden) / np.linalg.norm(b.hidden))
-            assert a.text == b.text and cos > 0.98
-        with pytest.raises(Exception, match="trained for the model"):
-            Probe.load(tmp_path / "p.npz", "0" * 64)
-        shipped = ProbeScorer.for_generator(gen)  # the probe that ships in the package, for this model
-        assert shipped.probe.meta["problems"] >= 50 and shipped.probe.meta["val_auroc_last_step"] > 0.5
-        (scores,), _ = shipped.score(Problem("t", QUESTION, gold="7"), [live])
-        assert len(scores) == len(live.steps) and all(0 < x < 1 for x in scores)
-        from ttscale.bench import bench_probe
+    out = tmp_path / "probe.jsonl"
+    params = SamplingParams(max_tokens=64, seed=0)
+    assert collect(problems, gen, 2, params, out, progress=False) == 2
+    assert collect(problems, gen, 2, params, out, progress=False) == 0  # resumed: nothing twice
+    records = read_records(out)
+    assert [len(r["solutions"]) for r in records] == [2, 2]
+    assert all(h is not None for r in records for s in r["solutions"] for h in s["hidden"])
+    probe = train(records, gen.spec.sha256)
+    probe.save(tmp_path / "p.npz")
+    scorer = ProbeScorer.for_generator(gen, str(tmp_path / "p.npz"))
+    params = SamplingParams(max_tokens=48, seed=1)
+    r = weighted_best_of_n(Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=params)
+    assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
+    with pytest.raises(Exception, match="trained for the model"):
+        Probe.load(tmp_path / "p.npz", "0" * 64)
 
-        cost = bench_probe(probe_path=str(tmp_path / "p.npz"), problems=1, n=2, max_tokens=24)
-        assert cost["scored_steps"] > 0 and cost["probe_ms_per_step"] > 0 and cost["replay_tok_per_s"] > 0
-        assert min(cost["sampling_tok_per_s"].values()) > 0
-    finally:
-        gen.close()
+
+def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
+    from ttscale.bench import bench_probe
+    from ttscale.probe import ProbeScorer
+    from ttscale.strategies import weighted_best_of_n
+
+    gen = states_engine
+    shipped = ProbeScorer.for_generator(gen)  # the probe that ships in the package, for this model
+    assert shipped.probe.meta["problems"] >= 50 and shipped.probe.meta["val_auroc_last_step"] > 0.5
+    problem = Problem("t", QUESTION, gold="7")
+    r = weighted_best_of_n(problem, gen, shipped, 2, params=SamplingParams(max_tokens=48, seed=1))
+    assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
+    # A stored solution (no hidden states) is replayed in one prefill: same steps, nearly
+    # the same states as live sampling, and the prefill is charged as verifier tokens.
+    live = r.candidates[0]
+    stored = Candidate(
+        text=live.text,
+        steps=[Step(**s.to_dict()) for s in live.steps],
+        answer=live.answer,
+        finish_reason=live.finish_reason,
+    )
+    replayed, spent = shipped.score(problem, [stored])
+    assert len(replayed[0]) == len(live.steps) and spent.verifier_tokens >= live.n_tokens
+    assert replayed[0] == pytest.approx(live.step_scores, abs=0.1)
+    completion, _ = gen.replay(problem_prompt(QUESTION), live.text, live.finish_reason)
+    for a, b in zip(split_steps(completion), live.steps, strict=True):
+        cos = float(np.dot(a.hidden, b.hidden) / np.linalg.norm(a.hidden) / np.linalg.norm(b.hidden))
+        assert a.text == b.text and cos > 0.98
+    cost = bench_probe(problems=1, n=2, max_tokens=24)
+    assert cost["scored_steps"] > 0 and cost["probe_ms_per_step"] > 0 and cost["replay_tok_per_s"] > 0
+    assert min(cost["sampling_tok_per_s"].values()) > 0
 
 
 def test_self_refine_on_the_real_model(engine):

@@ -218,7 +218,7 @@ def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> d
     params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
     t0 = time.perf_counter()
     names = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
-    scorers = [make_scorer(name, generator) for name in names]
+    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in names]
     candidates, compute = sample_pool(problem, generator, scorers[0], cfg.pool_n, params, cfg.system_prompt)
     scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
     for s in scorers[1:]:
@@ -248,7 +248,7 @@ def search_problem(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One search run, graded: the record (without the bulky trace) and the trace."""
     params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
-    scorer = make_scorer(cfg.scorer, generator)
+    scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt)
     fn = PER_BUDGET[strategy]
     result = fn(
         problem,
@@ -437,9 +437,7 @@ def rescore_pool(record: dict[str, Any], problem: Problem, generator: Generator,
     """A stored pool scored by one more verifier, without sampling again. Its cost is kept
     apart under "rescored": a probe replaying stored text pays a prefill that live sampling
     with hidden states does not."""
-    scorer = make_scorer(cfg.scorer, generator)
-    if hasattr(scorer, "system"):
-        scorer.system = cfg.system_prompt
+    scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt)
     candidates = [
         Candidate(
             text=c["text"],

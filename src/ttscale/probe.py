@@ -96,7 +96,7 @@ class ProbeScorer:
         self.system = system
 
     @classmethod
-    def for_generator(cls, generator: Any, path: str | None = None) -> ProbeScorer:
+    def for_generator(cls, generator: Any, path: str | None = None, system: str | None = None) -> ProbeScorer:
         if not getattr(generator, "hidden_states", False):
             raise ProbeError("the probe reads hidden states: use the embedded engine with hidden_states=True")
         spec = getattr(generator, "spec", None)
@@ -104,7 +104,7 @@ class ProbeScorer:
         path = path or (str(packaged_probe(spec.name)) if spec is not None and packaged_probe(spec.name) else None)
         if path is None:
             raise ProbeError(f"no probe ships for {generator.name}: train one with `ttscale train-probe`")
-        return cls(Probe.load(path, sha), generator)
+        return cls(Probe.load(path, sha), generator, system or SYSTEM_PROMPT)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         t0 = time.perf_counter()

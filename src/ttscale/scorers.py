@@ -92,8 +92,9 @@ def needs_hidden_states(name: str) -> bool:
     return name == "probe" or name.startswith("probe@")
 
 
-def make_scorer(name: str, generator: Any = None) -> Scorer:
-    """A verifier by name. Model-free ones need nothing; "judge" runs on the generator."""
+def make_scorer(name: str, generator: Any = None, system: str | None = None) -> Scorer:
+    """A verifier by name. Model-free ones need nothing; "judge" runs on the generator; the
+    probe needs the system prompt the solutions were sampled under, to replay stored ones."""
     if name in SCORERS:
         return SCORERS[name]()
     if name == "judge":
@@ -105,7 +106,7 @@ def make_scorer(name: str, generator: Any = None) -> Scorer:
     if needs_hidden_states(name):
         from .probe import ProbeScorer
 
-        return ProbeScorer.for_generator(generator, name.partition("@")[2] or None)
+        return ProbeScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if name.startswith("prm:"):
         from .prm import TransformersPRM
 

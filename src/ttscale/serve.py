@@ -161,7 +161,7 @@ class Service:
                 result = fn(
                     job.problem,
                     generator,
-                    make_scorer(job.scorer, generator),
+                    make_scorer(job.scorer, generator, job.system),
                     job.n,
                     params=job.params,
                     system=job.system,

@@ -252,6 +252,26 @@ def test_start_selects_a_later_slice_for_calibration(tmp_path, fake_factory):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["start"] == 4
 
 
+def test_levels_select_problems_before_the_slice(tmp_path, fake_factory):
+    from ttscale.evaluate import select_problems
+
+    rows = [
+        {"unique_id": f"p{k}", "problem": f"What is {k} plus {k}?", "answer": str(2 * k), "level": lvl}
+        for k, lvl in enumerate([1, 4, "Level 2", 5, 3, 1])
+    ]
+    ds = tmp_path / "math.jsonl"
+    ds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make = doubling_generator(fake_factory, {"loads": 0})
+    report = run_eval(cfg_for(ds, levels=(1, 2, 3), start=1, limit=2), make, tmp_path / "run", progress=False, n_boot=5)
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["p2", "p4"] and report.n_problems == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["levels"] == [1, 2, 3]
+    gsm = write_dataset(tmp_path / "d.jsonl", n=2)
+    with pytest.raises(EvalError, match="'level' field"):
+        run_eval(cfg_for(gsm, levels=(1,)), make, tmp_path / "run2", progress=False, n_boot=5)
+    assert select_problems([], None, levels=None) == []
+
+
 def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory):
     from ttscale.evaluate import RunStore
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,20 @@ def _shard(text: str) -> tuple[int, int]:
     return i, k
 
 
-def _budgets(text: str) -> tuple[int, ...]:
-    try:
-        ns = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"budgets must be integers like 4,8,16, not {text!r}") from None
-    if not ns or min(ns) < 1:
-        raise argparse.ArgumentTypeError("budgets must be positive integers")
-    return ns
+def _positive_ints(what: str, example: str) -> Callable[[str], tuple[int, ...]]:
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            ns = tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be integers like {example}, not {text!r}") from None
+        if not ns or min(ns) < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be positive integers")
+        return ns
+
+    return parse
+
+
+_budgets = _positive_ints("budgets", "4,8,16")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -150,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--answer-field", help="JSONL field holding the reference answer (default: answer)")
     ev.add_argument("--limit", type=int, help="only the first LIMIT problems (from --start)")
     ev.add_argument("--start", type=int, default=0, help="skip the first START problems")
+    ev.add_argument(
+        "--levels", type=_positive_ints("levels", "1,2,3"), help="only these difficulty levels, e.g. 1,2,3 (MATH-500)"
+    )
     ev.add_argument("--n", type=_budgets, default=(8,), help="budget(s) N, e.g. 16 or 4,8,16")
     ev.add_argument("--strategy", default=",".join(STRATEGIES), help="comma-separated strategies")
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
@@ -410,6 +420,7 @@ def _eval(args: argparse.Namespace) -> int:
         sampling=_sampling(args),
         limit=args.limit,
         start=args.start,
+        levels=args.levels,
         strategies=strategies,
         scorer=args.scorer,
         aggregation=args.aggregate,

@@ -54,6 +54,7 @@ class EvalConfig:
     system_prompt: str = SYSTEM_PROMPT
     limit: int | None = None
     start: int = 0  # skip the first `start` problems (a calibration slice beside an evaluation one)
+    levels: tuple[int, ...] | None = None  # only problems of these difficulty levels (MATH), before start/limit
     strategies: tuple[str, ...] = POOL_STRATEGIES
     scorer: str = "logprob"
     aggregation: str = "mean"
@@ -135,6 +136,7 @@ class RunStore:
                 "shard": _shard_text(cfg.shard),
                 "limit": cfg.limit,
                 "start": cfg.start,
+                "levels": list(cfg.levels) if cfg.levels else None,
                 "created": time.time(),
             }
             cfg_path.write_text(json.dumps(meta, indent=2))
@@ -313,7 +315,7 @@ def run_eval(
         raise EvalError("budgets (--n) must be positive")
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
-    problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start)
+    problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start, cfg.levels)
     store = RunStore(out_dir, cfg, write=generate)
     try:
         todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
@@ -328,13 +330,21 @@ def run_eval(
 
 
 def select_problems(
-    problems: Sequence[Problem], limit: int | None, shard: tuple[int, int] | None = None, start: int = 0
+    problems: Sequence[Problem],
+    limit: int | None,
+    shard: tuple[int, int] | None = None,
+    start: int = 0,
+    levels: Sequence[int] | None = None,
 ) -> list[Problem]:
-    """`limit` problems from the `start`-th (the first ones by default); of those, shard
-    (i, k) takes every k-th from the i-th, so the k shards partition the slice exactly,
-    whatever machine runs which."""
+    """`limit` problems from the `start`-th (the first ones by default), counted among the
+    problems of the chosen `levels` if any; of those, shard (i, k) takes every k-th from the
+    i-th, so the k shards partition the slice exactly, whatever machine runs which."""
     if start < 0:
         raise EvalError("--start must be >= 0")
+    if levels:
+        if not any("level" in p.meta for p in problems):
+            raise EvalError("--levels needs a dataset whose rows have a 'level' field (math500 has)")
+        problems = [p for p in problems if _level(p.meta.get("level")) in set(levels)]
     chosen = list(problems[start : start + limit] if limit else problems[start:])
     if shard is None:
         return chosen
@@ -342,6 +352,12 @@ def select_problems(
     if not 0 <= i < k:
         raise EvalError(f"shard {i}/{k} does not exist: use 0/{k} .. {k - 1}/{k}")
     return chosen[i::k]
+
+
+def _level(value: Any) -> int | None:
+    """MATH levels come as 3 or as "Level 3"."""
+    digits = "".join(ch for ch in str(value) if ch.isdigit())
+    return int(digits) if digits else None
 
 
 def _shard_text(shard: tuple[int, int] | None) -> str | None:
@@ -369,10 +385,10 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         if m["identity"] != identity:
             diff = sorted(k for k in identity if m["identity"].get(k) != identity[k])
             raise EvalError(f"{d} was run with other settings than {shard_dirs[0]} ({', '.join(diff)})")
-    limits = {(m.get("start", 0), m.get("limit")) for m in metas}
+    limits = {(m.get("start", 0), m.get("limit"), tuple(m.get("levels") or ())) for m in metas}
     if len(limits) > 1:
-        raise EvalError(f"the shards cover different slices ((start, limit): {sorted(map(str, limits))})")
-    start, limit = limits.pop()
+        raise EvalError(f"the shards cover different slices ((start, limit, levels): {sorted(map(str, limits))})")
+    start, limit, levels = limits.pop()
     records: dict[str, str] = {}
     duplicates = []
     for d in shard_dirs:
@@ -391,12 +407,13 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         "shard": None,
         "limit": limit,
         "start": start,
+        "levels": list(levels) or None,
         "merged_from": [str(d) for d in shard_dirs],
         "created": time.time(),
     }
     (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
     fields = identity.get("fields") or [None, None]
-    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, limit, start=start)
+    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, limit, start=start, levels=levels)
     done = {key.split("|")[1] if "|" in key else key for key in records}
     missing = [p.id for p in problems if p.id not in done]
     return MergeReport(len(records), duplicates, missing)
@@ -576,6 +593,7 @@ def summarize(
         "identity": cfg.identity(),
         "limit": cfg.limit,
         "start": cfg.start,
+        "levels": list(cfg.levels) if cfg.levels else None,
         "complete": complete,
         "problems": len(done),
         "problems_requested": len(problems),

@@ -1,5 +1,6 @@
 """The real default model through llama.cpp: short generations, real batching and caching."""
 
+import json
 import subprocess
 import sys
 
@@ -236,6 +237,7 @@ def test_probe_pipeline_on_the_real_model(tmp_path, states_engine):
 def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
     from ttscale.bench import bench_probe
     from ttscale.probe import ProbeScorer
+    from ttscale.search import beam_search
     from ttscale.strategies import weighted_best_of_n
 
     gen = states_engine
@@ -244,6 +246,9 @@ def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
     problem = Problem("t", QUESTION, gold="7")
     r = weighted_best_of_n(problem, gen, shipped, 2, params=SamplingParams(max_tokens=48, seed=1))
     assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
+    # A search guided by the probe: its steps carry hidden states, its result is still JSON.
+    tree = beam_search(problem, gen, shipped, 2, beam_width=2, max_iterations=2, params=SamplingParams(max_tokens=32))
+    assert json.loads(json.dumps(tree.to_dict()))["candidates"][0]["steps"][0]["text"]
     # A stored solution (no hidden states) is replayed in one prefill: same steps, nearly
     # the same states as live sampling, and the prefill is charged as verifier tokens.
     live = r.candidates[0]

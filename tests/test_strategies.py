@@ -109,3 +109,14 @@ def test_truncated_solution_without_boxed_answer_has_no_answer():
     r = majority(PROBLEM, gen, LogProbScorer(), 1, params=SamplingParams(max_tokens=10))
     assert r.candidates[0].finish_reason == "length"
     assert r.candidates[0].answer is None and r.answer is None
+
+
+def test_a_candidate_with_hidden_states_serialises_without_them():
+    import json
+
+    import numpy as np
+
+    c = Candidate("a\n\nb", [Step("a", 2, hidden=np.ones(4, np.float32)), Step("b", 1, hidden=np.zeros(4))])
+    d = json.loads(json.dumps(c.to_dict()))
+    assert [s["text"] for s in d["steps"]] == ["a", "b"] and all("hidden" not in s for s in d["steps"])
+    assert Candidate.from_dict(d).steps[1].n_tokens == 1

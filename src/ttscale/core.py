@@ -175,6 +175,7 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["steps"] = [s.to_dict() for s in self.steps]  # without hidden states: arrays, not JSON
         if math.isnan(self.score):
             d["score"] = None
         return d

@@ -243,6 +243,30 @@ def test_compute_optimal_is_replayed_on_the_stored_pools(tmp_path, fake_factory)
     assert 0.5 <= summary["compute_optimal_replayed"]["per_budget"]["4"]["budget_used"] <= 1.0
 
 
+def test_policies_fitted_on_two_halves_cross_fit_the_slice_and_never_judge_their_own_problems(tmp_path, fake_factory):
+    from ttscale.evaluate import read_run
+    from ttscale.optimal import fit_policy
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=4)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    halves = [read_run(tmp_path / "run", 0, 2), read_run(tmp_path / "run", 2)]
+    assert [[r["id"] for r in h] for h in halves] == [["q0", "q1"], ["q2", "q3"]]
+    for k, records in enumerate(halves):
+        policy = fit_policy(records, [4], probe_n=2)
+        assert policy.meta["calibration_ids"] == [r["id"] for r in records]
+        policy.save(tmp_path / f"half{k}.json")
+    first, second = str(tmp_path / "half0.json"), str(tmp_path / "half1.json")
+    with pytest.raises(EvalError, match="every policy was fitted on problem q0"):
+        run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5, replay_policy=first)
+    held_out = run_eval(
+        cfg_for(ds, start=2), make, tmp_path / "run", progress=False, n_boot=5, generate=False, replay_policy=first
+    )
+    crossed = run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5, replay_policy=f"{first},{second}")
+    assert held_out.n_problems == 2 and crossed.n_problems == 4
+    assert any(p.strategy == "compute_optimal" for p in crossed.points)
+
+
 def test_start_selects_a_later_slice_for_calibration(tmp_path, fake_factory):
     ds = write_dataset(tmp_path / "d.jsonl", n=6)
     make = doubling_generator(fake_factory, {"loads": 0})

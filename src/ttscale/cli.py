@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--replay-optimal",
-        metavar="POLICY",
-        help="also report compute_optimal with this policy file, replayed on the stored pools (no generation)",
+        metavar="POLICY[,POLICY]",
+        help="also report compute_optimal with these policy files, replayed on the stored pools (no generation); "
+        "each problem uses a policy not fitted on it, so two policies fitted on two halves cross-fit a slice",
     )
     ev.add_argument(
         "--summary",
@@ -271,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["agreement", "verifier"],
         help="difficulty from the probe samples' agreement, or from their mean verifier score (quartile bins)",
     )
+    fo.add_argument("--start", type=int, default=0, help="fit on the runs' problems from the START-th")
+    fo.add_argument("--limit", type=int, help="fit on LIMIT problems only (the rest stay held out)")
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
 
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
@@ -334,7 +337,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .evaluate import read_run
         from .optimal import fit_policy
 
-        records = [r for d in args.runs for r in read_run(d)]
+        records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
         policy = fit_policy(
             records,
             args.n,

@@ -30,7 +30,7 @@ from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, qu
 from .core import Candidate, Compute, Generator, Problem, SamplingParams, Step
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
-from .optimal import Policy, replay_compute_optimal
+from .optimal import Policy, policy_per_problem, replay_compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .refine import PER_BUDGET
 from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
@@ -435,10 +435,22 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_run(run_dir: Path) -> list[dict[str, Any]]:
+def read_run(run_dir: Path, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """A run's records; with start/limit, only those of that slice of its dataset (counted
+    like `eval --start --limit`), e.g. one half of a slice to fit a policy on."""
     if not (run_dir / "samples.jsonl").exists():
         raise EvalError(f"{run_dir} has no samples.jsonl")
-    return read_jsonl(run_dir / "samples.jsonl")
+    records = read_jsonl(run_dir / "samples.jsonl")
+    if not start and limit is None:
+        return records
+    try:
+        meta = json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvalError(f"{run_dir}/config.json is missing or corrupt ({e})") from None
+    identity = meta["identity"]
+    problems = load_dataset(identity["dataset"], *(identity.get("fields") or [None, None])).problems
+    ids = {p.id for p in select_problems(problems, limit, start=start, levels=meta.get("levels"))}
+    return [r for r in records if r["id"] in ids]
 
 
 def _needs_work(record: dict[str, Any] | None, cfg: EvalConfig) -> bool:
@@ -542,8 +554,12 @@ def summarize(
         pools = [pool_from_record(r, scorer_name(cfg.scorer), cfg.aggregation) for r in pool_records]
         points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed)
         if replay_policy and pools:
-            policy = Policy.load(replay_policy)
-            replayed, spending = replay_compute_optimal(pools, policy, sorted(cfg.ns), n_boot, cfg.seed)
+            try:
+                fitted = [Policy.load(path) for path in replay_policy.split(",")]
+                per_pool = policy_per_problem(fitted, [p.id for p in done])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                raise EvalError(f"--replay-optimal {replay_policy}: {e}") from None
+            replayed, spending = replay_compute_optimal(pools, per_pool, sorted(cfg.ns), n_boot, cfg.seed)
             points += replayed
         for r in pool_records:
             compute = compute + Compute.from_dict(r["compute"])

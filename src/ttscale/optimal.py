@@ -199,6 +199,7 @@ def fit_policy(
                 policy.table[f"{b}|{n}"] = max(options[n], key=lambda o: (o[0], o[1]))[2]
     policy.meta = {
         "problems": len(pools),
+        "calibration_ids": sorted(pools),  # so a replay never judges a problem with a table it shaped
         "per_bin": counts,
         "budgets": list(budgets),
         "scorer": scorer,
@@ -211,20 +212,44 @@ def _answer(candidates: Sequence[Any], index: int | None) -> str | None:
     return None if index is None else candidates[index].answer
 
 
+def policy_per_problem(policies: Sequence[Policy], problem_ids: Sequence[str]) -> list[Policy]:
+    """Cross-fitting: each problem gets the first policy whose calibration split left it
+    out, so no problem is judged by a table it helped to fit (two policies fitted on the two
+    halves of a slice cover the whole slice)."""
+    seen = [set(p.meta.get("calibration_ids", ())) for p in policies]
+    out = []
+    for pid in problem_ids:
+        free = [p for p, ids in zip(policies, seen, strict=True) if pid not in ids]
+        if not free:
+            raise ValueError(
+                f"every policy was fitted on problem {pid}: replay on problems outside the calibration "
+                "split, or add a policy fitted on other problems (cross-fitting)"
+            )
+        out.append(free[0])
+    return out
+
+
 def replay_compute_optimal(
-    pools: Sequence[Any], policy: Policy, budgets: Sequence[int], n_boot: int = 100, seed: int = 0
+    pools: Sequence[Any],
+    policy: Policy | Sequence[Policy],
+    budgets: Sequence[int],
+    n_boot: int = 100,
+    seed: int = 0,
 ) -> tuple[list[Any], dict[str, Any]]:
     """compute_optimal replayed on stored pools (analysis.PoolProblem), the way the pool
     strategies are: per random draw, the first probe_n samples are the probe, the rest of
     the budget comes from the same draw. Exact in distribution for a policy that only names
     pool strategies (its samples are i.i.d. like the live strategy's); a policy naming a
-    search must run live (`--strategy compute_optimal --policy`). Returns the curve points
-    and, per budget, the mean share of the budget spent and how often it stopped early."""
+    search must run live (`--strategy compute_optimal --policy`). `policy` is one policy for
+    every pool or one per pool (see policy_per_problem). Returns the curve points and, per
+    budget, the mean share of the budget spent and how often it stopped early."""
     from .analysis import CurvePoint, charged, problem_ci
 
-    searches = {c["strategy"] for c in policy.table.values()} - set(PICKERS)
-    if policy.default["strategy"] not in PICKERS or searches:
-        raise ValueError(f"this policy names searches ({', '.join(sorted(searches))}): run compute_optimal live")
+    policies = [policy] * len(pools) if isinstance(policy, Policy) else list(policy)
+    for pol in {id(p): p for p in policies}.values():
+        searches = {c["strategy"] for c in pol.table.values()} - set(PICKERS)
+        if pol.default["strategy"] not in PICKERS or searches:
+            raise ValueError(f"this policy names searches ({', '.join(sorted(searches))}): run compute_optimal live")
     rng = np.random.default_rng(seed)
     points, spending = [], {}
     for n in budgets:
@@ -233,7 +258,7 @@ def replay_compute_optimal(
         share = np.zeros_like(hits)
         used_frac = np.zeros_like(hits)
         for b in range(n_boot):
-            for p, pool in enumerate(pools):
+            for p, (pool, policy) in enumerate(zip(pools, policies, strict=True)):
                 subset = rng.permutation(len(pool.correct))[: min(n, len(pool.correct))]
                 k = min(policy.probe_n, len(subset))
                 probe = [pool.groups[i] for i in subset[:k]]

@@ -37,6 +37,11 @@ def test_hard_problem_spends_the_rest_as_the_policy_says_and_reuses_the_probe():
     assert r.settings["difficulty"] == 2 and r.settings["strategy"] == "majority"
     assert len(r.candidates) == 8  # 4 probe samples + 4 more
     assert sum(call[1] for call in gen.calls) == 8
+    # the table may spend less than the budget: 6 of 8 samples, 2 saved
+    cheap = Policy(table={"2|8": {"strategy": "majority", "n": 6}})
+    gen = answering(["7", "7", "3", "5"])
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=cheap, params=PARAMS)
+    assert len(r.candidates) == 6 and r.settings["saved_budget"] == 2 and r.settings["stopped_early"]
     gen = answering(["1", "2", "3", "4"])  # no agreement: bin 3, a beam search with the rest
     r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, params=PARAMS)
     assert r.settings["strategy"] == "beam_search" and r.settings["choice"] == {"beam_width": 2}
@@ -88,7 +93,10 @@ def test_fit_picks_the_best_strategy_per_difficulty():
     assert policy.meta["per_bin"] == {"0": 3, "3": 3}
     assert policy.table["3|8"] == {"strategy": "dvts"}
     assert policy.table["0|8"]["strategy"] in ("majority", "best_of_n", "weighted_best_of_n")
+    assert policy.table["0|8"]["n"] == 4  # on easy problems the probe's four samples do as well as eight
     json.dumps(policy.__dict__)  # saveable
+    lax = fit_policy(records, [8], probe_n=4, tolerance=1.0)  # any accuracy will do: the cheapest wins
+    assert lax.table["3|8"]["n"] == 4 and lax.meta["tolerance"] == 1.0
 
 
 def test_compute_optimal_in_eval(tmp_path):
@@ -131,7 +139,15 @@ def test_replayed_compute_optimal_stops_early_on_agreement_and_follows_the_table
     assert spending["16"]["budget_used"] == pytest.approx((4 / 16 + 1) / 2)
     assert at[16].generated_tokens == pytest.approx((40 + 160) / 2)
     assert at[16].accuracy == pytest.approx(1.0)  # best_of_n finds the lone right sample at n=16
-    assert 0.5 <= at[4].accuracy < 0.6  # n=4 is the probe alone: its majority rarely finds the lone right one
+    # n=4 is the probe alone, picked by the policy's default (weighted BoN): the hard problem is
+    # right when its lone right sample is among the four drawn (1/4 of draws)
+    assert 0.55 <= at[4].accuracy <= 0.7
+    # a table that says a smaller budget does as well spends only that much
+    policy.table.update({f"{b}|16": {"strategy": "best_of_n", "n": 8} for b in range(4)})
+    points, spending = replay_compute_optimal([hard], policy, [16], n_boot=50)
+    # (rarely the four probe samples agree and it stops at four)
+    assert spending["16"]["budget_used"] == pytest.approx(0.5, abs=0.02)
+    assert points[0].generated_tokens == pytest.approx(80.0, abs=2.0)
     with pytest.raises(ValueError, match="run compute_optimal live"):
         replay_compute_optimal([easy], Policy(table={"0|8": {"strategy": "beam_search"}}), [8])
 

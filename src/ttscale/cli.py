@@ -272,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["agreement", "verifier"],
         help="difficulty from the probe samples' agreement, or from their mean verifier score (quartile bins)",
     )
+    fo.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="per bin and budget, the cheapest choice within this accuracy (e.g. 0.02) of the best one",
+    )
     fo.add_argument("--start", type=int, default=0, help="fit on the runs' problems from the START-th")
     fo.add_argument("--limit", type=int, help="fit on LIMIT problems only (the rest stay held out)")
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
@@ -345,9 +351,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             scorer=scorer_name(args.scorer),
             aggregation=args.aggregate,
             signal=args.signal,
+            tolerance=args.tolerance,
         )
         policy.save(args.output)
-        print(json.dumps({"table": policy.table, **policy.meta}, indent=2))
+        shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}
+        print(json.dumps({"bins": policy.bins, "table": policy.table, **shown}, indent=2))
         return 0
     if args.command == "report":
         from .report import build_report

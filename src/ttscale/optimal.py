@@ -105,17 +105,19 @@ def compute_optimal(
         "estimate": estimate,
         "difficulty": difficulty,
     }
-    if agree >= policy.stop_agreement or n <= probe_n:
-        chosen = pick_from_pool("majority", probe)
-        settings.update(strategy="majority", stopped_early=n > probe_n, saved_budget=n - probe_n)
+    choice = dict(policy.choose(difficulty, n))
+    name = choice.pop("strategy")
+    spend = min(n, choice.pop("n", n))  # the table may say a smaller budget does as well here
+    if agree >= policy.stop_agreement or spend <= probe_n:
+        rule = name if name in PICKERS and agree < policy.stop_agreement else "majority"
+        chosen = pick_from_pool(rule, probe)
+        settings.update(strategy=rule, stopped_early=n > probe_n, saved_budget=n - probe_n)
         candidates = probe
     else:
-        choice = dict(policy.choose(difficulty, n))
-        name = choice.pop("strategy")
-        settings.update(strategy=name, choice=choice, stopped_early=False, saved_budget=0)
+        settings.update(strategy=name, choice=choice, stopped_early=spend < n, saved_budget=n - spend)
         more = replace(params, seed=params.seed + 1)
         if name in PICKERS:  # the probe's samples join the pool
-            extra, spent = sample_pool(problem, generator, scorer, n - probe_n, more, system, aggregation)
+            extra, spent = sample_pool(problem, generator, scorer, spend - probe_n, more, system, aggregation)
             candidates = probe + extra
             compute = compute + spent
             chosen = pick_from_pool(name, candidates)
@@ -125,7 +127,7 @@ def compute_optimal(
                 problem,
                 generator,
                 scorer,
-                n - probe_n,
+                spend - probe_n,
                 params=more,
                 system=system,
                 aggregation=aggregation,
@@ -155,11 +157,13 @@ def fit_policy(
     aggregation: str = "mean",
     stop_agreement: float = 1.0,
     signal: str = "agreement",
+    tolerance: float = 0.0,
 ) -> Policy:
     """From the records of eval runs on calibration problems (a pool per problem, plus any
     searches): each problem's bin from its pool's first probe_n samples, then per bin and
-    budget the most accurate strategy. Verifier-score bins default to the calibration
-    problems' quartiles."""
+    budget n the most accurate (strategy, budget m <= n); of those within `tolerance` of the
+    best accuracy, the one that spent fewest tokens. Verifier-score bins default to the
+    calibration problems' quartiles."""
     from .analysis import curves, pool_from_record
 
     if signal not in SIGNALS:
@@ -180,23 +184,27 @@ def fit_policy(
     counts = {}
     for b, ids in sorted(by_bin.items()):
         counts[str(b)] = len(ids)
-        options: dict[int, list[tuple[float, float, dict[str, Any]]]] = {n: [] for n in budgets}
+        # Every (strategy, budget m) measured on the bin: a budget n may spend only m < n when
+        # that does as well, which is how easy problems save compute.
+        measured: list[tuple[float, float, int, str]] = []  # accuracy, tokens, m, strategy
         pts = curves([pool_from_record(pools[i], scorer, aggregation) for i in ids], list(PICKERS), n_boot=50)
-        for p in pts:
-            if p.n in options and p.strategy in PICKERS:
-                options[p.n].append((p.accuracy, -p.generated_tokens, {"strategy": p.strategy}))
+        measured += [(p.accuracy, p.generated_tokens, p.n, p.strategy) for p in pts if p.strategy in PICKERS]
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in searches:
+            if r["id"] in ids:
+                runs.setdefault((r["strategy"], r["n"]), []).append(r)
+        for (name, m), rs in runs.items():
+            if len(rs) == len(ids):  # only strategies run on every problem of the bin
+                acc = float(np.mean([r["correct"] for r in rs]))
+                tok = float(np.mean([r["compute"]["generated_tokens"] for r in rs]))
+                measured.append((acc, tok, m, name))
         for n in budgets:
-            runs: dict[str, list[dict[str, Any]]] = {}
-            for r in searches:
-                if r["id"] in ids and r["n"] == n:
-                    runs.setdefault(r["strategy"], []).append(r)
-            for name, rs in runs.items():
-                if len(rs) == len(ids):  # only strategies run on every problem of the bin
-                    acc = float(np.mean([r["correct"] for r in rs]))
-                    tok = float(np.mean([r["compute"]["generated_tokens"] for r in rs]))
-                    options[n].append((acc, -tok, {"strategy": name}))
-            if options[n]:
-                policy.table[f"{b}|{n}"] = max(options[n], key=lambda o: (o[0], o[1]))[2]
+            options = [o for o in measured if probe_n <= o[2] <= n or o[2] == n]
+            if not options:
+                continue
+            best = max(o[0] for o in options)
+            acc, _, m, name = min((o for o in options if o[0] >= best - tolerance), key=lambda o: (o[1], -o[0]))
+            policy.table[f"{b}|{n}"] = {"strategy": name, **({"n": m} if m < n else {})}
     policy.meta = {
         "problems": len(pools),
         "calibration_ids": sorted(pools),  # so a replay never judges a problem with a table it shaped
@@ -204,6 +212,7 @@ def fit_policy(
         "budgets": list(budgets),
         "scorer": scorer,
         "aggregation": aggregation,
+        "tolerance": tolerance,
     }
     return policy
 
@@ -263,11 +272,13 @@ def replay_compute_optimal(
                 k = min(policy.probe_n, len(subset))
                 probe = [pool.groups[i] for i in subset[:k]]
                 agree = max((probe.count(g) for g in set(probe) if g is not None), default=0) / k
-                if agree >= policy.stop_agreement or len(subset) <= k:
+                estimate = policy.estimate(agree, [pool.scores[i] for i in subset[:k]])
+                choice = policy.choose(policy.bin(estimate), n)
+                spend = min(n, choice.get("n", n))
+                if agree >= policy.stop_agreement:
                     rule, used = "majority", subset[:k]
                 else:
-                    estimate = policy.estimate(agree, [pool.scores[i] for i in subset[:k]])
-                    rule, used = policy.choose(policy.bin(estimate), n)["strategy"], subset
+                    rule, used = choice["strategy"], subset[: max(k, spend)]
                 pick = PICKERS[rule]([pool.groups[i] for i in used], [pool.scores[i] for i in used])
                 hits[b, p] = pick is not None and pool.correct[used[pick]]
                 tokens[b, p] = pool.tokens[used].sum()

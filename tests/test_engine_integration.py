@@ -271,7 +271,7 @@ def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
 
 
 def test_self_refine_on_the_real_model(engine):
-    from ttscale.refine import self_refine
+    from ttscale.refine import first_rounds, self_refine
 
     r = self_refine(
         Problem("r", "What is 2 + 3?", gold="5"),
@@ -284,3 +284,14 @@ def test_self_refine_on_the_real_model(engine):
     # the second round's prompt holds the first round: most of it comes from the cache
     assert r.compute.cached_prompt_tokens > 0
     assert set(r.settings["picks"]) >= {"last", "majority", "best_of_n", "weighted_best_of_n"}
+    # the eval reads smaller budgets off the first rounds of one run: that must be exact here
+    one = self_refine(
+        Problem("r", "What is 2 + 3?", gold="5"),
+        engine,
+        LogProbScorer(),
+        1,
+        params=SamplingParams(max_tokens=48, seed=0),
+    )
+    cut = first_rounds(r, 1)
+    assert cut.candidates[0].text == one.candidates[0].text
+    assert cut.compute.generated_tokens == one.compute.generated_tokens

@@ -53,6 +53,34 @@ def test_runs_in_eval_once_per_budget(tmp_path):
     cfg = EvalConfig(
         dataset=str(data), ns=(1, 2), model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
     )
-    report = run_eval(cfg, lambda: reviser(["3", "7"])[0], tmp_path / "run", progress=False, n_boot=5)
+    gens = []
+
+    def make():
+        gens.append(reviser(["3", "7", "7"])[0])
+        return gens[-1]
+
+    report = run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
     acc = {(p.strategy, p.n): p.accuracy for p in report.points}
     assert acc[("self_refine", 1)] == 0.0 and acc[("self_refine", 2)] == 1.0
+    assert len(gens[0].calls) == 2  # one run of two rounds serves both budgets
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["n"] for r in records) == [1, 2]
+    one = next(r for r in records if r["n"] == 1)
+    assert one["compute"]["generated_tokens"] == sum(s["n_tokens"] for s in one["candidates"][0]["steps"])
+    # a larger budget later: the stored run is not reused (too short), a longer one is made
+    cfg.ns = (1, 2, 3)
+    run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
+    assert len(gens[1].calls) == 3
+
+
+def test_the_first_rounds_of_a_long_run_are_a_short_run():
+    from ttscale.refine import first_rounds
+
+    long = self_refine(PROBLEM, reviser(["3", "7", "9", "7"])[0], LogProbScorer(), 4, pick="majority")
+    short = self_refine(PROBLEM, reviser(["3", "7", "9", "7"])[0], LogProbScorer(), 3, pick="majority")
+    cut = first_rounds(long, 3)
+    assert [c.answer for c in cut.candidates] == [c.answer for c in short.candidates] == ["3", "7", "9"]
+    assert cut.settings["picks"] == short.settings["picks"] and cut.answer == short.answer
+    for field in ("generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"):
+        assert getattr(cut.compute, field) == getattr(short.compute, field)
+    assert long.settings["picks"]["majority"] == "7" and cut.settings["n"] == 3

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, quality_table, table, verifier_quality
-from .core import Candidate, Compute, Generator, Problem, SamplingParams, Step
+from .core import Candidate, Compute, Generator, Problem, Result, SamplingParams, Step
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
 from .optimal import Policy, policy_per_problem, replay_compute_optimal
 from .prompts import SYSTEM_PROMPT
-from .refine import PER_BUDGET
+from .refine import PER_BUDGET, first_rounds
 from .scorers import ALL_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
 from .search import accepted_options
 from .strategies import PICKERS, sample_pool
@@ -122,8 +122,13 @@ class RunStore:
                 stored = json.loads(cfg_path.read_text())
             except json.JSONDecodeError as e:
                 raise EvalError(f"{cfg_path} is corrupt ({e}); remove it or use another --output") from None
-            if stored.get("identity") != identity:
-                diff = sorted(k for k in identity if stored.get("identity", {}).get(k) != identity[k])
+            # The pool size binds only runs that use the pool: a search may add a larger budget.
+            diff = sorted(
+                k
+                for k in identity
+                if stored.get("identity", {}).get(k) != identity[k] and (k != "n" or cfg.pool_strategies)
+            )
+            if diff:
                 raise EvalError(
                     f"{self.dir} holds a run with different settings ({', '.join(diff)}); "
                     "use another --output or the original settings"
@@ -262,12 +267,38 @@ def search_problem(
         aggregation=cfg.aggregation,
         **accepted_options(fn, cfg.search),
     )
+    return _search_record(problem, cfg, params.seed, result, n), result.trace or []
+
+
+def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, store: RunStore) -> list[dict[str, Any]]:
+    """self_refine at every budget from one run at the largest: round r depends only on
+    the rounds before it, so the first m rounds of that run are exactly a self_refine(m)
+    run. A stored run at the largest budget is reused rather than run again."""
+    top = max(cfg.ns)
+    stored = store.records.get(cfg.search_key(problem.id, "self_refine", top))
+    fresh = []
+    if stored is None or "rounds" not in stored["settings"]:
+        stored, _ = search_problem(problem, generator, cfg, "self_refine", top)
+        fresh.append(stored)
+    run = Result(
+        "self_refine",
+        stored["answer"],
+        None,
+        [Candidate.from_dict(c) for c in stored["candidates"]],
+        Compute.from_dict(stored["compute"]),
+        stored["settings"],
+    )
+    derived = [first_rounds(run, n) for n in sorted(cfg.ns) if n < top]
+    return fresh + [_search_record(problem, cfg, stored["seed"], r, r.settings["n"]) for r in derived]
+
+
+def _search_record(problem: Problem, cfg: EvalConfig, seed: int, result: Result, n: int) -> dict[str, Any]:
     picks = result.settings.get("picks", {})
-    record = {
-        "key": cfg.search_key(problem.id, strategy, n),
+    return {
+        "key": cfg.search_key(problem.id, result.strategy, n),
         "kind": "search",
-        **_problem_fields(problem, cfg, params.seed),
-        "strategy": strategy,
+        **_problem_fields(problem, cfg, seed),
+        "strategy": result.strategy,
         "n": n,
         "answer": result.answer,
         "correct": is_correct(result.answer, problem.gold),
@@ -276,7 +307,6 @@ def search_problem(
         "compute": result.compute.to_dict(),
         "candidates": [{**c.to_dict(), "correct": is_correct(c.answer, problem.gold)} for c in result.candidates],
     }
-    return record, result.trace or []
 
 
 @dataclass
@@ -503,6 +533,8 @@ def _run(
     tokens = 0
     t0 = time.perf_counter()
     for problem, key in bar:
+        if store.records.get(key, {}).get("kind") == "search":
+            continue  # written beside a larger budget's run (self_refine)
         if key in store.records:
             bar.set_description(f"{cfg.dataset} rescoring with {cfg.scorer}")
             store.append(rescore_pool(store.records[key], problem, generator, cfg))
@@ -513,8 +545,14 @@ def _run(
         else:
             _, _, strategy, n, *_ = key.split("|")
             bar.set_description(f"{cfg.dataset} {strategy} n={n}")
-            rec, trace = search_problem(problem, generator, cfg, strategy, int(n))
-            store.append(rec, trace)
+            if strategy == "self_refine":
+                records = refine_problem(problem, generator, cfg, store)
+                for rec in records:
+                    store.append(rec)
+                rec = records[0]
+            else:
+                rec, trace = search_problem(problem, generator, cfg, strategy, int(n))
+                store.append(rec, trace)
         tokens += rec["compute"]["generated_tokens"]
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, Scorer
 from .optimal import compute_optimal
@@ -40,21 +41,55 @@ def self_refine(
     generator.reset()  # a fresh cache: the same seed gives the same rounds
     messages: list[tuple[str, str]] = [("system", system), ("user", problem.question.strip())]
     candidates = []
-    compute = Compute()
+    rounds = []
     for round_ in range(n):
+        t_round = time.perf_counter()
         gen = generator.generate([Prompt(tuple(messages))], 1, _round_params(params, round_))
-        compute = compute + gen.compute
         completion = gen.completions[0][0]
         candidates.append(to_candidate(completion))
         messages += [("assistant", completion.text), ("user", revise_prompt)]
-    compute = compute + score_candidates(problem, candidates, scorer, aggregation)
+        rounds.append(replace(gen.compute, wall_time=time.perf_counter() - t_round))
+    t_score = time.perf_counter()
+    verifier = score_candidates(problem, candidates, scorer, aggregation)
+    verifier.wall_time = time.perf_counter() - t_score
+    settings = {
+        "pick": pick,
+        "scorer": scorer.name,
+        "aggregation": aggregation,
+        "sampling": params.to_dict(),
+        # per round, so that the first m rounds are a self_refine(m) run (see first_rounds)
+        "rounds": [r.to_dict() for r in rounds],
+        "verifier": verifier.to_dict(),
+    }
+    result = first_rounds(
+        Result("self_refine", None, None, candidates, Compute(), settings), n, time.perf_counter() - t0
+    )
+    if pick not in result.settings["picks"]:
+        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join(result.settings['picks'])}")
+    return result
+
+
+def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
+    """A self_refine run cut to its first m rounds: exactly what self_refine(m) with the
+    same seed returns, since each round depends only on the rounds before it. Verifier
+    compute, spent on all rounds at once, is charged per round; wall time is the rounds' own
+    plus the verifier's share, unless given."""
+    rounds = [Compute.from_dict(r) for r in run.settings["rounds"][:m]]
+    share = m / len(run.settings["rounds"])
+    verifier = Compute.from_dict(run.settings["verifier"])
+    compute = sum(rounds, Compute()) + Compute(
+        verifier_tokens=round(verifier.verifier_tokens * share),
+        flops=verifier.flops * share,
+        wall_time=verifier.wall_time * share,
+    )
+    if wall_time is not None:
+        compute.wall_time = wall_time
+    candidates = run.candidates[:m]
     picks = all_picks(candidates)
     answered = [i for i, c in enumerate(candidates) if c.answer is not None]
     picks["last"] = answered[-1] if answered else None  # the latest answer that has one
-    if pick not in picks:
-        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join(picks)}")
-    chosen = picks[pick]
-    compute.wall_time = time.perf_counter() - t0
+    pick = run.settings["pick"]
+    chosen = picks.get(pick)
     return Result(
         strategy="self_refine",
         answer=None if chosen is None else candidates[chosen].answer,
@@ -62,19 +97,15 @@ def self_refine(
         candidates=candidates,
         compute=compute,
         settings={
-            "n": n,
-            "pick": pick,
+            **run.settings,
+            "n": m,
             "picks": {r: (None if i is None else candidates[i].answer) for r, i in picks.items()},
-            "scorer": scorer.name,
-            "aggregation": aggregation,
-            "sampling": params.to_dict(),
+            "rounds": run.settings["rounds"][:m],
         },
     )
 
 
 def _round_params(params: SamplingParams, round_: int) -> SamplingParams:
-    from dataclasses import replace
-
     return replace(params, seed=params.seed + 104729 * round_)
 
 

@@ -214,6 +214,20 @@ class Result:
     settings: dict[str, Any] = field(default_factory=dict)
     trace: list[dict[str, Any]] | None = None  # every node a search made, for drawing the tree
 
+    @classmethod
+    def picked(
+        cls,
+        strategy: str,
+        candidates: list[Candidate],
+        chosen: int | None,
+        compute: Compute,
+        settings: dict[str, Any],
+        trace: list[dict[str, Any]] | None = None,
+    ) -> Result:
+        """The result whose answer is the chosen candidate's (none when nothing had one)."""
+        answer = None if chosen is None else candidates[chosen].answer
+        return cls(strategy, answer, chosen, candidates, compute, settings, trace)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,

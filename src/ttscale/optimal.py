@@ -24,7 +24,7 @@ import numpy as np
 from .core import Generator, Problem, Result, SamplingParams, Scorer
 from .grading import group_answers
 from .prompts import SYSTEM_PROMPT
-from .strategies import PICKERS, all_picks, pick_from_pool, sample_pool
+from .strategies import PICKERS, all_picks, answers_of, pick_from_pool, sample_pool
 
 DEFAULT_BINS = (0.99, 0.74, 0.49)  # agreement >= 0.99: bin 0 (easy) ... below 0.49: bin 3 (hard)
 SIGNALS = ("agreement", "verifier")
@@ -136,16 +136,10 @@ def compute_optimal(
             compute = compute + r.compute
             candidates = probe + r.candidates
             chosen = pick_from_pool(choice.get("pick", "weighted_best_of_n"), candidates)
-    settings["picks"] = {rule: _answer(candidates, i) for rule, i in all_picks(candidates).items()}
+    settings["picks"] = answers_of(candidates, all_picks(candidates))
     compute.wall_time = time.perf_counter() - t0
-    return Result(
-        strategy="compute_optimal",
-        answer=None if chosen is None else candidates[chosen].answer,
-        chosen=chosen,
-        candidates=candidates,
-        compute=compute,
-        settings={**settings, "sampling": params.to_dict(), "scorer": scorer.name},
-    )
+    settings.update(sampling=params.to_dict(), scorer=scorer.name)
+    return Result.picked("compute_optimal", candidates, chosen, compute, settings)
 
 
 def fit_policy(
@@ -215,10 +209,6 @@ def fit_policy(
         "tolerance": tolerance,
     }
     return policy
-
-
-def _answer(candidates: Sequence[Any], index: int | None) -> str | None:
-    return None if index is None else candidates[index].answer
 
 
 def policy_per_problem(policies: Sequence[Policy], problem_ids: Sequence[str]) -> list[Policy]:

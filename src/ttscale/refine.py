@@ -16,7 +16,7 @@ from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, S
 from .optimal import compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .search import SEARCH_STRATEGIES
-from .strategies import all_picks, score_candidates, to_candidate
+from .strategies import all_picks, answers_of, score_candidates, to_candidate
 
 REVISE = (
     "Check your solution above step by step. If any step is wrong, fix it. Then write the complete "
@@ -90,19 +90,8 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     picks["last"] = answered[-1] if answered else None  # the latest answer that has one
     pick = run.settings["pick"]
     chosen = picks.get(pick)
-    return Result(
-        strategy="self_refine",
-        answer=None if chosen is None else candidates[chosen].answer,
-        chosen=chosen,
-        candidates=candidates,
-        compute=compute,
-        settings={
-            **run.settings,
-            "n": m,
-            "picks": {r: (None if i is None else candidates[i].answer) for r, i in picks.items()},
-            "rounds": run.settings["rounds"][:m],
-        },
-    )
+    settings = {**run.settings, "n": m, "picks": answers_of(candidates, picks), "rounds": run.settings["rounds"][:m]}
+    return Result.picked("self_refine", candidates, chosen, compute, settings)
 
 
 def _round_params(params: SamplingParams, round_: int) -> SamplingParams:

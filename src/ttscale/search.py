@@ -24,7 +24,7 @@ from .grading import extract_answer, last_boxed
 from .prompts import SYSTEM_PROMPT, problem_prompt
 from .scorers import aggregate
 from .steps import join_steps, split_steps
-from .strategies import all_picks
+from .strategies import all_picks, answers_of
 
 
 @dataclass
@@ -211,18 +211,17 @@ def _result(
     if chosen is not None:
         search.trace[nodes[chosen].id]["status"] = "chosen"
     search.compute.wall_time = time.perf_counter() - t0
-    return Result(
-        strategy=name,
-        answer=None if chosen is None else candidates[chosen].answer,
-        chosen=chosen,
-        candidates=candidates,
-        compute=search.compute,
-        settings={
+    return Result.picked(
+        name,
+        candidates,
+        chosen,
+        search.compute,
+        {
             **settings,
             "scorer": search.scorer.name,
             "aggregation": search.aggregation,
             "pick": pick,
-            "picks": {r: (None if i is None else candidates[i].answer) for r, i in picks.items()},
+            "picks": answers_of(candidates, picks),
             "sampling": search.params.to_dict(),
             "step_tokens": search.step_tokens,
         },

@@ -107,6 +107,11 @@ def all_picks(candidates: list[Candidate]) -> dict[str, int | None]:
     return {rule: fn(groups, scores) for rule, fn in PICKERS.items()}
 
 
+def answers_of(candidates: list[Candidate], picks: dict[str, int | None]) -> dict[str, str | None]:
+    """Each pick rule's answer."""
+    return {rule: None if i is None else candidates[i].answer for rule, i in picks.items()}
+
+
 def pick_from_pool(name: str, candidates: list[Candidate]) -> int | None:
     groups = group_answers([c.answer for c in candidates])
     return PICKERS[name](groups, [c.score for c in candidates])
@@ -127,14 +132,8 @@ def _pool_strategy(name: str) -> Callable[..., Result]:
         candidates, compute = sample_pool(problem, generator, scorer, n, params, system, aggregation)
         chosen = pick_from_pool(name, candidates)
         compute.wall_time = time.perf_counter() - t0  # sampling, scoring and voting
-        return Result(
-            strategy=name,
-            answer=None if chosen is None else candidates[chosen].answer,
-            chosen=chosen,
-            candidates=candidates,
-            compute=compute,
-            settings={"n": n, "scorer": scorer.name, "aggregation": aggregation, "sampling": params.to_dict()},
-        )
+        settings = {"n": n, "scorer": scorer.name, "aggregation": aggregation, "sampling": params.to_dict()}
+        return Result.picked(name, candidates, chosen, compute, settings)
 
     strategy.__name__ = name
     strategy.__doc__ = f"{name} over n independent samples. " + (PICKERS[name].__doc__ or "")

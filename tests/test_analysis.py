@@ -104,3 +104,23 @@ def test_a_rescored_verifier_is_charged_except_the_probe_replay():
     }
     assert pool_from_record(rec, "judge", "last").flops == 15.0
     assert pool_from_record(rec, "probe", "last").wall_time == 1.0
+
+
+def test_paired_differences_see_what_overlapping_intervals_hide():
+    from ttscale.analysis import CurvePoint, paired_differences, paired_table, problem_ci
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 200).round()  # problems vary a lot...
+    better = base.copy()
+    better[:20] = 1.0  # ...but the other strategy is never worse and sometimes better
+    better_ci = problem_ci(better, rng)
+    points = [
+        CurvePoint("majority", 8, base.mean(), *problem_ci(base, rng), 100.0, per_problem=base),
+        CurvePoint("other", 8, better.mean(), *better_ci, 50.0, per_problem=better),
+        CurvePoint("other", 4, better.mean(), *better_ci, 50.0, per_problem=better),  # no baseline at 4
+    ]
+    (row,) = paired_differences(points)
+    assert row["strategy"] == "other" and row["n"] == 8 and row["token_ratio"] == 0.5
+    assert row["difference"] == (better - base).mean() and 0 < row["ci_low"] <= row["difference"] <= row["ci_high"]
+    assert better_ci[0] < base.mean()  # the two curves' own intervals overlap
+    assert "*" in paired_table([row]) and "per_problem" not in points[0].to_dict()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,13 @@ class CurvePoint:
     generated_tokens: float  # mean per problem, for this n
     flops: float = 0.0  # mean per problem, verifier included
     wall_time: float = 0.0  # mean seconds per problem on the machine that ran it
+    # each problem's accuracy (expected over subset draws), for paired comparisons; not saved
+    per_problem: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["per_problem"]
+        return d
 
 
 def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
@@ -116,13 +120,59 @@ def curves(
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), rng)
-            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *charged(pools, share)))
+            cost = charged(pools, share)
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost, h.mean(axis=0)))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
     one = np.array([[1 / len(p.correct) for p in pools]])
     one_tokens = float(np.mean([p.tokens.mean() for p in pools]))
-    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one)))
+    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one), p1))
     return points
+
+
+def paired_differences(
+    points: Sequence[CurvePoint], baseline: str = "majority", seed: int = 0, n_boot: int = 1000
+) -> list[dict[str, Any]]:
+    """Every strategy against the baseline at the same N on the same problems: the mean
+    accuracy difference with a 95% bootstrap interval over problems (paired, so much tighter
+    than the two curves' own intervals), and the ratio of generated tokens."""
+    rng = np.random.default_rng(seed)
+    base = {p.n: p for p in points if p.strategy == baseline and p.per_problem is not None}
+    rows = []
+    for p in points:
+        b = base.get(p.n)
+        if b is None or b.per_problem is None or p.strategy == baseline or p.per_problem is None:
+            continue
+        if len(p.per_problem) != len(b.per_problem):
+            continue
+        diff = p.per_problem - b.per_problem
+        lo, hi = problem_ci(diff, rng, n_boot)
+        ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
+        rows.append(
+            {
+                "strategy": p.strategy,
+                "n": p.n,
+                "difference": float(diff.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "token_ratio": ratio,
+            }
+        )
+    return rows
+
+
+def paired_table(rows: Sequence[dict[str, Any]], baseline: str = "majority") -> str:
+    lines = [
+        f"| strategy | N | accuracy - {baseline} (points) | 95% interval | tokens / {baseline}'s |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        sure = "" if r["ci_low"] <= 0 <= r["ci_high"] else " *"
+        lines.append(
+            f"| {r['strategy']} | {r['n']} | {100 * r['difference']:+.1f}{sure} | "
+            f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] | {r['token_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:

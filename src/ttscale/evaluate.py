@@ -26,7 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import CurvePoint, curves, plot, pool_from_record, problem_ci, quality_table, table, verifier_quality
+from .analysis import (
+    CurvePoint,
+    curves,
+    paired_differences,
+    paired_table,
+    plot,
+    pool_from_record,
+    problem_ci,
+    quality_table,
+    table,
+    verifier_quality,
+)
 from .core import Candidate, Compute, Generator, Problem, Result, SamplingParams, Step
 from .datasets import load_dataset, report_errors
 from .grading import is_correct
@@ -565,7 +576,7 @@ def search_points(
     tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
     flops = float(np.mean([r["compute"]["flops"] for r in records]))
     wall = float(np.mean([r["compute"]["wall_time"] for r in records]))
-    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall)
+    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits)
 
 
 def summarize(
@@ -638,6 +649,7 @@ def summarize(
                     missing.append(f"{strategy}{label} n={n} on {len(keys) - len(found)} problems")
     complete = len(done) == len(problems)
     md = table(points)
+    paired = paired_differences(points, seed=cfg.seed)
     status = "" if complete else f" - PARTIAL: {len(done)} of {len(problems)} problems done"
     title = (
         f"{cfg.model} on {cfg.dataset} ({len(done)} problems), N={','.join(map(str, cfg.ns))}, seed {cfg.seed}, "
@@ -664,6 +676,7 @@ def summarize(
         "compared": [f"{a}/{b}" for a, b in compare],
         "compute_optimal_replayed": {"policy": replay_policy, "per_budget": spending} if replay_policy else None,
         "not_compared": missing,
+        "vs_majority": paired,
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
@@ -681,6 +694,13 @@ def summarize(
         if quality
         else ""
     )
+    paired_md = (
+        "\n## Against majority voting at the same N, on the same problems\n\nPaired over problems, so "
+        "the interval is that of the difference itself (* when it excludes zero).\n\n"
+        f"{paired_table(paired)}\n"
+        if paired
+        else ""
+    )
     (out_dir / f"{summary_name}.md").write_text(
         f"# {title}\n\nAccuracy in %, 95% bootstrap interval in brackets. Pool strategies are replayed on "
         f"subsets of {cfg.pool_n} samples per problem; search strategies ran once per budget "
@@ -688,7 +708,8 @@ def summarize(
         f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "
         f"served from cache, {compute.verifier_tokens / per:.0f} verifier tokens, "
-        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n{optimal_md}{missing_md}{quality_md}"
+        f"{compute.wall_time / per:.1f} s wall, {compute.flops / per:.3g} FLOPs.\n"
+        f"{optimal_md}{missing_md}{paired_md}{quality_md}"
     )
     if points:
         plot(points, str(out_dir / ("plot.png" if summary_name == "summary" else f"{summary_name}.png")), title)

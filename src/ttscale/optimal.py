@@ -276,6 +276,9 @@ def replay_compute_optimal(
                 used_frac[b, p] = len(used) / n
         lo, hi = problem_ci(hits.mean(axis=0), rng)
         cost = charged(pools, share)
-        points.append(CurvePoint("compute_optimal", n, float(hits.mean()), lo, hi, float(tokens.mean()), *cost))
+        cp = CurvePoint(
+            "compute_optimal", n, float(hits.mean()), lo, hi, float(tokens.mean()), *cost, hits.mean(axis=0)
+        )
+        points.append(cp)
         spending[str(n)] = {"budget_used": float(used_frac.mean()), "stopped_early": float((used_frac < 1).mean())}
     return points, spending

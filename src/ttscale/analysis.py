@@ -143,9 +143,11 @@ def paired_differences(
         b = base.get(p.n)
         if b is None or b.per_problem is None or p.strategy == baseline or p.per_problem is None:
             continue
-        if len(p.per_problem) != len(b.per_problem):
+        if len(p.per_problem) != len(b.per_problem) or p.strategy in ("oracle", "pass@1"):
             continue
         diff = p.per_problem - b.per_problem
+        if not diff.any() and p.generated_tokens == b.generated_tokens:
+            continue  # the same thing (every rule agrees on one sample)
         lo, hi = problem_ci(diff, rng, n_boot)
         ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
         rows.append(

@@ -103,3 +103,12 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     )
     with pytest.raises(ValueError, match="different problems"):
         build_report([tmp_path / "big", tmp_path / "x"], baseline=tmp_path / "big", out_dir=tmp_path / "h")
+
+
+def test_report_command_creates_its_output_directory(tmp_path, capsys):
+    from ttscale.cli import main
+
+    searched_run(tmp_path, ("majority", "beam_search"))
+    out = tmp_path / "new" / "dir" / "report.html"
+    assert main(["report", str(tmp_path / "run"), "--tree", str(tmp_path / "run"), "--output", str(out)]) == 0
+    assert "<svg" in out.read_text() and "report written" in capsys.readouterr().out

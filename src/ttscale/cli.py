@@ -361,6 +361,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .report import build_report
 
         tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
         args.output.write_text(page, "utf-8")
         print(f"report written to {args.output}")

@@ -36,6 +36,7 @@ def test_report_with_tables_plot_and_search_tree(tmp_path):
     searched_run(tmp_path, ("majority", "beam_search"))
     key, trace = load_trace(tmp_path / "run", "q1", "beam_search")
     assert key.startswith("search|q1|beam_search|4|")
+    assert load_trace(tmp_path / "run", key) == (key, trace)  # a whole key names one run
     svg = tree_svg(trace)
     assert svg.count("<circle") == len(trace)
     assert STATUS_COLOURS["chosen"] in svg and STATUS_COLOURS["pruned"] in svg

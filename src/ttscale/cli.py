@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
     rp.add_argument("--output", type=Path, default=Path("report.html"))
     rp.add_argument("--tree", type=Path, help="draw a search tree from this run directory's traces")
-    rp.add_argument("--tree-problem", help="the problem id whose tree to draw (default: the first traced)")
+    rp.add_argument(
+        "--tree-problem", help="the problem id whose tree to draw, or a whole search key (default: the first traced)"
+    )
     rp.add_argument("--tree-strategy", help="beam_search, dvts or particle_filter (default: the first traced)")
     rp.add_argument("--baseline", type=Path, help="a run every other is measured against (e.g. a larger model, greedy)")
     rp.add_argument("--title", default="ttscale report")

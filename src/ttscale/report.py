@@ -23,7 +23,8 @@ STATUS_COLOURS = {
 
 
 def load_trace(run_dir: Path, problem_id: str | None = None, strategy: str | None = None) -> tuple[str, list]:
-    """(key, trace) of the first search in a run that matches the problem and strategy."""
+    """(key, trace) of the first search in a run that matches the problem (its id, or a whole
+    search key to tell apart runs with other budgets or verifiers) and strategy."""
     path = run_dir / "traces.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no traces.jsonl (search traces are written by eval runs)")
@@ -33,7 +34,7 @@ def load_trace(run_dir: Path, problem_id: str | None = None, strategy: str | Non
         except json.JSONDecodeError:
             continue
         _, pid, strat, *_ = rec["key"].split("|")
-        if rec["trace"] and (problem_id in (None, pid)) and (strategy in (None, strat)):
+        if rec["trace"] and (problem_id in (None, pid, rec["key"])) and (strategy in (None, strat)):
             return rec["key"], rec["trace"]
     raise ValueError(f"no search trace for problem {problem_id or 'any'} and strategy {strategy or 'any'}")
 

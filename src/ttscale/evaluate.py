@@ -628,8 +628,8 @@ def summarize(
     for scorer, how in compare:
         other = replace(cfg, scorer=scorer, aggregation=how)
         label = f" ({scorer}/{how})"
-        scored = [p for p in done if _has_scores(store.records[f"pool|{p.id}"], scorer)] if cfg.pool_strategies else []
         verifier_rules = [s for s in cfg.pool_strategies if s != "majority"]
+        scored = [p for p in done if _has_scores(store.records[f"pool|{p.id}"], scorer)] if verifier_rules else []
         if verifier_rules and len(scored) == len(done):
             pools = [pool_from_record(store.records[f"pool|{p.id}"], scorer_name(scorer), how) for p in done]
             points += [

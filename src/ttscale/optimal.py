@@ -39,6 +39,17 @@ def agreement(answers: Sequence[str | None]) -> float:
 
 
 @dataclass
+class Decision:
+    """What a policy does with one problem once its probe samples are in."""
+
+    estimate: float  # the difficulty signal
+    difficulty: int  # its bin
+    strategy: str
+    options: dict[str, Any]  # the strategy's settings from the table
+    spend: int  # samples (or search budget) in all, the probe's included; probe_n means stop there
+
+
+@dataclass
 class Policy:
     """(difficulty bin, budget) -> a strategy name and its settings. The difficulty signal is
     the probe samples' answer agreement or their mean verifier score (a value probe's
@@ -63,6 +74,21 @@ class Policy:
         fitted = sorted(int(k.split("|")[1]) for k in self.table if k.startswith(f"{difficulty}|"))
         usable = [b for b in fitted if b <= budget]
         return self.table[f"{difficulty}|{usable[-1]}"] if usable else self.default
+
+    def decide(self, agree: float, scores: Sequence[float], budget: int, probe_n: int) -> Decision:
+        """The one decision the live strategy and its replay both follow: stop at the probe
+        when its samples agree (a vote) or when the table spends no more than the probe;
+        otherwise the table's strategy with its (possibly smaller) budget."""
+        estimate = self.estimate(agree, scores)
+        difficulty = self.bin(estimate)
+        options = dict(self.choose(difficulty, budget))
+        name = options.pop("strategy")
+        spend = min(budget, options.pop("n", budget))  # the table may say a smaller budget does as well
+        if agree >= self.stop_agreement:
+            return Decision(estimate, difficulty, "majority", options, probe_n)
+        if spend <= probe_n:
+            return Decision(estimate, difficulty, name if name in PICKERS else "majority", options, probe_n)
+        return Decision(estimate, difficulty, name, options, spend)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__, indent=2))
@@ -95,23 +121,19 @@ def compute_optimal(
     probe_n = min(policy.probe_n, n)
     probe, compute = sample_pool(problem, generator, scorer, probe_n, params, system, aggregation)
     agree = agreement([c.answer for c in probe])
-    estimate = policy.estimate(agree, [c.score for c in probe])
-    difficulty = policy.bin(estimate)
+    d = policy.decide(agree, [c.score for c in probe], n, probe_n)
+    name, choice, spend = d.strategy, d.options, d.spend
     settings: dict[str, Any] = {
         "n": n,
         "probe_n": probe_n,
         "agreement": agree,
         "signal": policy.signal,
-        "estimate": estimate,
-        "difficulty": difficulty,
+        "estimate": d.estimate,
+        "difficulty": d.difficulty,
     }
-    choice = dict(policy.choose(difficulty, n))
-    name = choice.pop("strategy")
-    spend = min(n, choice.pop("n", n))  # the table may say a smaller budget does as well here
-    if agree >= policy.stop_agreement or spend <= probe_n:
-        rule = name if name in PICKERS and agree < policy.stop_agreement else "majority"
-        chosen = pick_from_pool(rule, probe)
-        settings.update(strategy=rule, stopped_early=n > probe_n, saved_budget=n - probe_n)
+    if spend <= probe_n:
+        chosen = pick_from_pool(name, probe)
+        settings.update(strategy=name, stopped_early=n > probe_n, saved_budget=n - probe_n)
         candidates = probe
     else:
         settings.update(strategy=name, choice=choice, stopped_early=spend < n, saved_budget=n - spend)
@@ -262,13 +284,8 @@ def replay_compute_optimal(
                 k = min(policy.probe_n, len(subset))
                 probe = [pool.groups[i] for i in subset[:k]]
                 agree = max((probe.count(g) for g in set(probe) if g is not None), default=0) / k
-                estimate = policy.estimate(agree, [pool.scores[i] for i in subset[:k]])
-                choice = policy.choose(policy.bin(estimate), n)
-                spend = min(n, choice.get("n", n))
-                if agree >= policy.stop_agreement:
-                    rule, used = "majority", subset[:k]
-                else:
-                    rule, used = choice["strategy"], subset[: max(k, spend)]
+                d = policy.decide(agree, [pool.scores[i] for i in subset[:k]], n, k)
+                rule, used = d.strategy, subset[: max(k, d.spend)]
                 pick = PICKERS[rule]([pool.groups[i] for i in used], [pool.scores[i] for i in used])
                 hits[b, p] = pick is not None and pool.correct[used[pick]]
                 tokens[b, p] = pool.tokens[used].sum()

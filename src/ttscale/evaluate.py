@@ -385,7 +385,8 @@ def select_problems(
     if levels:
         if not any("level" in p.meta for p in problems):
             raise EvalError("--levels needs a dataset whose rows have a 'level' field (math500 has)")
-        problems = [p for p in problems if _level(p.meta.get("level")) in set(levels)]
+        wanted = set(levels)
+        problems = [p for p in problems if _level(p.meta.get("level")) in wanted]
     chosen = list(problems[start : start + limit] if limit else problems[start:])
     if shard is None:
         return chosen
@@ -453,8 +454,7 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         "created": time.time(),
     }
     (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
-    fields = identity.get("fields") or [None, None]
-    problems = select_problems(load_dataset(identity["dataset"], *fields).problems, limit, start=start, levels=levels)
+    problems = run_slice(identity, limit, start, levels)
     done = {key.split("|")[1] if "|" in key else key for key in records}
     missing = [p.id for p in problems if p.id not in done]
     return MergeReport(len(records), duplicates, missing)
@@ -488,10 +488,16 @@ def read_run(run_dir: Path, start: int = 0, limit: int | None = None) -> list[di
         meta = json.loads((run_dir / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise EvalError(f"{run_dir}/config.json is missing or corrupt ({e})") from None
-    identity = meta["identity"]
-    problems = load_dataset(identity["dataset"], *(identity.get("fields") or [None, None])).problems
-    ids = {p.id for p in select_problems(problems, limit, start=start, levels=meta.get("levels"))}
+    ids = {p.id for p in run_slice(meta["identity"], limit, start, meta.get("levels"))}
     return [r for r in records if r["id"] in ids]
+
+
+def run_slice(
+    identity: dict[str, Any], limit: int | None, start: int = 0, levels: Sequence[int] | None = None
+) -> list[Problem]:
+    """The problems of a slice of a run's dataset (as its identity names it)."""
+    fields = identity.get("fields") or [None, None]
+    return select_problems(load_dataset(identity["dataset"], *fields).problems, limit, start=start, levels=levels)
 
 
 def _needs_work(record: dict[str, Any] | None, cfg: EvalConfig) -> bool:

@@ -16,7 +16,7 @@ from .core import Compute, Generator, Problem, Prompt, Result, SamplingParams, S
 from .optimal import compute_optimal
 from .prompts import SYSTEM_PROMPT
 from .search import SEARCH_STRATEGIES
-from .strategies import all_picks, answers_of, score_candidates, to_candidate
+from .strategies import PICKERS, all_picks, answers_of, score_candidates, to_candidate
 
 REVISE = (
     "Check your solution above step by step. If any step is wrong, fix it. Then write the complete "
@@ -36,6 +36,8 @@ def self_refine(
     aggregation: str = "mean",
     revise_prompt: str = REVISE,
 ) -> Result:
+    if pick not in (*PICKERS, "last"):  # before any round is paid for
+        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join([*PICKERS, 'last'])}")
     params = params or SamplingParams()
     t0 = time.perf_counter()
     generator.reset()  # a fresh cache: the same seed gives the same rounds
@@ -61,12 +63,7 @@ def self_refine(
         "rounds": [r.to_dict() for r in rounds],
         "verifier": verifier.to_dict(),
     }
-    result = first_rounds(
-        Result("self_refine", None, None, candidates, Compute(), settings), n, time.perf_counter() - t0
-    )
-    if pick not in result.settings["picks"]:
-        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join(result.settings['picks'])}")
-    return result
+    return first_rounds(Result("self_refine", None, None, candidates, Compute(), settings), n, time.perf_counter() - t0)
 
 
 def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:

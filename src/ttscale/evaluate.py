@@ -644,7 +644,7 @@ def summarize(
                 if pt.strategy in verifier_rules
             ]
         elif verifier_rules:
-            missing.append(f"{scorer} scores on {len(done) - len(scored)} pools")
+            missing.append(f"{scorer} scores missing on {len(done) - len(scored)} of {len(done)} pools")
         for strategy in cfg.search_strategies:
             for n in sorted(cfg.ns):
                 keys = [other.search_key(p.id, strategy, n) for p in done]
@@ -652,7 +652,9 @@ def summarize(
                 if len(found) == len(keys):
                     points.append(search_points(found, strategy + label, n, None, rng))
                 else:
-                    missing.append(f"{strategy}{label} n={n} on {len(keys) - len(found)} problems")
+                    missing.append(
+                        f"{strategy}{label} n={n} missing on {len(keys) - len(found)} of {len(keys)} problems"
+                    )
     complete = len(done) == len(problems)
     md = table(points)
     paired = paired_differences(points, seed=cfg.seed)

@@ -61,6 +61,7 @@ def test_named_view_with_another_verifier_compared_and_reported(tmp_path):
     )
     labels = {p.strategy for p in report.points}
     assert {"beam_search", "beam_search (logprob/last)", "weighted_best_of_n (logprob/min)"} <= labels
+    assert {"beam_search+majority (logprob/last)", "beam_search+weighted_best_of_n (logprob/last)"} <= labels
     summary = json.loads((tmp_path / "run" / "sc.json").read_text())
     assert summary["not_compared"] == ["beam_search (logprob/min) n=4 missing on 2 of 2 problems"]  # never run with min
     page = build_report([tmp_path / "run" / "sc.json"])

@@ -585,6 +585,15 @@ def search_points(
     return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits)
 
 
+def search_picks(
+    records: Sequence[dict[str, Any]], strategy: str, label: str, n: int, rng: np.random.Generator
+) -> list[CurvePoint]:
+    """A search's own pick, then the majority and weighted votes over its final candidates."""
+    return [search_points(records, strategy + label, n, None, rng)] + [
+        search_points(records, f"{strategy}+{rule}{label}", n, rule, rng) for rule in ("majority", "weighted_best_of_n")
+    ]
+
+
 def summarize(
     problems: Sequence[Problem],
     store: RunStore,
@@ -625,9 +634,7 @@ def summarize(
             recs = [store.records[cfg.search_key(p.id, strategy, n)] for p in done]
             if not recs:
                 continue
-            points.append(search_points(recs, strategy, n, None, rng))
-            for rule in ("majority", "weighted_best_of_n"):
-                points.append(search_points(recs, f"{strategy}+{rule}", n, rule, rng))
+            points += search_picks(recs, strategy, "", n, rng)
             for r in recs:
                 compute = compute + Compute.from_dict(r["compute"])
     missing: list[str] = []
@@ -650,7 +657,7 @@ def summarize(
                 keys = [other.search_key(p.id, strategy, n) for p in done]
                 found = [store.records[k] for k in keys if k in store.records]
                 if len(found) == len(keys):
-                    points.append(search_points(found, strategy + label, n, None, rng))
+                    points += search_picks(found, strategy, label, n, rng)
                 else:
                     missing.append(
                         f"{strategy}{label} n={n} missing on {len(keys) - len(found)} of {len(keys)} problems"

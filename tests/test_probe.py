@@ -102,3 +102,22 @@ def test_scorer_needs_an_engine_with_hidden_states():
 
     with pytest.raises(ProbeError, match="hidden_states=True"):
         ProbeScorer.for_generator(FakeGenerator(lambda p, s: "x"))
+
+
+def test_probe_files_are_named_by_content_so_their_scores_never_mix(tmp_path):
+    from ttscale.probe import packaged_probe, probe_name
+    from ttscale.scorers import scorer_name
+
+    records, _ = planted(n_problems=10)
+    first, second, copy = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "sub" / "a.npz"
+    train(records, model_sha256="a" * 64, l2=1.0).save(first)
+    train(records, model_sha256="a" * 64, l2=1e3).save(second)
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    assert scorer_name(f"probe@{first}").startswith("probe@") and len(scorer_name(f"probe@{first}")) == 18
+    assert scorer_name(f"probe@{first}") == scorer_name(f"probe@{copy}")  # same weights, another path
+    assert scorer_name(f"probe@{first}") != scorer_name(f"probe@{second}")
+    shipped = packaged_probe("qwen2.5-coder-0.5b")
+    assert shipped is not None and probe_name(shipped) == "probe" == scorer_name("probe")
+    with pytest.raises(ProbeError, match="cannot read probe"):
+        scorer_name(f"probe@{tmp_path / 'missing.npz'}")

@@ -101,7 +101,7 @@ class EvalConfig:
 
     def search_key(self, problem_id: str, strategy: str, n: int) -> str:
         settings = json.dumps(self.search, sort_keys=True)
-        return f"search|{problem_id}|{strategy}|{n}|{self.scorer}|{self.aggregation}|{settings}"
+        return f"search|{problem_id}|{strategy}|{n}|{scorer_name(self.scorer)}|{self.aggregation}|{settings}"
 
 
 def problem_seed(seed: int, problem_id: str) -> int:

@@ -12,6 +12,7 @@ tied to the sha256 of the model it was trained on; loading it for another model 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -80,6 +81,23 @@ class Probe:
         return probe
 
 
+def probe_name(path: str | Path) -> str:
+    """The name a probe's scores are stored under. A shipped probe's scores are "probe"; any
+    other probe file is named by its content ("probe@" and 12 hex digits of its sha256), so
+    scores of two different probes never mix in a run directory, whatever their paths.
+    (A retrained shipped probe must therefore ship under a new file name.)"""
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:
+        raise ProbeError(f"cannot read probe {path}: {e.strerror or e}") from None
+    shipped = [
+        hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in resources.files("ttscale").joinpath("data").iterdir()
+        if f.name.startswith("probe-") and f.name.endswith(".npz")
+    ]
+    return "probe" if digest in shipped else f"probe@{digest[:12]}"
+
+
 def packaged_probe(model_name: str) -> Path | None:
     p = resources.files("ttscale").joinpath("data").joinpath(f"probe-{model_name}.npz")
     return Path(str(p)) if p.is_file() else None
@@ -88,9 +106,8 @@ def packaged_probe(model_name: str) -> Path | None:
 class ProbeScorer:
     """Per-step scores from the probe; needs an engine started with hidden_states=True."""
 
-    name = "probe"
-
-    def __init__(self, probe: Probe, generator: Any = None, system: str = SYSTEM_PROMPT) -> None:
+    def __init__(self, probe: Probe, generator: Any = None, system: str = SYSTEM_PROMPT, name: str = "probe") -> None:
+        self.name = name
         self.probe = probe
         self.generator = generator  # to replay stored solutions that carry no hidden states
         self.system = system
@@ -101,10 +118,11 @@ class ProbeScorer:
             raise ProbeError("the probe reads hidden states: use the embedded engine with hidden_states=True")
         spec = getattr(generator, "spec", None)
         sha = spec.sha256 if spec is not None else None
+        name = probe_name(path) if path else "probe"
         path = path or (str(packaged_probe(spec.name)) if spec is not None and packaged_probe(spec.name) else None)
         if path is None:
             raise ProbeError(f"no probe ships for {generator.name}: train one with `ttscale train-probe`")
-        return cls(Probe.load(path, sha), generator, system or SYSTEM_PROMPT)
+        return cls(Probe.load(path, sha), generator, system or SYSTEM_PROMPT, name)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         t0 = time.perf_counter()

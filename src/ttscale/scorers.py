@@ -84,7 +84,12 @@ def known_scorer(name: str) -> bool:
 
 
 def scorer_name(spec: str) -> str:
-    """The name a scorer's scores are stored under: its spec without an @PATH."""
+    """The name a scorer's scores and searches are stored under: its spec without an @PATH,
+    except that a probe file is named by its content (see `probe.probe_name`)."""
+    if spec.startswith("probe@"):
+        from .probe import probe_name
+
+        return probe_name(spec.partition("@")[2])
     return spec.partition("@")[0]
 
 

@@ -12,7 +12,6 @@ tied to the sha256 of the model it was trained on; loading it for another model 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 from .analysis import auroc
 from .core import Candidate, Compute, Generator, Problem, SamplingParams
 from .grading import is_correct
+from .models import REGISTRY, sha256_file
 from .prompts import SYSTEM_PROMPT, problem_prompt
 from .steps import split_steps
 from .strategies import sample_pool
@@ -82,20 +82,16 @@ class Probe:
 
 
 def probe_name(path: str | Path) -> str:
-    """The name a probe's scores are stored under. A shipped probe's scores are "probe"; any
+    """The name a probe's scores are stored under. A model's default probe gives "probe"; any
     other probe file is named by its content ("probe@" and 12 hex digits of its sha256), so
     scores of two different probes never mix in a run directory, whatever their paths.
-    (A retrained shipped probe must therefore ship under a new file name.)"""
+    (A retrained default probe must therefore ship under a new file name.)"""
     try:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = sha256_file(Path(path))
     except OSError as e:
         raise ProbeError(f"cannot read probe {path}: {e.strerror or e}") from None
-    shipped = [
-        hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in resources.files("ttscale").joinpath("data").iterdir()
-        if f.name.startswith("probe-") and f.name.endswith(".npz")
-    ]
-    return "probe" if digest in shipped else f"probe@{digest[:12]}"
+    defaults = [p for p in map(packaged_probe, REGISTRY) if p is not None]
+    return "probe" if digest in (sha256_file(p) for p in defaults) else f"probe@{digest[:12]}"
 
 
 def packaged_probe(model_name: str) -> Path | None:

@@ -223,10 +223,12 @@ def test_probe_pipeline_on_the_real_model(tmp_path, states_engine):
     assert collect(problems, gen, 2, params, out, progress=False) == 0  # resumed: nothing twice
     records = read_records(out)
     assert [len(r["solutions"]) for r in records] == [2, 2]
+    assert [r["sampling"]["max_tokens"] for r in records] == [64, 64]  # what was sampled stays known
     assert all(h is not None for r in records for s in r["solutions"] for h in s["hidden"])
     probe = train(records, gen.spec.sha256)
     probe.save(tmp_path / "p.npz")
     scorer = ProbeScorer.for_generator(gen, str(tmp_path / "p.npz"))
+    assert scorer.name.startswith("probe@")  # not the shipped probe: its scores are stored apart
     params = SamplingParams(max_tokens=48, seed=1)
     r = weighted_best_of_n(Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=params)
     assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)

@@ -121,3 +121,18 @@ def test_probe_files_are_named_by_content_so_their_scores_never_mix(tmp_path):
     assert shipped is not None and probe_name(shipped) == "probe" == scorer_name("probe")
     with pytest.raises(ProbeError, match="cannot read probe"):
         scorer_name(f"probe@{tmp_path / 'missing.npz'}")
+
+
+def test_training_problems_take_the_chosen_levels_where_a_file_has_levels():
+    from pathlib import Path
+
+    from ttscale.probe import training_problems
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "math_train.jsonl").exists():
+        pytest.skip("../shared/data is not present")
+    problems = training_problems([str(data / "gsm8k_train.jsonl"), str(data / "math_train.jsonl")], 5, (1, 2))
+    assert len(problems) == 10
+    assert all("level" not in p.meta for p in problems[:5])  # GSM8K has no levels: taken whole
+    assert {p.meta["level"] for p in problems[5:]} <= {"Level 1", "Level 2"}
+    assert all(p.gold for p in problems)

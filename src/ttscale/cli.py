@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
     tp.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
     tp.add_argument("--per-file", type=int, default=200, help="problems taken from the start of each file")
+    tp.add_argument(
+        "--levels",
+        type=_positive_ints("levels", "1,2,3"),
+        help="only these difficulty levels, in files whose rows have one (MATH train); others are taken whole",
+    )
     tp.add_argument("--k", type=int, default=8, help="solutions sampled per problem")
     tp.add_argument("--work", type=Path, default=Path("runs/probe-data"), help="where the samples accumulate")
     tp.add_argument("--output", type=Path, required=True, help="the probe file to write (.npz)")
@@ -541,20 +546,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train_probe(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset, report_errors
     from .models import get_spec
-    from .probe import collect, read_records, train
+    from .probe import collect, read_records, train, training_problems
 
     spec = get_spec(args.model)
     samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
     if not args.fit_only:
         from .engine import LlamaCppGenerator
 
-        problems = []
-        for path in args.data:
-            ds = load_dataset(path)
-            report_errors(ds)
-            problems += ds.problems[: args.per_file]
+        problems = training_problems(args.data, args.per_file, args.levels)
         gen = LlamaCppGenerator(args.model, hidden_states=True)
         params = SamplingParams(
             temperature=spec.sampling.temperature,

@@ -168,6 +168,21 @@ def _unpack(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
 
 
+def training_problems(paths: Sequence[str], per_file: int, levels: Sequence[int] | None = None) -> list[Problem]:
+    """The first `per_file` problems of each training file; of the chosen difficulty levels in
+    files whose rows have one (MATH train), so a probe can be fitted on the levels it will score."""
+    from .datasets import load_dataset, report_errors
+    from .evaluate import select_problems
+
+    problems = []
+    for path in paths:
+        ds = load_dataset(path)
+        report_errors(ds)
+        has_levels = any("level" in p.meta for p in ds.problems)
+        problems += select_problems(ds.problems, per_file, levels=levels if has_levels else None)
+    return problems
+
+
 def collect(
     problems: Sequence[Problem],
     generator: Generator,
@@ -195,6 +210,7 @@ def collect(
         rec = {
             "id": problem.id,
             "seed": sampled.seed,
+            "sampling": sampled.to_dict(),
             "solutions": [
                 {
                     "correct": is_correct(c.answer, problem.gold),

@@ -506,7 +506,8 @@ def _needs_work(record: dict[str, Any] | None, cfg: EvalConfig) -> bool:
 
 
 def _has_scores(record: dict[str, Any], scorer: str) -> bool:
-    return all(scorer_name(scorer) in c["scores"] for c in record["candidates"])
+    name = scorer_name(scorer)
+    return all(name in c["scores"] for c in record["candidates"])
 
 
 def rescore_pool(record: dict[str, Any], problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:

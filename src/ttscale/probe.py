@@ -12,6 +12,7 @@ tied to the sha256 of the model it was trained on; loading it for another model 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from collections.abc import Sequence
@@ -87,11 +88,21 @@ def probe_name(path: str | Path) -> str:
     scores of two different probes never mix in a run directory, whatever their paths.
     (A retrained default probe must therefore ship under a new file name.)"""
     try:
-        digest = sha256_file(Path(path))
+        digest = _file_digest(Path(path))
     except OSError as e:
         raise ProbeError(f"cannot read probe {path}: {e.strerror or e}") from None
     defaults = [p for p in map(packaged_probe, REGISTRY) if p is not None]
-    return "probe" if digest in (sha256_file(p) for p in defaults) else f"probe@{digest[:12]}"
+    return "probe" if digest in map(_file_digest, defaults) else f"probe@{digest[:12]}"
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()  # run keys ask often: hash a file again only when it changed
+    return _digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(Path(path))
 
 
 def packaged_probe(model_name: str) -> Path | None:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 from ttscale.core import SamplingParams
 from ttscale.evaluate import EvalConfig, run_eval
@@ -46,8 +47,6 @@ def test_report_with_tables_plot_and_search_tree(tmp_path):
 
 
 def test_named_view_with_another_verifier_compared_and_reported(tmp_path):
-    from dataclasses import replace
-
     cfg = searched_run(tmp_path, ("weighted_best_of_n", "beam_search"), aggregation="last")
     other = replace(cfg, scorer="self_certainty")
     report = run_eval(
@@ -86,14 +85,29 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     small = EvalConfig(dataset=str(data), ns=(4,), model="small", strategies=("majority", "weighted_best_of_n"))
     run_eval(big, lambda: FakeGenerator(right_then_wrong), tmp_path / "big", progress=False, n_boot=5)
     run_eval(small, lambda: FakeGenerator(right_then_wrong), tmp_path / "small", progress=False, n_boot=5)
-    page = build_report([tmp_path / "big", tmp_path / "small"], baseline=tmp_path / "big", out_dir=tmp_path / "h")
+    page = build_report([tmp_path / "big", tmp_path / "small"], baselines=[tmp_path / "big"], out_dir=tmp_path / "h")
     md = (tmp_path / "h" / "headline.md").read_text()
     assert "| big greedy | 1 | 100.0" in md and "small majority" in md
-    head = json.loads((tmp_path / "h" / "headline.json").read_text())
+    (head,) = json.loads((tmp_path / "h" / "headline.json").read_text())["slices"]
+    assert head["name"] == "d-3" and head["problems"] == 3
     assert head["baseline"]["accuracy"] == 1.0
-    assert set(head["matches"]) == {"small majority", "small weighted_best_of_n"}
+    assert set(head["matches"]) == {"small majority", "small weighted_best_of_n (logprob/mean)"}
     assert all(p["flops"] > 0 for p in head["points"])
-    assert "Headline" in page and (tmp_path / "h" / "headline.png").stat().st_size > 1000
+    assert "Headline" in page and (tmp_path / "h" / "headline-d-3.png").stat().st_size > 1000
+
+    # a second slice (the first 2 problems, cut as named summaries) against its own baseline
+    for cfg, run in ((big, "big"), (small, "small")):
+        run_eval(
+            replace(cfg, limit=2), None, tmp_path / run, generate=False, progress=False, n_boot=5, summary_name="two"
+        )
+    cut = [tmp_path / "big" / "two.json", tmp_path / "small" / "two.json"]
+    build_report([tmp_path / "small", *cut], baselines=[tmp_path / "big", cut[0]], out_dir=tmp_path / "h2")
+    slices = json.loads((tmp_path / "h2" / "headline.json").read_text())["slices"]
+    assert [(s["name"], s["problems"]) for s in slices] == [("d-3", 3), ("d-2", 2)]
+    assert [p["system"] for p in slices[1]["points"]][:1] == [
+        "big greedy"
+    ]  # a baseline listed as a run is in its slice
+    assert "## d-2" in (tmp_path / "h2" / "headline.md").read_text()
     other = tmp_path / "d2.jsonl"
     other.write_text(data.read_text().splitlines()[0] + "\n")
     run_eval(
@@ -103,8 +117,8 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
         progress=False,
         n_boot=5,
     )
-    with pytest.raises(ValueError, match="different problems"):
-        build_report([tmp_path / "big", tmp_path / "x"], baseline=tmp_path / "big", out_dir=tmp_path / "h")
+    with pytest.raises(ValueError, match="no baseline run covers the 1 problems"):
+        build_report([tmp_path / "big", tmp_path / "x"], baselines=[tmp_path / "big"], out_dir=tmp_path / "h")
 
 
 def test_report_command_creates_its_output_directory(tmp_path, capsys):

@@ -264,7 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tree-problem", help="the problem id whose tree to draw, or a whole search key (default: the first traced)"
     )
     rp.add_argument("--tree-strategy", help="beam_search, dvts or particle_filter (default: the first traced)")
-    rp.add_argument("--baseline", type=Path, help="a run every other is measured against (e.g. a larger model, greedy)")
+    rp.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run the others on the same problems are measured against (e.g. a larger model, greedy); repeat it "
+        "for several slices (GSM8K, MATH-500, ...): each run is compared with the baseline on its problems",
+    )
     rp.add_argument("--title", default="ttscale report")
 
     fo = sub.add_parser("fit-optimal", help="fit the compute-optimal policy table from calibration eval runs")

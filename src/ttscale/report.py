@@ -138,8 +138,16 @@ def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
                     continue
                 out.append({**p, "system": label})
             elif p["strategy"] != "pass@1":
-                out.append({**p, "system": f"{label} {p['strategy']}"})
+                out.append({**p, "system": f"{label} {p['strategy']}{_verifier(summary, p['strategy'])}"})
     return out
+
+
+def _verifier(summary: dict[str, Any], strategy: str) -> str:
+    """ " (probe/last)" for a strategy the run's verifier steered, so that two runs of one
+    strategy under different verifiers stay apart; compared points carry theirs already."""
+    if strategy in ("majority", "self_refine") or strategy.endswith(")"):  # self_refine picks its last answer
+        return ""
+    return f" ({summary['scorer']}/{summary['aggregation']})"
 
 
 def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, int | None]:
@@ -196,32 +204,67 @@ def headline_plot(points: Sequence[dict[str, Any]], path: Path, title: str) -> N
     plt.close(fig)
 
 
-def headline(run_dirs: Sequence[Path], baseline: Path, out_dir: Path, title: str) -> str:
-    """The cross-run comparison: one table (accuracy, tokens, FLOPs, seconds per problem),
-    one plot against FLOPs, and the smallest budget at which each system reaches the
-    baseline. Writes headline.md/.png/.json into out_dir and returns the markdown."""
-    summaries = [json.loads(_summary_path(d).read_text()) for d in run_dirs]
-    problems = {tuple(s["problem_ids"]) for s in summaries}
-    if len(problems) > 1:
-        raise ValueError("the runs cover different problems: compare runs on the same slice")
-    points = headline_points(summaries)
-    base_summary = json.loads(_summary_path(baseline).read_text())
-    base = next(p for p in headline_points([base_summary]))
-    matches = matching_budgets(points, base)
+def headline(run_dirs: Sequence[Path], baselines: Sequence[Path], out_dir: Path, title: str) -> list[dict[str, Any]]:
+    """The cross-run comparison, slice by slice: runs are grouped by the problems they cover,
+    and each group is measured against the baseline run on the same problems. Per slice: a
+    table (accuracy, tokens, FLOPs, seconds per problem), a plot against FLOPs
+    (headline-SLICE.png), and the smallest budget at which each system reaches the baseline.
+    Writes headline.md (every slice) and headline.json; returns the slices."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for d in run_dirs:
+        summary = json.loads(_summary_path(d).read_text())
+        groups.setdefault(tuple(summary["problem_ids"]), []).append({**summary, "path": str(d)})
+    bases = {tuple(b["problem_ids"]): b for b in (json.loads(_summary_path(d).read_text()) for d in baselines)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    headline_plot(points, out_dir / "headline.png", title)
-    match_md = "\n".join(
-        f"- {system}: {f'N = {n}' if n else 'not within the budgets run'}" for system, n in matches.items()
-    )
-    md = (
-        f"# {title}\n\n{len(next(iter(problems)))} problems, the same for every system. Per problem: generated "
-        f"tokens, FLOPs (2 x parameters x tokens computed, verifier included; a pool subset is charged its share "
-        f"of the pool), seconds on this machine.\n\n{headline_table(points)}\n\n"
-        f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%):\n\n{match_md}\n"
-    )
+    slices: list[dict[str, Any]] = []
+    for ids, members in groups.items():
+        if ids not in bases:
+            raise ValueError(
+                f"no baseline run covers the {len(ids)} problems of {', '.join(m['path'] for m in members)}: give "
+                "--baseline a run on the same problems (`eval --limit K --report-only --summary NAME` cuts one)"
+            )
+        name = slice_name(members[0], [s["name"] for s in slices])
+        points = headline_points(members)
+        base = headline_points([bases[ids]])[0]
+        headline_plot(points, out_dir / f"headline-{name}.png", f"{title}: {name}")
+        slices.append(
+            {
+                "name": name,
+                "problems": len(ids),
+                "points": points,
+                "baseline": base,
+                "matches": matching_budgets(points, base),
+            }
+        )
+    md = f"# {title}\n\n" + "\n".join(_slice_md(s) for s in slices)
     (out_dir / "headline.md").write_text(md)
-    (out_dir / "headline.json").write_text(json.dumps({"points": points, "baseline": base, "matches": matches}))
-    return md
+    (out_dir / "headline.json").write_text(json.dumps({"slices": slices}))
+    return slices
+
+
+def slice_name(summary: dict[str, Any], taken: Sequence[str]) -> str:
+    """gsm8k-100, math500-l123-60: the dataset, its levels and the number of problems."""
+    levels = "".join(map(str, summary.get("levels") or ()))
+    name = "-".join(
+        x
+        for x in (Path(summary["identity"]["dataset"]).stem, f"l{levels}" if levels else "", str(summary["problems"]))
+        if x
+    )
+    return name if name not in taken else f"{name}-{len(taken) + 1}"
+
+
+def _slice_md(s: dict[str, Any]) -> str:
+    matches = "\n".join(
+        f"- {system}: {f'N = {n}' if n else 'not within the budgets run'}" for system, n in s["matches"].items()
+    )
+    base = s["baseline"]
+    return (
+        f"## {s['name']}\n\n{s['problems']} problems, the same for every system. Per problem: generated tokens, FLOPs "
+        f"(2 x parameters x tokens computed, verifier included; a pool subset is charged its share of the pool), "
+        f"seconds on this machine.\n\n{headline_table(s['points'])}\n\n"
+        f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%):\n\n{matches}\n\n"
+        f"![accuracy against FLOPs](headline-{s['name']}.png)\n"
+    )
 
 
 def _embed(png: Path) -> str:
@@ -231,32 +274,32 @@ def _embed(png: Path) -> str:
 def build_report(
     run_dirs: Sequence[Path],
     tree: tuple[Path, str | None, str | None] | None = None,
-    baseline: Path | None = None,
+    baselines: Sequence[Path] = (),
     out_dir: Path | None = None,
     title: str = "ttscale report",
 ) -> str:
-    """The HTML page; with a baseline run, first the cross-run headline (also written as
-    headline.md/.png/.json into out_dir)."""
+    """The HTML page; with baseline runs, first the cross-run headline of every slice of
+    problems (also written as headline.md/.json and headline-SLICE.png into out_dir)."""
     sections = []
-    if baseline is not None:
-        out_dir = out_dir or Path(".")
-        headline(run_dirs, baseline, out_dir, title)
-        data = json.loads((out_dir / "headline.json").read_text())
+    out_dir = out_dir or Path(".")
+    for sl in headline(run_dirs, baselines, out_dir, title) if baselines else []:
+        plot = out_dir / f"headline-{sl['name']}.png"
         rows = "".join(
             f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
             f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td><td>{p['generated_tokens']:.0f}"
             f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
-            for p in data["points"]
+            for p in sl["points"]
         )
         matches = "".join(
             f"<li>{html.escape(k)}: {f'N = {v}' if v else 'not within the budgets run'}</li>"
-            for k, v in data["matches"].items()
+            for k, v in sl["matches"].items()
         )
         sections.append(
-            f"<h2>Headline</h2><table><tr><th>system</th><th>N</th><th>accuracy %</th><th>generated tokens</th>"
-            f"<th>FLOPs</th><th>seconds</th></tr>{rows}</table><p>Per problem. Smallest budget reaching "
-            f"{html.escape(data['baseline']['system'])} ({100 * data['baseline']['accuracy']:.1f}%):</p>"
-            f"<ul>{matches}</ul>{_embed(out_dir / 'headline.png')}"
+            f"<h2>Headline: {html.escape(sl['name'])} ({sl['problems']} problems)</h2><table><tr><th>system</th>"
+            f"<th>N</th><th>accuracy %</th><th>generated tokens</th><th>FLOPs</th><th>seconds</th></tr>{rows}</table>"
+            f"<p>Per problem. Smallest budget reaching {html.escape(sl['baseline']['system'])} "
+            f"({100 * sl['baseline']['accuracy']:.1f}%):</p><ul>{matches}</ul>"
+            f"{_embed(plot)}"
         )
     for d in run_dirs:
         summary_path = _summary_path(d)

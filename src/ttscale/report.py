@@ -143,8 +143,9 @@ def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _verifier(summary: dict[str, Any], strategy: str) -> str:
-    """ " (probe/last)" for a strategy the run's verifier steered, so that two runs of one
-    strategy under different verifiers stay apart; compared points carry theirs already."""
+    """The verifier in a system's label, like " (probe/last)", for a strategy the run's
+    verifier steered: two runs of one strategy under different verifiers stay apart.
+    Compared points carry theirs already."""
     if strategy in ("majority", "self_refine") or strategy.endswith(")"):  # self_refine picks its last answer
         return ""
     return f" ({summary['scorer']}/{summary['aggregation']})"

@@ -117,6 +117,8 @@ def test_cli_solve_runs_the_real_model():
             "40",
             "--strategy",
             "majority",
+            "--threads",
+            "1",
             "--show",
         ],
         capture_output=True,

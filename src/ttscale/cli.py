@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int)
     g.add_argument("--max-tokens", type=int, default=1024, help="per solution")
     g.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of the embedded engine (default: every core); jobs sharing a machine should split the "
+        "cores, since llama.cpp's threads wait by spinning and oversubscribed cores slow every job several-fold",
+    )
     r = p.add_argument_group("remote engine (instead of the embedded llama.cpp)")
     r.add_argument("--server", help="OpenAI-compatible server URL(s), comma-separated; requests spread over them")
     r.add_argument("--server-model", help="model name to send to the server (default: --model)")
@@ -119,7 +126,9 @@ def _generator(args: argparse.Namespace) -> Any:
     from .engine import LlamaCppGenerator
     from .scorers import needs_hidden_states
 
-    return LlamaCppGenerator(args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")))
+    return LlamaCppGenerator(
+        args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads
+    )
 
 
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -253,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--l2", type=float, help="L2 strength (default: chosen on held-out problems)")
     tp.add_argument("--model", default=DEFAULT_MODEL, help="a registered model (the probe is tied to it)")
     tp.add_argument("--max-tokens", type=int, default=512)
+    tp.add_argument("--threads", type=int, help="CPU threads of the engine (default: every core)")
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--no-progress", action="store_true")
 
@@ -541,6 +551,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_n=args.max_n,
         search=_search_options(args),
     )
+    if args.threads is None:  # each worker's engine gets its share of the cores, not all of them
+        args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
     httpd = serve(cfg, lambda: _generator(args), args.host, args.port)
     print(
         f"ttscale serve: http://{args.host}:{args.port}/v1 ({cfg.model}, default {cfg.strategy} n={cfg.n})", flush=True
@@ -562,7 +574,7 @@ def _train_probe(args: argparse.Namespace) -> int:
         from .engine import LlamaCppGenerator
 
         problems = training_problems(args.data, args.per_file, args.levels)
-        gen = LlamaCppGenerator(args.model, hidden_states=True)
+        gen = LlamaCppGenerator(args.model, hidden_states=True, n_threads=args.threads)
         params = SamplingParams(
             temperature=spec.sampling.temperature,
             top_p=spec.sampling.top_p,

@@ -84,10 +84,12 @@ def test_fit_picks_the_best_strategy_per_difficulty():
             "id": f"h{k}",
             "strategy": "dvts",
             "n": 8,
-            "correct": True,
+            "correct": steered_by == "logprob",
             "compute": {"generated_tokens": 80},
+            "settings": {"scorer": steered_by, "aggregation": "mean"},
         }
         for k in range(3)
+        for steered_by in ("logprob", "probe")  # the probe-steered runs are not this policy's
     ]
     policy = fit_policy(records, [8], probe_n=4)
     assert policy.meta["per_bin"] == {"0": 3, "3": 3}
@@ -97,6 +99,10 @@ def test_fit_picks_the_best_strategy_per_difficulty():
     json.dumps(policy.__dict__)  # saveable
     lax = fit_policy(records, [8], probe_n=4, tolerance=1.0)  # any accuracy will do: the cheapest wins
     assert lax.table["3|8"]["n"] == 4 and lax.meta["tolerance"] == 1.0
+    by_probe = fit_policy(records, [8], probe_n=4, scorer="probe")  # its dvts runs were all wrong
+    assert by_probe.table["3|8"]["strategy"] != "dvts"
+    pools_only = fit_policy(records, [8], probe_n=4, strategies=["majority", "weighted_best_of_n"])
+    assert {e["strategy"] for e in pools_only.table.values()} <= {"majority", "weighted_best_of_n"}
 
 
 def test_compute_optimal_in_eval(tmp_path):

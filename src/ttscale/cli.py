@@ -302,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="per bin and budget, the cheapest choice within this accuracy (e.g. 0.02) of the best one",
     )
+    fo.add_argument(
+        "--strategies",
+        help="the strategies the table may name, comma-separated (default: every one the runs measured; "
+        "majority,best_of_n,weighted_best_of_n for a policy `eval --replay-optimal` can replay)",
+    )
     fo.add_argument("--start", type=int, default=0, help="fit on the runs' problems from the START-th")
     fo.add_argument("--limit", type=int, help="fit on LIMIT problems only (the rest stay held out)")
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
@@ -376,6 +381,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             aggregation=args.aggregate,
             signal=args.signal,
             tolerance=args.tolerance,
+            strategies=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None,
         )
         policy.save(args.output)
         shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}

@@ -174,18 +174,27 @@ def fit_policy(
     stop_agreement: float = 1.0,
     signal: str = "agreement",
     tolerance: float = 0.0,
+    strategies: Sequence[str] | None = None,
 ) -> Policy:
     """From the records of eval runs on calibration problems (a pool per problem, plus any
     searches): each problem's bin from its pool's first probe_n samples, then per bin and
     budget n the most accurate (strategy, budget m <= n); of those within `tolerance` of the
     best accuracy, the one that spent fewest tokens. Verifier-score bins default to the
-    calibration problems' quartiles."""
+    calibration problems' quartiles. `strategies` limits the choice (pool strategies only:
+    a policy that `--replay-optimal` can replay on stored pools)."""
     from .analysis import curves, pool_from_record
 
     if signal not in SIGNALS:
         raise ValueError(f"unknown difficulty signal {signal!r}; choose from {', '.join(SIGNALS)}")
     pools = {r["id"]: r for r in records if r.get("kind", "pool") == "pool"}
-    searches = [r for r in records if r.get("kind") == "search"]
+    # only searches the fitted verifier steered: a beam search under another verifier is
+    # another strategy, and would otherwise pass for (or, run beside it, hide) this one
+    searches = [
+        r
+        for r in records
+        if r.get("kind") == "search"
+        and (r["settings"].get("scorer"), r["settings"].get("aggregation")) == (scorer, aggregation)
+    ]
     policy = Policy(probe_n=probe_n, stop_agreement=stop_agreement, signal=signal)
     estimates = {}
     for pid, r in pools.items():
@@ -215,7 +224,9 @@ def fit_policy(
                 tok = float(np.mean([r["compute"]["generated_tokens"] for r in rs]))
                 measured.append((acc, tok, m, name))
         for n in budgets:
-            options = [o for o in measured if probe_n <= o[2] <= n or o[2] == n]
+            options = [
+                o for o in measured if (probe_n <= o[2] <= n or o[2] == n) and (not strategies or o[3] in strategies)
+            ]
             if not options:
                 continue
             best = max(o[0] for o in options)
@@ -229,6 +240,7 @@ def fit_policy(
         "scorer": scorer,
         "aggregation": aggregation,
         "tolerance": tolerance,
+        "strategies": list(strategies) if strategies else None,
     }
     return policy
 

@@ -40,3 +40,18 @@ def test_multibyte_text_keeps_byte_offsets_aligned():
 
 def test_empty_completion_has_no_steps():
     assert split_steps(Completion("", [], [], [], [], "eos")) == []
+
+
+def test_a_step_cut_by_the_length_limit_ends_with_the_state_that_sampled_its_last_token():
+    # "A.\n\n" closes step one (its state is token 0's); the limit cuts "B" after one token, so
+    # the last state captured is the separator's (token 1): it belongs to step two, and step
+    # one keeps its own
+    c = completion(["A.", "\n\n", "B"])
+    c.finish_reason = "length"
+    c.hidden = [(0, "state of A."), (1, "state that sampled B")]
+    steps = split_steps(c)
+    assert [s.text for s in steps] == ["A.", "B"]
+    assert [s.hidden for s in steps] == ["state of A.", "state that sampled B"]
+    c.finish_reason = "eos"  # not cut: every state goes to the step its token sits in
+    c.hidden = [(0, "state of A."), (2, "state of B")]
+    assert [s.hidden for s in split_steps(c)] == ["state of A.", "state of B"]

@@ -164,7 +164,11 @@ class ProbeScorer:
         )
         steps = split_steps(completion)
         if len(steps) != len(candidate.steps) or any(s.hidden is None for s in steps):
-            raise ProbeError(f"replaying a solution gave {len(steps)} steps with states, not {len(candidate.steps)}")
+            with_states = sum(s.hidden is not None for s in steps)
+            raise ProbeError(
+                f"replaying a solution of {len(candidate.steps)} steps gave {len(steps)} steps, {with_states} of them "
+                "with a hidden state"
+            )
         return [s.hidden for s in steps], spent
 
 

@@ -38,9 +38,16 @@ def split_steps(completion: Completion) -> list[Step]:
         step.n_tokens += 1
         step.logprob_sum += lp
         step.certainty_sum += completion.certainties[k] if k < len(completion.certainties) else 0.0
-    for k, vec in completion.hidden:  # a step keeps the last state captured inside it
+    captured = list(completion.hidden)
+    # Cut short, the text's last token was sampled but never fed back: the last state is the
+    # one that sampled it, so it ends the cut step, even where its own token (a separator,
+    # say) sits in the step before.
+    cut = captured.pop() if completion.finish_reason == "length" and captured else None
+    for k, vec in captured:  # a step keeps the last state captured inside it
         if 0 <= k < len(completion.token_offsets):
             steps[min(bisect_right(sep_ends, completion.token_offsets[k]), len(steps) - 1)].hidden = vec
+    if cut is not None:
+        steps[-1].hidden = cut[1]
     return _fold_blank(steps)
 
 

@@ -88,6 +88,23 @@ def test_several_prompts_in_one_batch(engine):
     assert [r[0].text for r in greedy.completions] == [r[0].text for r in again.completions]
 
 
+def test_identical_prompts_in_one_call_are_computed_once(engine):
+    # particle filtering and DVTS expand one root node once per particle / subtree
+    prompt = problem_prompt("Name a colour and a number.")
+    n_prompt = len(engine.tokenize(engine.render(prompt)))
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_tokens=8, seed=4)
+    engine.reset()
+    gen = engine.generate([prompt] * 3, 2, params)
+    assert [len(r) for r in gen.completions] == [2, 2, 2]
+    assert gen.compute.prompt_tokens == n_prompt
+    assert gen.compute.cached_prompt_tokens == 0
+    texts = [c.text for r in gen.completions for c in r]
+    assert len(set(texts)) > 1  # each (prompt, sample) keeps its own seed
+    engine.reset()
+    again = engine.generate([prompt] * 3, 2, params)
+    assert [c.text for r in again.completions for c in r] == texts
+
+
 def test_strategy_end_to_end_on_the_real_model(engine):
     from ttscale.strategies import weighted_best_of_n
 

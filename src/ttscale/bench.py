@@ -128,6 +128,9 @@ def distinct_tokens(sequences: list[list[int]]) -> int:
     return count
 
 
+SEARCH_BENCH_STRATEGIES = ("beam_search", "dvts", "particle_filter")
+
+
 def bench_search(
     model: str = DEFAULT_MODEL,
     problems: int = 3,
@@ -136,26 +139,31 @@ def bench_search(
     max_tokens: int = 512,
     step_tokens: int = 128,
     seed: int = 0,
+    strategy: str = "beam_search",
 ) -> dict[str, Any]:
-    """Beam search on the first GSM8K problems with the model-free logprob verifier, so every
-    prompt token counted is the policy's. Compares the prompt tokens the engine computed with
-    what re-sending every prefix at every step would compute, and with the distinct tokens of
-    the search tree."""
+    """A tree search (beam search, DVTS or particle filtering) on the first GSM8K problems with
+    the model-free logprob verifier, so every prompt token counted is the policy's. Compares
+    the prompt tokens the engine computed with what re-sending every prefix at every step would
+    compute, and with the distinct tokens of the search tree."""
+    from . import search
     from .scorers import LogProbScorer
-    from .search import beam_search
 
+    if strategy not in SEARCH_BENCH_STRATEGIES:
+        raise ValueError(f"bench search runs one of {', '.join(SEARCH_BENCH_STRATEGIES)}, not {strategy!r}")
+    run = getattr(search, strategy)
+    width = {} if strategy == "particle_filter" else {"beam_width": beam_width}
     gen = LlamaCppGenerator(model)
     rows: list[dict[str, Any]] = []
     for problem in load_dataset("gsm8k").problems[:problems]:
         gen.token_log = []
-        r = beam_search(
+        r = run(
             problem,
             gen,
             LogProbScorer(),
             n,
-            beam_width=beam_width,
             step_tokens=step_tokens,
             params=replace(get_spec(model).sampling, max_tokens=max_tokens, seed=seed),
+            **width,
         )
         log = gen.token_log
         rows.append(
@@ -174,8 +182,9 @@ def bench_search(
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
     return {
         "model": gen.name,
+        "strategy": strategy,
         "n": n,
-        "beam_width": beam_width,
+        "beam_width": beam_width if width else None,
         "max_tokens": max_tokens,
         "step_tokens": step_tokens,
         "seed": seed,
@@ -188,7 +197,8 @@ def bench_search(
 
 def format_search(r: dict[str, Any]) -> str:
     lines = [
-        f"beam search, model {r['model']}, N={r['n']}, beam width {r['beam_width']}, max_tokens {r['max_tokens']}, "
+        f"{r.get('strategy', 'beam_search')}, model {r['model']}, N={r['n']}, beam width {r['beam_width']}, "
+        f"max_tokens {r['max_tokens']}, "
         f"step_tokens {r['step_tokens']}, seed {r['seed']}, verifier logprob, first {len(r['rows'])} GSM8K problems",
         "",
         "| problem | prompts sent | prompt tokens computed | served from cache | re-prefill would compute "

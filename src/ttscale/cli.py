@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     bench("engine", "batched sampling of N sequences versus a plain one-at-a-time loop", 16, 128)
-    se = bench("search", "KV-cache reuse of beam search against re-prefilling every prefix", 8, 512, problems=3)
-    se.add_argument("--beam-width", type=int, default=4)
+    se = bench("search", "KV-cache reuse of a tree search against re-prefilling every prefix", 8, 512, problems=3)
+    se.add_argument("--strategy", default="beam_search", choices=("beam_search", "dvts", "particle_filter"))
+    se.add_argument("--beam-width", type=int, default=4, help="beam search and DVTS")
     se.add_argument("--step-tokens", type=int, default=128)
     pb = bench("probe", "what the value probe costs: hidden states on/off, time per score", 16, 256, problems=2)
     pb.add_argument("--probe", help="probe file (default: the one shipped for the model)")
@@ -353,6 +354,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 max_tokens=args.max_tokens,
                 step_tokens=args.step_tokens,
                 seed=args.seed,
+                strategy=args.strategy,
             )
             print(format_search(r))
         if args.json:

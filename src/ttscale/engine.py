@@ -51,12 +51,15 @@ class _Slot:
 
 @dataclass
 class _Unit:
-    """Samples first_sample .. first_sample+count-1 of one prompt."""
+    """Samples of one prompt text, as (prompt index, sample index) pairs. Identical prompts of
+    one call share a unit, so their prompt is computed once; each sample keeps its own seed."""
 
-    prompt_index: int
     tokens: list[int]
-    first_sample: int
-    count: int
+    samples: list[tuple[int, int]]
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class _Seq:
     slot: int
     unit: int  # index of its work unit within the group
     sampler: Any
+    sample: tuple[int, int]  # (prompt index, sample index) within the generate call
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     certainties: list[float] = field(default_factory=list)
@@ -220,10 +224,14 @@ class LlamaCppGenerator:
                 )
         # Work units of (prompt, first sample, count), packed into groups whose sequences fit
         # the slots and, at worst case length, the KV cache together.
-        units: list[_Unit] = []
+        # A search expanding one node k times sends k identical prompts: they merge here.
+        samples_of: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         for i, toks in enumerate(token_lists):
-            per_unit = max(1, min(self.n_seq_max, (self.n_ctx - len(toks)) // max(1, params.max_tokens)))
-            units += [_Unit(i, toks, j0, min(per_unit, n - j0)) for j0 in range(0, n, per_unit)]
+            samples_of.setdefault(tuple(toks), []).extend((i, j) for j in range(n))
+        units: list[_Unit] = []
+        for key, samples in samples_of.items():
+            per_unit = max(1, min(self.n_seq_max, (self.n_ctx - len(key)) // max(1, params.max_tokens)))
+            units += [_Unit(list(key), samples[a : a + per_unit]) for a in range(0, len(samples), per_unit)]
         groups: list[list[_Unit]] = [[]]
         for u in units:
             g = groups[-1]
@@ -237,20 +245,21 @@ class LlamaCppGenerator:
                 groups.append([u])
             else:
                 g.append(u)
-        rows: list[list[Completion]] = [[] for _ in prompts]
+        numbered: list[list[tuple[int, Completion]]] = [[] for _ in prompts]
         compute = Compute()
         for g in groups:
             done, comp = self._generate_group(g, params)
-            for i, completions in done:
-                rows[i] += completions
+            for (i, j), completion in done:
+                numbered[i].append((j, completion))
             compute = compute + comp
+        rows = [[c for _, c in sorted(row, key=lambda jc: jc[0])] for row in numbered]
         if self.token_log is not None:
             self.token_log += [(toks, [c.token_ids for c in row]) for toks, row in zip(token_lists, rows, strict=True)]
         return Generation(rows, compute)
 
     def _generate_group(
         self, units: list[_Unit], params: SamplingParams
-    ) -> tuple[list[tuple[int, list[Completion]]], Compute]:
+    ) -> tuple[list[tuple[tuple[int, int], Completion]], Compute]:
         L = self._L
         t0 = time.perf_counter()
         self._clock += 1
@@ -263,8 +272,9 @@ class LlamaCppGenerator:
                     L.llama_memory_seq_rm(self._mem, slot, -1, -1)
                     L.llama_memory_seq_cp(self._mem, targets[0], slot, -1, -1)
                     self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
-                seed = sample_seed(params.seed, units[i].prompt_index, units[i].first_sample + j)
-                seqs.append(_Seq(slot, i, self._sampler(params, seed)))
+                prompt_index, sample_index = units[i].samples[j]
+                seed = sample_seed(params.seed, prompt_index, sample_index)
+                seqs.append(_Seq(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index)))
 
         stops = [s.encode("utf-8") for s in params.stop if s]
         rows = [s.unit for s in seqs]
@@ -281,9 +291,9 @@ class LlamaCppGenerator:
             for s in seqs:
                 L.llama_sampler_free(s.sampler)
 
-        out: list[tuple[int, list[Completion]]] = [(u.prompt_index, []) for u in units]
-        for s in seqs:
-            out[s.unit][1].append(
+        out = [
+            (
+                s.sample,
                 Completion(
                     text=bytes(s.text).decode("utf-8", errors="replace"),
                     token_ids=s.token_ids,
@@ -292,8 +302,10 @@ class LlamaCppGenerator:
                     token_offsets=s.offsets,
                     hidden=list(s.hidden),
                     finish_reason=s.finish_reason or "length",
-                )
+                ),
             )
+            for s in seqs
+        ]
         generated = sum(len(s.token_ids) for s in seqs)
         compute = Compute(
             generated_tokens=generated,

@@ -22,7 +22,7 @@ def reviser(answers):
 
 def test_rounds_revise_the_latest_answer_and_picks_differ():
     gen, seen = reviser(["3", "7", "7", "9"])
-    r = self_refine(PROBLEM, gen, LogProbScorer(), 4, params=SamplingParams(max_tokens=64))
+    r = self_refine(PROBLEM, gen, LogProbScorer(), 4, params=SamplingParams(max_tokens=64), stop_on_repeat=False)
     assert [c.answer for c in r.candidates] == ["3", "7", "7", "9"]
     assert r.answer == "9"  # the last answer
     assert r.settings["picks"]["majority"] == "7"
@@ -84,3 +84,21 @@ def test_the_first_rounds_of_a_long_run_are_a_short_run():
     for field in ("generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"):
         assert getattr(cut.compute, field) == getattr(short.compute, field)
     assert long.settings["picks"]["majority"] == "7" and cut.settings["n"] == 3
+
+
+def test_a_revision_that_repeats_its_input_ends_the_run():
+    from ttscale.refine import first_rounds
+
+    gen, seen = reviser(["3", "7", "7", "9", "9"])
+    r = self_refine(PROBLEM, gen, LogProbScorer(), 5, pick="majority")
+    assert len(seen) == 3  # round 3 copied round 2 word for word: rounds 4 and 5 never ran
+    assert [c.answer for c in r.candidates] == ["3", "7", "7"] and r.answer == "7"
+    assert r.settings["rounds_saved"] == 2 and len(r.settings["rounds"]) == 3
+    assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)
+    # a smaller budget is still the first rounds; a budget past the stop is the whole run
+    assert [c.answer for c in first_rounds(r, 2).candidates] == ["3", "7"]
+    assert first_rounds(r, 2).settings["rounds_saved"] == 0
+    whole = first_rounds(r, 8)
+    assert whole.compute.generated_tokens == r.compute.generated_tokens and whole.settings["rounds_saved"] == 5
+    # revisions that never repeat run every round
+    assert len(self_refine(PROBLEM, reviser(["3", "7", "9"])[0], LogProbScorer(), 3).candidates) == 3

@@ -86,6 +86,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--max-iterations", type=int, default=20, help="steps at most")
     s.add_argument("--step-tokens", type=int, default=256, help="tokens at most per step")
     s.add_argument("--policy", help="compute_optimal: a policy file from `ttscale fit-optimal`")
+    s.add_argument(
+        "--refine-all-rounds",
+        action="store_true",
+        help="self_refine: run every round, even after a revision repeats the answer it checked word for word",
+    )
 
 
 def _sampling(args: argparse.Namespace) -> SamplingParams:
@@ -140,6 +145,8 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.policy:
         options["policy"] = args.policy
+    if args.refine_all_rounds:  # only when asked, so that the keys of stored runs stay as they were
+        options["stop_on_repeat"] = False
     return options
 
 

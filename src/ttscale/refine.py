@@ -4,6 +4,11 @@ round's prompt extends the previous one and the engine serves it from its KV cac
 
 The final pick is the last answer ("last", the usual self-refine), the verifier's best
 ("best_of_n"), or a vote over every round ("majority", "weighted_best_of_n").
+
+A revision that repeats the answer it was asked to check, word for word, ends the run
+(`stop_on_repeat`): the model has settled, and a small one then copies that answer round after
+round (seen with Qwen2.5-Coder-0.5B: rounds 3 to 8 identical to the token). The rounds not run
+are reported as saved.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def self_refine(
     system: str = SYSTEM_PROMPT,
     aggregation: str = "mean",
     revise_prompt: str = REVISE,
+    stop_on_repeat: bool = True,
 ) -> Result:
     if pick not in (*PICKERS, "last"):  # before any round is paid for
         raise ValueError(f"unknown pick {pick!r}; choose from {', '.join([*PICKERS, 'last'])}")
@@ -51,6 +57,8 @@ def self_refine(
         candidates.append(to_candidate(completion))
         messages += [("assistant", completion.text), ("user", revise_prompt)]
         rounds.append(replace(gen.compute, wall_time=time.perf_counter() - t_round))
+        if stop_on_repeat and len(candidates) > 1 and completion.text.strip() == candidates[-2].text.strip():
+            break
     t_score = time.perf_counter()
     verifier = score_candidates(problem, candidates, scorer, aggregation)
     verifier.wall_time = time.perf_counter() - t_score
@@ -58,6 +66,7 @@ def self_refine(
         "pick": pick,
         "scorer": scorer.name,
         "aggregation": aggregation,
+        "stop_on_repeat": stop_on_repeat,
         "sampling": params.to_dict(),
         # per round, so that the first m rounds are a self_refine(m) run (see first_rounds)
         "rounds": [r.to_dict() for r in rounds],
@@ -68,11 +77,12 @@ def self_refine(
 
 def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     """A self_refine run cut to its first m rounds: exactly what self_refine(m) with the
-    same seed returns, since each round depends only on the rounds before it. Verifier
-    compute, spent on all rounds at once, is charged per round; wall time is the rounds' own
-    plus the verifier's share, unless given."""
+    same seed returns, since each round depends only on the rounds before it (a run that
+    stopped on a repeat before round m is that run whole). Verifier compute, spent on all
+    rounds at once, is charged per round; wall time is the rounds' own plus the verifier's
+    share, unless given."""
     rounds = [Compute.from_dict(r) for r in run.settings["rounds"][:m]]
-    share = m / len(run.settings["rounds"])
+    share = len(rounds) / len(run.settings["rounds"])
     verifier = Compute.from_dict(run.settings["verifier"])
     compute = sum(rounds, Compute()) + Compute(
         verifier_tokens=round(verifier.verifier_tokens * share),
@@ -87,7 +97,13 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     picks["last"] = answered[-1] if answered else None  # the latest answer that has one
     pick = run.settings["pick"]
     chosen = picks.get(pick)
-    settings = {**run.settings, "n": m, "picks": answers_of(candidates, picks), "rounds": run.settings["rounds"][:m]}
+    settings = {
+        **run.settings,
+        "n": m,
+        "picks": answers_of(candidates, picks),
+        "rounds": run.settings["rounds"][:m],
+        "rounds_saved": m - len(rounds),
+    }
     return Result.picked("self_refine", candidates, chosen, compute, settings)
 
 

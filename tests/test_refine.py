@@ -102,3 +102,32 @@ def test_a_revision_that_repeats_its_input_ends_the_run():
     assert whole.compute.generated_tokens == r.compute.generated_tokens and whole.settings["rounds_saved"] == 5
     # revisions that never repeat run every round
     assert len(self_refine(PROBLEM, reviser(["3", "7", "9"])[0], LogProbScorer(), 3).candidates) == 3
+
+
+def test_eval_reuses_a_run_that_stopped_for_any_larger_budget(tmp_path):
+    import json
+
+    from ttscale.evaluate import EvalConfig, run_eval
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "What is 3 + 4?", "answer": "7"}) + "\n")
+    cfg = EvalConfig(
+        dataset=str(data), ns=(1, 4), model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
+    )
+    gens = []
+
+    def make():
+        gens.append(reviser(["3", "7", "7", "9"])[0])
+        return gens[-1]
+
+    run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
+    assert len(gens[0].calls) == 3  # round 3 repeated round 2: the budget-4 run stopped there
+    cfg.ns = (1, 4, 8)
+    report = run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
+    assert all(not g.calls for g in gens[1:])  # budget 8 would have stopped at round 3 too: nothing runs
+    records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["n"] for r in records) == [1, 4, 8]  # each budget once, none written twice
+    eight = next(r for r in records if r["n"] == 8)
+    assert [c["answer"] for c in eight["candidates"]] == ["3", "7", "7"]
+    assert eight["settings"]["rounds_saved"] == 5 and eight["settings"]["stopped_on_repeat"]
+    assert {(p.strategy, p.n): p.accuracy for p in report.points}[("self_refine", 8)] == 1.0

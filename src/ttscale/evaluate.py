@@ -284,11 +284,13 @@ def search_problem(
 def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, store: RunStore) -> list[dict[str, Any]]:
     """self_refine at every budget from one run at the largest: round r depends only on
     the rounds before it, so the first m rounds of that run are exactly a self_refine(m)
-    run. A stored run at the largest budget is reused rather than run again."""
+    run. A stored run is reused rather than run again when it covers the largest budget:
+    it ran at least that many rounds, or it stopped on a repeat before running out of them
+    (a larger budget would have stopped there too)."""
     top = max(cfg.ns)
-    stored = store.records.get(cfg.search_key(problem.id, "self_refine", top))
+    stored = _stored_refine_run(problem, cfg, store, top)
     fresh = []
-    if stored is None or "rounds" not in stored["settings"]:
+    if stored is None:
         stored, _ = search_problem(problem, generator, cfg, "self_refine", top)
         fresh.append(stored)
     run = Result(
@@ -299,8 +301,26 @@ def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, stor
         Compute.from_dict(stored["compute"]),
         stored["settings"],
     )
-    derived = [first_rounds(run, n) for n in sorted(cfg.ns) if n < top]
-    return fresh + [_search_record(problem, cfg, stored["seed"], r, r.settings["n"]) for r in derived]
+    derived = [first_rounds(run, n) for n in sorted(cfg.ns) if n != stored["n"]]
+    records = [_search_record(problem, cfg, stored["seed"], r, r.settings["n"]) for r in derived]
+    return fresh + [r for r in records if r["key"] not in store.records]
+
+
+def _stored_refine_run(problem: Problem, cfg: EvalConfig, store: RunStore, top: int) -> dict[str, Any] | None:
+    stops = cfg.search.get("stop_on_repeat", True)
+    best = None
+    for rec in store.records.values():
+        if rec.get("strategy") != "self_refine" or rec.get("id") != problem.id:
+            continue
+        settings = rec["settings"]
+        if rec["key"] != cfg.search_key(problem.id, "self_refine", rec["n"]) or "rounds" not in settings:
+            continue  # another verifier's or other settings' run, or one stored before rounds were kept
+        if settings.get("stop_on_repeat", False) != stops:
+            continue
+        stopped = settings.get("stopped_on_repeat", len(settings["rounds"]) < rec["n"])  # older runs: no flag
+        if (rec["n"] >= top or stopped) and (best is None or rec["n"] > best["n"]):
+            best = rec
+    return best
 
 
 def _search_record(problem: Problem, cfg: EvalConfig, seed: int, result: Result, n: int) -> dict[str, Any]:

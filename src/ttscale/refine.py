@@ -50,6 +50,7 @@ def self_refine(
     messages: list[tuple[str, str]] = [("system", system), ("user", problem.question.strip())]
     candidates = []
     rounds = []
+    repeated = False
     for round_ in range(n):
         t_round = time.perf_counter()
         gen = generator.generate([Prompt(tuple(messages))], 1, _round_params(params, round_))
@@ -57,7 +58,8 @@ def self_refine(
         candidates.append(to_candidate(completion))
         messages += [("assistant", completion.text), ("user", revise_prompt)]
         rounds.append(replace(gen.compute, wall_time=time.perf_counter() - t_round))
-        if stop_on_repeat and len(candidates) > 1 and completion.text.strip() == candidates[-2].text.strip():
+        repeated = len(candidates) > 1 and completion.text.strip() == candidates[-2].text.strip()
+        if stop_on_repeat and repeated:
             break
     t_score = time.perf_counter()
     verifier = score_candidates(problem, candidates, scorer, aggregation)
@@ -67,6 +69,7 @@ def self_refine(
         "scorer": scorer.name,
         "aggregation": aggregation,
         "stop_on_repeat": stop_on_repeat,
+        "stopped_on_repeat": stop_on_repeat and repeated,  # so any larger budget stops here too
         "sampling": params.to_dict(),
         # per round, so that the first m rounds are a self_refine(m) run (see first_rounds)
         "rounds": [r.to_dict() for r in rounds],
@@ -103,6 +106,7 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
         "picks": answers_of(candidates, picks),
         "rounds": run.settings["rounds"][:m],
         "rounds_saved": m - len(rounds),
+        "stopped_on_repeat": bool(run.settings.get("stopped_on_repeat")) and len(rounds) == len(run.candidates),
     }
     return Result.picked("self_refine", candidates, chosen, compute, settings)
 

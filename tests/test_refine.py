@@ -43,21 +43,33 @@ def test_vote_pick_and_bad_pick():
         self_refine(PROBLEM, gen, LogProbScorer(), 2, pick="oracle")
 
 
-def test_runs_in_eval_once_per_budget(tmp_path):
+def eval_one_problem(tmp_path, ns, answers):
+    """An eval config over one problem, and an engine factory whose engines revise through
+    `answers` (every engine made is kept, to count its calls)."""
     import json
 
-    from ttscale.evaluate import EvalConfig, run_eval
+    from ttscale.evaluate import EvalConfig
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "a", "question": "What is 3 + 4?", "answer": "7"}) + "\n")
     cfg = EvalConfig(
-        dataset=str(data), ns=(1, 2), model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
+        dataset=str(data), ns=ns, model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
     )
     gens = []
 
     def make():
-        gens.append(reviser(["3", "7", "7"])[0])
+        gens.append(reviser(answers)[0])
         return gens[-1]
+
+    return cfg, make, gens
+
+
+def test_runs_in_eval_once_per_budget(tmp_path):
+    import json
+
+    from ttscale.evaluate import run_eval
+
+    cfg, make, gens = eval_one_problem(tmp_path, (1, 2), ["3", "7", "7"])
 
     report = run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
     acc = {(p.strategy, p.n): p.accuracy for p in report.points}
@@ -107,19 +119,9 @@ def test_a_revision_that_repeats_its_input_ends_the_run():
 def test_eval_reuses_a_run_that_stopped_for_any_larger_budget(tmp_path):
     import json
 
-    from ttscale.evaluate import EvalConfig, run_eval
+    from ttscale.evaluate import run_eval
 
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"id": "a", "question": "What is 3 + 4?", "answer": "7"}) + "\n")
-    cfg = EvalConfig(
-        dataset=str(data), ns=(1, 4), model="fake", strategies=("self_refine",), sampling=SamplingParams(max_tokens=64)
-    )
-    gens = []
-
-    def make():
-        gens.append(reviser(["3", "7", "7", "9"])[0])
-        return gens[-1]
-
+    cfg, make, gens = eval_one_problem(tmp_path, (1, 4), ["3", "7", "7", "9"])
     run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)
     assert len(gens[0].calls) == 3  # round 3 repeated round 2: the budget-4 run stopped there
     cfg.ns = (1, 4, 8)

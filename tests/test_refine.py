@@ -133,3 +133,6 @@ def test_eval_reuses_a_run_that_stopped_for_any_larger_budget(tmp_path):
     assert [c["answer"] for c in eight["candidates"]] == ["3", "7", "7"]
     assert eight["settings"]["rounds_saved"] == 5 and eight["settings"]["stopped_on_repeat"]
     assert {(p.strategy, p.n): p.accuracy for p in report.points}[("self_refine", 8)] == 1.0
+    four = next(r for r in records if r["n"] == 4)
+    assert eight["settings"]["derived_from"] == 4 and "derived_from" not in four["settings"]
+    assert report.compute.generated_tokens == four["compute"]["generated_tokens"] > 0  # the one run, counted once

@@ -302,6 +302,8 @@ def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, stor
         stored["settings"],
     )
     derived = [first_rounds(run, n) for n in sorted(cfg.ns) if n != stored["n"]]
+    for r in derived:  # marked so that a total of compute spent counts the run once
+        r.settings.setdefault("derived_from", stored["n"])
     records = [_search_record(problem, cfg, stored["seed"], r, r.settings["n"]) for r in derived]
     return fresh + [r for r in records if r["key"] not in store.records]
 
@@ -657,7 +659,8 @@ def summarize(
                 continue
             points += search_picks(recs, strategy, "", n, rng)
             for r in recs:
-                compute = compute + Compute.from_dict(r["compute"])
+                if "derived_from" not in r["settings"]:  # a cut of another record's run: spent there
+                    compute = compute + Compute.from_dict(r["compute"])
     missing: list[str] = []
     for scorer, how in compare:
         other = replace(cfg, scorer=scorer, aggregation=how)

@@ -308,3 +308,18 @@ def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory
     report = run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5, generate=False)
     assert report.n_problems == 2
     del writer
+
+
+def test_merge_covers_the_union_of_slices_that_extend_each_other(tmp_path, fake_factory):
+    from ttscale.evaluate import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=6)
+    c = {"loads": 0}
+    run_eval(cfg_for(ds, limit=2), doubling_generator(fake_factory, c), tmp_path / "first", progress=False, n_boot=5)
+    run_eval(
+        cfg_for(ds, start=3, limit=3), doubling_generator(fake_factory, c), tmp_path / "later", progress=False, n_boot=5
+    )
+    r = merge_runs(tmp_path / "m", [tmp_path / "first", tmp_path / "later"])
+    assert (r.records, r.duplicates, r.missing) == (5, [], ["q2"])  # the gap between the slices is named
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (meta["start"], meta["limit"]) == (0, 6)

@@ -437,7 +437,7 @@ class MergeReport:
 
 def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
     """Combine shard run directories into one. Refuses shards run with other settings;
-    reports duplicated work (kept once) and problems of the slice no shard finished."""
+    reports duplicated work (kept once) and problems of the covered slice no shard finished."""
     metas = []
     for d in shard_dirs:
         try:
@@ -449,10 +449,15 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         if m["identity"] != identity:
             diff = sorted(k for k in identity if m["identity"].get(k) != identity[k])
             raise EvalError(f"{d} was run with other settings than {shard_dirs[0]} ({', '.join(diff)})")
-    limits = {(m.get("start", 0), m.get("limit"), tuple(m.get("levels") or ())) for m in metas}
-    if len(limits) > 1:
-        raise EvalError(f"the shards cover different slices ((start, limit, levels): {sorted(map(str, limits))})")
-    start, limit, levels = limits.pop()
+    levels_of = {tuple(m.get("levels") or ()) for m in metas}
+    if len(levels_of) > 1:
+        raise EvalError(f"the shards select different levels: {sorted(map(list, levels_of))}")
+    levels = levels_of.pop()
+    # Slices may differ (a later run extending an earlier one's problems): the merge covers
+    # from the first start to the last end, and names whatever no shard finished in between.
+    start = min(m.get("start", 0) for m in metas)
+    ends = [None if m.get("limit") is None else m.get("start", 0) + m["limit"] for m in metas]
+    limit = None if None in ends else max(e for e in ends if e is not None) - start
     records: dict[str, str] = {}
     duplicates = []
     for d in shard_dirs:

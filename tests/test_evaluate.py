@@ -174,6 +174,31 @@ def test_report_only_generates_nothing(tmp_path, fake_factory):
     assert "PARTIAL: 2 of 4" in (tmp_path / "r" / "summary.md").read_text()
 
 
+def test_a_view_at_smaller_budgets_replays_the_whole_stored_pool(tmp_path, fake_factory):
+    # searches run at N=2 only are viewed beside a pool of 4: the view asks for N=2 and
+    # replays the pool it finds, while a run that would sample must match the pool's size
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    c = {"loads": 0}
+    run_eval(cfg_for(ds), doubling_generator(fake_factory, c), tmp_path / "r", progress=False, n_boot=5)
+    view = run_eval(
+        cfg_for(ds, ns=(2,)),
+        doubling_generator(fake_factory, c),
+        tmp_path / "r",
+        progress=False,
+        n_boot=5,
+        generate=False,
+    )
+    assert c["loads"] == 1 and view.complete
+    assert max(p.n for p in view.points if p.strategy == "majority") == 4
+    assert "subsets of 4 samples" in (tmp_path / "r" / "summary.md").read_text()
+    with pytest.raises(EvalError, match="different settings \\(n\\)"):
+        run_eval(cfg_for(ds, ns=(2,)), doubling_generator(fake_factory, c), tmp_path / "r", progress=False)
+    with pytest.raises(EvalError, match="different settings \\(n\\)"):  # a view cannot invent samples
+        run_eval(
+            cfg_for(ds, ns=(8,)), doubling_generator(fake_factory, c), tmp_path / "r", progress=False, generate=False
+        )
+
+
 def test_a_stored_pool_is_rescored_by_another_verifier_without_sampling(tmp_path, fake_factory):
     ds = write_dataset(tmp_path / "d.jsonl", n=3)
     counter = {"loads": 0}

@@ -133,12 +133,16 @@ class RunStore:
                 stored = json.loads(cfg_path.read_text())
             except json.JSONDecodeError as e:
                 raise EvalError(f"{cfg_path} is corrupt ({e}); remove it or use another --output") from None
-            # The pool size binds only runs that use the pool: a search may add a larger budget.
-            diff = sorted(
-                k
-                for k in identity
-                if stored.get("identity", {}).get(k) != identity[k] and (k != "n" or cfg.pool_strategies)
-            )
+            stored_identity = stored.get("identity", {})
+
+            def binds(k: str) -> bool:
+                # The pool size binds only runs that use the pool (a search may add a larger
+                # budget), and a view, which samples nothing, may replay a larger pool.
+                if k != "n":
+                    return True
+                return bool(cfg.pool_strategies) and (write or stored_identity.get("n", 0) < identity["n"])
+
+            diff = sorted(k for k in identity if stored_identity.get(k) != identity[k] and binds(k))
             if diff:
                 raise EvalError(
                     f"{self.dir} holds a run with different settings ({', '.join(diff)}); "
@@ -724,6 +728,7 @@ def summarize(
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
+    pool_size = len(store.records[f"pool|{done[0].id}"]["candidates"]) if cfg.pool_strategies and done else cfg.pool_n
     optimal_md = (
         "\ncompute_optimal (replayed on the stored pools with the policy "
         f"`{replay_policy}`): share of the budget spent / share of problems stopped early: "
@@ -747,7 +752,7 @@ def summarize(
     )
     (out_dir / f"{summary_name}.md").write_text(
         f"# {title}\n\nAccuracy in %, 95% bootstrap interval in brackets. Pool strategies are replayed on "
-        f"subsets of {cfg.pool_n} samples per problem; search strategies ran once per budget "
+        f"subsets of {pool_size} samples per problem; search strategies ran once per budget "
         f"(`+majority`, `+weighted_best_of_n`: the same searches with the other final pick).\n\n{md}\n\n"
         f"Compute of everything run, per problem: {compute.generated_tokens / per:.0f} generated tokens, "
         f"{compute.prompt_tokens / per:.0f} prompt tokens computed, {compute.cached_prompt_tokens / per:.0f} "

@@ -94,6 +94,12 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     assert set(head["matches"]) == {"small majority", "small weighted_best_of_n (logprob/mean)"}
     assert all(p["flops"] > 0 for p in head["points"])
     assert "Headline" in page and (tmp_path / "h" / "headline-d-3.png").stat().st_size > 1000
+    # a second view of the same pool adds none of its points again
+    run_eval(small, None, tmp_path / "small", generate=False, progress=False, n_boot=5, summary_name="again")
+    views = [tmp_path / "big", tmp_path / "small", tmp_path / "small" / "again.json"]
+    build_report(views, baselines=[tmp_path / "big"], out_dir=tmp_path / "h3")
+    (again,) = json.loads((tmp_path / "h3" / "headline.json").read_text())["slices"]
+    assert again["points"] == head["points"]
 
     # a second slice (the first 2 problems, cut as named summaries) against its own baseline
     for cfg, run in ((big, "big"), (small, "small")):

@@ -126,8 +126,17 @@ def run_label(summary: dict[str, Any]) -> str:
 
 def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every curve point of every run, labelled with its model; a greedy run is one point
-    (its single sample), the "+rule" variants and the oracle are left out."""
-    out = []
+    (its single sample), the "+rule" variants and the oracle are left out. A point that two
+    views of one pool both hold (the same system, budget and figures) is listed once."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+
+    def add(point: dict[str, Any]) -> None:
+        key = (point["system"], point["n"], point["accuracy"], point["generated_tokens"])
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+
     for summary in summaries:
         label = run_label(summary)
         for p in summary["points"]:
@@ -136,9 +145,9 @@ def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
             if label.endswith("greedy"):
                 if p["strategy"] != "pass@1":
                     continue
-                out.append({**p, "system": label})
+                add({**p, "system": label})
             elif p["strategy"] != "pass@1":
-                out.append({**p, "system": f"{label} {p['strategy']}{_verifier(summary, p['strategy'])}"})
+                add({**p, "system": f"{label} {p['strategy']}{_verifier(summary, p['strategy'])}"})
     return out
 
 

@@ -191,6 +191,7 @@ def test_a_view_at_smaller_budgets_replays_the_whole_stored_pool(tmp_path, fake_
     assert c["loads"] == 1 and view.complete
     assert max(p.n for p in view.points if p.strategy == "majority") == 4
     assert "subsets of 4 samples" in (tmp_path / "r" / "summary.md").read_text()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["identity"]["n"] == 4
     with pytest.raises(EvalError, match="different settings \\(n\\)"):
         run_eval(cfg_for(ds, ns=(2,)), doubling_generator(fake_factory, c), tmp_path / "r", progress=False)
     with pytest.raises(EvalError, match="different settings \\(n\\)"):  # a view cannot invent samples

@@ -703,8 +703,10 @@ def summarize(
         f"{cfg.model} on {cfg.dataset} ({len(done)} problems), N={','.join(map(str, cfg.ns))}, seed {cfg.seed}, "
         f"verifier {cfg.scorer}/{cfg.aggregation}{status}"
     )
+    # A view at smaller budgets replays the whole stored pool: its identity names that pool.
+    pool_size = len(store.records[f"pool|{done[0].id}"]["candidates"]) if cfg.pool_strategies and done else cfg.pool_n
     summary = {
-        "identity": cfg.identity(),
+        "identity": {**cfg.identity(), "n": pool_size},
         "limit": cfg.limit,
         "start": cfg.start,
         "levels": list(cfg.levels) if cfg.levels else None,
@@ -728,7 +730,6 @@ def summarize(
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     per = max(1, len(done))
-    pool_size = len(store.records[f"pool|{done[0].id}"]["candidates"]) if cfg.pool_strategies and done else cfg.pool_n
     optimal_md = (
         "\ncompute_optimal (replayed on the stored pools with the policy "
         f"`{replay_policy}`): share of the budget spent / share of problems stopped early: "

@@ -92,6 +92,13 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     assert head["name"] == "d-3" and head["problems"] == 3
     assert head["baseline"]["accuracy"] == 1.0
     assert set(head["matches"]) == {"small majority", "small weighted_best_of_n (logprob/mean)"}
+    # every system is paired with the baseline over the same problems: its closest point
+    # is its best accuracy minus the baseline's, and here it falls short on every draw
+    best = max((p for p in head["points"] if p["system"] == "small majority"), key=lambda p: p["accuracy"])
+    closest = head["matches"]["small majority"]["closest"]
+    assert head["matches"]["small majority"]["n"] is None
+    assert closest["difference"] == pytest.approx(best["accuracy"] - 1.0) and closest["ci_high"] < 0
+    assert "closest at N = " in md and "vs big greedy, paired" in md
     assert all(p["flops"] > 0 for p in head["points"])
     assert "Headline" in page and (tmp_path / "h" / "headline-d-3.png").stat().st_size > 1000
     # a second view of the same pool adds none of its points again

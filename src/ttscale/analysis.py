@@ -43,12 +43,13 @@ class CurvePoint:
     generated_tokens: float  # mean per problem, for this n
     flops: float = 0.0  # mean per problem, verifier included
     wall_time: float = 0.0  # mean seconds per problem on the machine that ran it
-    # each problem's accuracy (expected over subset draws), for paired comparisons; not saved
+    # each problem's accuracy (expected over subset draws), in the run's problem order: saved,
+    # so that a run on the same problems pairs with it (the headline's larger model)
     per_problem: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        del d["per_problem"]
+        d["per_problem"] = None if self.per_problem is None else [round(float(x), 4) for x in self.per_problem]
         return d
 
 

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .analysis import problem_ci
+
 STATUS_COLOURS = {
     "chosen": "#d62728",
     "final": "#2ca02c",
@@ -160,27 +164,60 @@ def _verifier(summary: dict[str, Any], strategy: str) -> str:
     return f" ({summary['scorer']}/{summary['aggregation']})"
 
 
-def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, int | None]:
-    """For every system, the smallest budget whose accuracy reaches the baseline's."""
-    out: dict[str, int | None] = {}
+def against_baseline(points: Sequence[dict[str, Any]], baseline: dict[str, Any], seed: int = 0) -> None:
+    """Each point's accuracy minus the baseline's, paired over the same problems, with a 95%
+    bootstrap interval (as vs_baseline); summaries written before per-problem results were
+    saved get none."""
+    rng = np.random.default_rng(seed)
+    base = baseline.get("per_problem")
+    for p in points:
+        mine = p.get("per_problem")
+        if base is None or mine is None or len(mine) != len(base) or p["system"] == baseline["system"]:
+            continue
+        diff = np.asarray(mine) - np.asarray(base)
+        lo, hi = problem_ci(diff, rng)
+        p["vs_baseline"] = {"difference": float(diff.mean()), "ci_low": lo, "ci_high": hi}
+
+
+def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """For every system, the smallest budget whose accuracy reaches the baseline's ("n", None
+    if none does) and its point closest to the baseline ("closest": the largest paired
+    difference, when the runs saved per-problem results)."""
+    out: dict[str, dict[str, Any]] = {}
     for p in sorted(points, key=lambda p: p["n"]):
         if p["system"] == baseline["system"]:
             continue
-        out.setdefault(p["system"], None)
-        if out[p["system"]] is None and p["accuracy"] >= baseline["accuracy"]:
-            out[p["system"]] = p["n"]
+        m = out.setdefault(p["system"], {"n": None, "closest": None})
+        if m["n"] is None and p["accuracy"] >= baseline["accuracy"]:
+            m["n"] = p["n"]
+        vs = p.get("vs_baseline")
+        if vs and (m["closest"] is None or vs["difference"] > m["closest"]["difference"]):
+            m["closest"] = {"n": p["n"], **vs}
     return out
 
 
-def headline_table(points: Sequence[dict[str, Any]]) -> str:
+def match_text(match: dict[str, Any]) -> str:
+    reached = f"N = {match['n']}" if match["n"] else "not within the budgets run"
+    c = match["closest"]
+    if c is None:
+        return reached
+    return f"{reached}; closest at N = {c['n']}: {_points(c)}"
+
+
+def _points(vs: dict[str, Any]) -> str:
+    return f"{100 * vs['difference']:+.1f} points [{100 * vs['ci_low']:+.1f}, {100 * vs['ci_high']:+.1f}]"
+
+
+def headline_table(points: Sequence[dict[str, Any]], baseline: str) -> str:
     lines = [
-        "| system | N | accuracy % [95% CI] | generated tokens | FLOPs | seconds |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| system | N | accuracy % [95% CI] | vs {baseline}, paired | generated tokens | FLOPs | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
+        vs = _points(p["vs_baseline"]) if "vs_baseline" in p else "–"
         lines.append(
             f"| {p['system']} | {p['n']} | {100 * p['accuracy']:.1f} [{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]"
-            f" | {p['generated_tokens']:.0f} | {p.get('flops', 0.0):.3g} | {p.get('wall_time', 0.0):.1f} |"
+            f" | {vs} | {p['generated_tokens']:.0f} | {p.get('flops', 0.0):.3g} | {p.get('wall_time', 0.0):.1f} |"
         )
     return "\n".join(lines)
 
@@ -236,11 +273,13 @@ def headline(run_dirs: Sequence[Path], baselines: Sequence[Path], out_dir: Path,
         name = slice_name(members[0], [s["name"] for s in slices])
         points = headline_points(members)
         base = headline_points([bases[ids]])[0]
+        against_baseline(points, base)
         headline_plot(points, out_dir / f"headline-{name}.png", f"{title}: {name}")
         slices.append(
             {
                 "name": name,
                 "problems": len(ids),
+                "problem_ids": list(ids),
                 "points": points,
                 "baseline": base,
                 "matches": matching_budgets(points, base),
@@ -264,15 +303,15 @@ def slice_name(summary: dict[str, Any], taken: Sequence[str]) -> str:
 
 
 def _slice_md(s: dict[str, Any]) -> str:
-    matches = "\n".join(
-        f"- {system}: {f'N = {n}' if n else 'not within the budgets run'}" for system, n in s["matches"].items()
-    )
+    matches = "\n".join(f"- {system}: {match_text(m)}" for system, m in s["matches"].items())
     base = s["baseline"]
     return (
         f"## {s['name']}\n\n{s['problems']} problems, the same for every system. Per problem: generated tokens, FLOPs "
         f"(2 x parameters x tokens computed, verifier included; a pool subset is charged its share of the pool), "
-        f"seconds on this machine.\n\n{headline_table(s['points'])}\n\n"
-        f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%):\n\n{matches}\n\n"
+        f"seconds on this machine. The paired difference to {base['system']} is over the same problems, with a 95% "
+        f"bootstrap interval.\n\n{headline_table(s['points'], base['system'])}\n\n"
+        f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%), and each system's point "
+        f"closest to it:\n\n{matches}\n\n"
         f"![accuracy against FLOPs](headline-{s['name']}.png)\n"
     )
 
@@ -296,19 +335,18 @@ def build_report(
         plot = out_dir / f"headline-{sl['name']}.png"
         rows = "".join(
             f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
-            f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td><td>{p['generated_tokens']:.0f}"
+            f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td>"
+            f"<td>{_points(p['vs_baseline']) if 'vs_baseline' in p else '–'}</td><td>{p['generated_tokens']:.0f}"
             f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
             for p in sl["points"]
         )
-        matches = "".join(
-            f"<li>{html.escape(k)}: {f'N = {v}' if v else 'not within the budgets run'}</li>"
-            for k, v in sl["matches"].items()
-        )
+        matches = "".join(f"<li>{html.escape(k)}: {html.escape(match_text(m))}</li>" for k, m in sl["matches"].items())
         sections.append(
             f"<h2>Headline: {html.escape(sl['name'])} ({sl['problems']} problems)</h2><table><tr><th>system</th>"
-            f"<th>N</th><th>accuracy %</th><th>generated tokens</th><th>FLOPs</th><th>seconds</th></tr>{rows}</table>"
+            f"<th>N</th><th>accuracy %</th><th>vs {html.escape(sl['baseline']['system'])}, paired</th>"
+            f"<th>generated tokens</th><th>FLOPs</th><th>seconds</th></tr>{rows}</table>"
             f"<p>Per problem. Smallest budget reaching {html.escape(sl['baseline']['system'])} "
-            f"({100 * sl['baseline']['accuracy']:.1f}%):</p><ul>{matches}</ul>"
+            f"({100 * sl['baseline']['accuracy']:.1f}%), and each system's point closest to it:</p><ul>{matches}</ul>"
             f"{_embed(plot)}"
         )
     for d in run_dirs:

@@ -349,3 +349,27 @@ def test_merge_covers_the_union_of_slices_that_extend_each_other(tmp_path, fake_
     assert (r.records, r.duplicates, r.missing) == (5, [], ["q2"])  # the gap between the slices is named
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert (meta["start"], meta["limit"]) == (0, 6)
+
+
+def test_merge_into_one_of_the_shards_keeps_its_views_and_gains_the_others_searches(tmp_path, fake_factory):
+    from ttscale.evaluate import _lock, merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=4)
+    c = {"loads": 0}
+    searched = {"strategies": ("majority", "beam_search"), "search": {"beam_width": 2}}
+    run_eval(cfg_for(ds, limit=2, **searched), doubling_generator(fake_factory, c), tmp_path / "pool", progress=False)
+    later = cfg_for(ds, start=2, limit=2, **searched)
+    run_eval(later, doubling_generator(fake_factory, c), tmp_path / "later", progress=False)
+    view = (tmp_path / "pool" / "summary.md").read_text()
+    with _lock(tmp_path / "pool" / ".lock"), pytest.raises(EvalError, match="another ttscale process"):
+        merge_runs(tmp_path / "pool", [tmp_path / "pool", tmp_path / "later"])
+    r = merge_runs(tmp_path / "pool", [tmp_path / "pool", tmp_path / "later"])
+    assert (r.records, r.duplicates, r.missing) == (8, [], [])  # 4 pools and 4 searches
+    assert (tmp_path / "pool" / "summary.md").read_text() == view
+    traces = [json.loads(line)["key"] for line in (tmp_path / "pool" / "traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 4 and len(set(traces)) == 4
+    # the merged directory reports all four problems without sampling anything
+    whole = run_eval(cfg_for(ds, **searched), None, tmp_path / "pool", progress=False, n_boot=5, generate=False)
+    assert whole.complete and whole.n_problems == 4 and c["loads"] == 2
+    with pytest.raises(EvalError, match="merge into a new directory or into one of the shards"):
+        merge_runs(tmp_path / "later", [tmp_path / "pool"])

@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
 
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
-    me.add_argument("output", type=Path, help="the merged run directory (new)")
+    me.add_argument(
+        "output", type=Path, help="the merged run directory: new, or one of the shards (the others merge into it)"
+    )
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
 
     mo = sub.add_parser("models", help="list registered models, or assemble and verify one")

@@ -440,8 +440,10 @@ class MergeReport:
 
 
 def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
-    """Combine shard run directories into one. Refuses shards run with other settings;
-    reports duplicated work (kept once) and problems of the covered slice no shard finished."""
+    """Combine shard run directories into one (their records and search traces). Refuses
+    shards run with other settings; reports duplicated work (kept once) and problems of the
+    covered slice no shard finished. The output is a new directory, or one of the shards
+    (merging the others into it in place, under its lock: its views stay where they are)."""
     metas = []
     for d in shard_dirs:
         try:
@@ -462,29 +464,44 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
     start = min(m.get("start", 0) for m in metas)
     ends = [None if m.get("limit") is None else m.get("start", 0) + m["limit"] for m in metas]
     limit = None if None in ends else max(e for e in ends if e is not None) - start
-    records: dict[str, str] = {}
-    duplicates = []
-    for d in shard_dirs:
-        for rec in read_jsonl(d / "samples.jsonl"):
-            key = record_key(rec)
-            if key in records:
-                duplicates.append(key)
-            else:
-                records[key] = json.dumps(rec, ensure_ascii=False)
+    in_place = any(out_dir.resolve() == d.resolve() for d in shard_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "samples.jsonl").exists():
-        raise EvalError(f"{out_dir} already holds samples; merge into a new directory")
-    (out_dir / "samples.jsonl").write_text("".join(v + "\n" for v in records.values()), "utf-8")
-    meta = {
-        "identity": identity,
-        "shard": None,
-        "limit": limit,
-        "start": start,
-        "levels": list(levels) or None,
-        "merged_from": [str(d) for d in shard_dirs],
-        "created": time.time(),
-    }
-    (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
+    if (out_dir / "samples.jsonl").exists() and not in_place:
+        raise EvalError(f"{out_dir} already holds samples; merge into a new directory or into one of the shards")
+    lock = _lock(out_dir / ".lock") if in_place else None
+    try:
+        records: dict[str, str] = {}
+        duplicates = []
+        traces: dict[str, str] = {}
+        for d in shard_dirs:
+            for rec in read_jsonl(d / "samples.jsonl"):
+                key = record_key(rec)
+                if key in records:
+                    duplicates.append(key)
+                else:
+                    records[key] = json.dumps(rec, ensure_ascii=False)
+            for t in read_jsonl(d / "traces.jsonl"):
+                if "key" in t:
+                    traces.setdefault(t["key"], json.dumps(t, ensure_ascii=False))
+        # written aside and renamed, so a merge in place that dies leaves the shard as it was
+        for name, lines in (("traces.jsonl", traces), ("samples.jsonl", records)):
+            if lines:
+                tmp = out_dir / f"{name}.merging"
+                tmp.write_text("".join(v + "\n" for v in lines.values()), "utf-8")
+                os.replace(tmp, out_dir / name)
+        meta = {
+            "identity": identity,
+            "shard": None,
+            "limit": limit,
+            "start": start,
+            "levels": list(levels) or None,
+            "merged_from": [str(d) for d in shard_dirs],
+            "created": time.time(),
+        }
+        (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
+    finally:
+        if lock is not None:
+            lock.close()
     problems = run_slice(identity, limit, start, levels)
     done = {key.split("|")[1] if "|" in key else key for key in records}
     missing = [p.id for p in problems if p.id not in done]

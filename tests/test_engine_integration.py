@@ -316,3 +316,24 @@ def test_self_refine_on_the_real_model(engine):
     cut = first_rounds(r, 1)
     assert cut.candidates[0].text == one.candidates[0].text
     assert cut.compute.generated_tokens == one.compute.generated_tokens
+
+
+def test_a_stored_run_reproduces_token_for_token_in_a_fresh_engine(tmp_path, engine):
+    # what `ttscale bench reproduce` checks on committed runs: a record's seed and settings give
+    # back its samples, though the engine that re-runs it starts with another cache and order
+    from ttscale.bench import bench_reproduce
+    from ttscale.evaluate import EvalConfig, run_eval
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": QUESTION, "answer": "7"}) + "\n")
+    cfg = EvalConfig(
+        dataset=str(data),
+        ns=(2,),
+        strategies=("majority", "dvts"),
+        sampling=SamplingParams(temperature=0.7, top_p=0.8, top_k=20, max_tokens=40),
+        search={"beam_width": 2, "max_iterations": 2, "step_tokens": 16},
+    )
+    run_eval(cfg, lambda: engine, tmp_path / "run", progress=False, n_boot=5)
+    r = bench_reproduce(tmp_path / "run", records=2)
+    assert [row["key"].split("|")[0] for row in r["records"]] == ["pool", "search"]
+    assert r["reproduced_exactly"] == 2, r["records"]

@@ -6,10 +6,14 @@ machine at the same time, so the ratio is meaningful even where absolute speed i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .core import SamplingParams
@@ -291,3 +295,93 @@ def format_probe(r: dict[str, Any]) -> str:
             f"| replaying stored text for its states (tokens/s) | {r['replay_tok_per_s']} |",
         ]
     )
+
+
+def bench_reproduce(
+    run_dir: Path, records: int = 2, match: str = "", make_generator: Callable[[bool], Any] | None = None
+) -> dict[str, Any]:
+    """Re-run stored records of an eval run (pools or tree searches) with this code on this
+    machine, and compare them token for token with what the run stored: the seed and settings
+    a record carries must give back its samples. make_generator(hidden_states) builds the
+    engine (the run's model by default); self-refinement runs are not re-run here."""
+    from .evaluate import EvalConfig, read_jsonl, record_key, sample_problem, search_problem
+    from .prompts import SYSTEM_PROMPT
+    from .scorers import known_scorer, needs_hidden_states
+
+    meta = json.loads((run_dir / "config.json").read_text())
+    ident = meta["identity"]
+    if ident["system_prompt_sha1"] != hashlib.sha1(SYSTEM_PROMPT.encode()).hexdigest():
+        raise ValueError(f"{run_dir} was run with another system prompt than this version's")
+    chosen = [
+        r
+        for r in read_jsonl(run_dir / "samples.jsonl")
+        if match in record_key(r) and "|self_refine|" not in record_key(r)
+    ][:records]
+    if not chosen:
+        raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")
+    problems = {p.id: p for p in load_dataset(ident["dataset"], *ident["fields"]).problems}
+    base = EvalConfig(
+        dataset=ident["dataset"],
+        ns=(ident["n"],),
+        model=ident["model"],
+        seed=ident["seed"],
+        sampling=SamplingParams(**ident["sampling"]),
+        question_field=ident["fields"][0],
+        answer_field=ident["fields"][1],
+    )
+    make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden))
+    engines: dict[bool, Any] = {}
+    rows = []
+    for old in chosen:
+        key = record_key(old)
+        if key.startswith("pool|"):
+            # a pool sampled beside the probe had hidden states on, which the engine's batches follow
+            hidden = "probe" in old["candidates"][0]["scores"] and "probe" not in old.get("rescored", {})
+            cfg, strategy = base, None
+        else:
+            _, _, strategy, n, scorer, aggregation, settings = key.split("|", 6)
+            if not known_scorer(scorer):
+                raise ValueError(f"{key}: its verifier {scorer!r} is not available here")
+            hidden = needs_hidden_states(scorer)
+            cfg = replace(base, scorer=scorer, aggregation=aggregation, search=json.loads(settings))
+        engine = engines.get(hidden) or engines.setdefault(hidden, make(hidden))
+        t0 = time.perf_counter()
+        problem = problems[old["id"]]
+        new = (
+            sample_problem(problem, engine, cfg)
+            if strategy is None
+            else search_problem(problem, engine, cfg, strategy, int(n))[0]
+        )
+        before, after = [c["text"] for c in old["candidates"]], [c["text"] for c in new["candidates"]]
+        rows.append(
+            {
+                "key": key,
+                "identical_samples": sum(a == b for a, b in zip(before, after, strict=False)),
+                "samples": len(before),
+                "same_count": len(before) == len(after),
+                "same_answer": old.get("answer") == new.get("answer"),
+                "generated_tokens": [old["compute"]["generated_tokens"], new["compute"]["generated_tokens"]],
+                "prompt_tokens": [old["compute"]["prompt_tokens"], new["compute"]["prompt_tokens"]],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    exact = sum(r["same_count"] and r["identical_samples"] == r["samples"] for r in rows)
+    return {"run": str(run_dir), "model": ident["model"], "records": rows, "reproduced_exactly": exact}
+
+
+def format_reproduce(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['run']} ({r['model']}): {r['reproduced_exactly']} of {len(r['records'])} records reproduced token for "
+        "token",
+        "",
+        "| record | identical samples | same pick | generated tokens (stored / now) | prompt tokens (stored / now) "
+        "| s |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for row in r["records"]:
+        g, p = row["generated_tokens"], row["prompt_tokens"]
+        lines.append(
+            f"| {row['key'][:60]} | {row['identical_samples']} of {row['samples']} | "
+            f"{'yes' if row['same_answer'] else 'no'} | {g[0]} / {g[1]} | {p[0]} / {p[1]} | {row['seconds']} |"
+        )
+    return "\n".join(lines)

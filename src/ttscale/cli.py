@@ -136,6 +136,13 @@ def _generator(args: argparse.Namespace) -> Any:
     )
 
 
+def _reproduce_engine(args: argparse.Namespace) -> Any:
+    from .engine import LlamaCppGenerator
+
+    model = json.loads((args.run / "config.json").read_text())["identity"]["model"]
+    return lambda hidden: LlamaCppGenerator(model, hidden_states=hidden, n_threads=args.threads)
+
+
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         "beam_width": args.beam_width,
@@ -233,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--step-tokens", type=int, default=128)
     pb = bench("probe", "what the value probe costs: hidden states on/off, time per score", 16, 256, problems=2)
     pb.add_argument("--probe", help="probe file (default: the one shipped for the model)")
+    rp = bsub.add_parser("reproduce", help="re-run stored records of an eval run; compare them token for token")
+    rp.add_argument("run", type=Path, help="an eval run directory")
+    rp.add_argument("--records", type=int, default=2, help="how many of its records (the first that match)")
+    rp.add_argument("--match", default="", help="only records whose key holds this, e.g. '|dvts|4|' or 'pool|'")
+    rp.add_argument("--threads", type=int, help="CPU threads of the engine (default: all)")
+    rp.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
     sv = sub.add_parser(
         "serve",
@@ -346,9 +359,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         return _models(args.name)
     if args.command == "bench":
-        from .bench import bench_engine, bench_probe, bench_search, format_engine, format_probe, format_search
+        from .bench import (
+            bench_engine,
+            bench_probe,
+            bench_reproduce,
+            bench_search,
+            format_engine,
+            format_probe,
+            format_reproduce,
+            format_search,
+        )
 
-        if args.bench == "engine":
+        if args.bench == "reproduce":
+            try:
+                r = bench_reproduce(args.run, args.records, args.match, _reproduce_engine(args))
+            except (OSError, ValueError, KeyError) as e:
+                print(f"ttscale: error: {e}", file=sys.stderr)
+                return 2
+            print(format_reproduce(r))
+        elif args.bench == "engine":
             r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
             print(format_engine(r))
         elif args.bench == "probe":

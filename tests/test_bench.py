@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from ttscale.bench import bench_reproduce, format_reproduce
+from ttscale.core import SamplingParams
+from ttscale.evaluate import EvalConfig, run_eval
+from ttscale.testing import FakeGenerator
+
+
+def script(prompt, seed):
+    depth = prompt.partial.count("\n\n")
+    if depth >= 2:
+        return f"So \\boxed{{{seed % 3}}}."
+    return f"step {depth} variant {seed % 5}.\n\nmore"
+
+
+def test_reproduce_reruns_stored_pools_and_searches_and_finds_a_changed_one(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2)))
+    cfg = EvalConfig(
+        dataset=str(data),
+        ns=(4,),
+        model="fake",
+        strategies=("majority", "beam_search"),
+        sampling=SamplingParams(max_tokens=100),
+        search={"beam_width": 2},
+    )
+    run = tmp_path / "run"
+    run_eval(cfg, lambda: FakeGenerator(script), run, progress=False, n_boot=5)
+    built = []
+
+    def make(hidden):
+        built.append(hidden)
+        return FakeGenerator(script)
+
+    r = bench_reproduce(run, records=10, make_generator=make)
+    assert r["reproduced_exactly"] == len(r["records"]) == 4  # 2 pools, 2 beam searches
+    assert built == [False]  # one engine for all: no record needed hidden states
+    assert "4 of 4 records reproduced token for token" in format_reproduce(r)
+
+    # a stored sample that the seed does not give back is found, and only that record
+    lines = (run / "samples.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["candidates"][1]["text"] += " (edited)"
+    (run / "samples.jsonl").write_text("\n".join([json.dumps(rec), *lines[1:]]) + "\n")
+    r = bench_reproduce(run, records=10, match="pool|", make_generator=make)
+    assert [row["identical_samples"] for row in r["records"]] == [3, 4] and r["reproduced_exactly"] == 1
+    with pytest.raises(ValueError, match="no pool or tree-search record"):
+        bench_reproduce(run, match="|dvts|", make_generator=make)

@@ -72,6 +72,19 @@ def test_pathological_answers_are_compared_as_strings():
     assert not is_correct("9" * 5000, "1")
 
 
+def test_answers_that_could_only_time_out_are_decided_at_once():
+    # Real MATH-500 samples: sympy would evaluate these powers until the timeout, and a timed-out
+    # comparison's verdict would depend on the machine's load; they are compared as strings.
+    import time
+
+    t0 = time.perf_counter()
+    assert not equivalent("1", "1^{2^{235423523}}")
+    assert not equivalent("2^{235423523}", "2048576")
+    assert equivalent("2^{235423523}", "2^{ 235423523}")
+    assert time.perf_counter() - t0 < 2
+    assert equivalent("2^{10}", "1024")  # ordinary powers still compare as numbers
+
+
 def test_last_boxed_matches_nested_braces():
     from ttscale.grading import last_boxed
 

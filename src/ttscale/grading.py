@@ -3,7 +3,10 @@
 Answers travel as strings (what math-verify extracted, in LaTeX); equivalence is decided on
 the parsed expressions, so "1/2", "0.5" and "\\frac{1}{2}" are one answer. Every parse and
 comparison is time-bounded (math-verify's alarm; only possible on the main thread) and
-length-bounded, so grading never hangs on a pathological answer.
+length-bounded, so grading never hangs on a pathological answer. A timed-out comparison
+counts as "not equivalent", which would make grading depend on how busy the machine is: so
+the bound is far above what a real comparison takes (under 2 s on a loaded 2-core machine),
+and answers that only time out (integer powers too large to evaluate) are caught before.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-TIMEOUT_SECONDS = 3
+TIMEOUT_SECONDS = 10
 MAX_ANSWER_CHARS = 300  # longer "answers" are compared as plain strings
+# an exponent of 5+ digits (2^{235423523}): sympy would try to compute the number
+_HUGE_POWER = re.compile(r"\^\s*\{?\s*\d{5,}")
 _PRED_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
 
@@ -67,7 +72,7 @@ def gold_from_gsm8k(answer_field: str) -> str:
 
 @lru_cache(maxsize=100_000)
 def _parsed(answer: str) -> tuple[Any, ...]:
-    if len(answer) > MAX_ANSWER_CHARS:
+    if len(answer) > MAX_ANSWER_CHARS or _HUGE_POWER.search(answer):
         return ()
     return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=_timeout()))
 

@@ -146,22 +146,25 @@ def paired_differences(
             continue
         if len(p.per_problem) != len(b.per_problem) or p.strategy in ("oracle", "pass@1"):
             continue
-        diff = p.per_problem - b.per_problem
-        if not diff.any() and p.generated_tokens == b.generated_tokens:
+        if np.array_equal(p.per_problem, b.per_problem) and p.generated_tokens == b.generated_tokens:
             continue  # the same thing (every rule agrees on one sample)
-        lo, hi = problem_ci(diff, rng, n_boot)
         ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
-        rows.append(
-            {
-                "strategy": p.strategy,
-                "n": p.n,
-                "difference": float(diff.mean()),
-                "ci_low": lo,
-                "ci_high": hi,
-                "token_ratio": ratio,
-            }
-        )
+        paired = paired_difference(p.per_problem, b.per_problem, rng, n_boot)
+        rows.append({"strategy": p.strategy, "n": p.n, **paired, "token_ratio": ratio})
     return rows
+
+
+def paired_difference(
+    values: Sequence[float] | np.ndarray,
+    baseline: Sequence[float] | np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+) -> dict[str, float]:
+    """Mean per-problem difference of two results on the same problems, with its 95%
+    bootstrap interval over problems."""
+    diff = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
+    lo, hi = problem_ci(diff, rng, n_boot)
+    return {"difference": float(diff.mean()), "ci_low": lo, "ci_high": hi}
 
 
 def paired_table(rows: Sequence[dict[str, Any]], baseline: str = "majority") -> str:

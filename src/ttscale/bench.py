@@ -6,7 +6,6 @@ machine at the same time, so the ratio is meaningful even where absolute speed i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -298,20 +297,21 @@ def format_probe(r: dict[str, Any]) -> str:
 
 
 def bench_reproduce(
-    run_dir: Path, records: int = 2, match: str = "", make_generator: Callable[[bool], Any] | None = None
+    run_dir: Path,
+    records: int = 2,
+    match: str = "",
+    threads: int | None = None,
+    make_generator: Callable[[bool], Any] | None = None,
 ) -> dict[str, Any]:
     """Re-run stored records of an eval run (pools or tree searches) with this code on this
     machine, and compare them token for token with what the run stored: the seed and settings
     a record carries must give back its samples. make_generator(hidden_states) builds the
-    engine (the run's model by default); self-refinement runs are not re-run here."""
+    engine (the run's model on `threads` CPU threads by default); self-refinement runs are not
+    re-run here."""
     from .evaluate import EvalConfig, read_jsonl, record_key, sample_problem, search_problem
-    from .prompts import SYSTEM_PROMPT
     from .scorers import known_scorer, needs_hidden_states
 
-    meta = json.loads((run_dir / "config.json").read_text())
-    ident = meta["identity"]
-    if ident["system_prompt_sha1"] != hashlib.sha1(SYSTEM_PROMPT.encode()).hexdigest():
-        raise ValueError(f"{run_dir} was run with another system prompt than this version's")
+    ident = json.loads((run_dir / "config.json").read_text())["identity"]
     chosen = [
         r
         for r in read_jsonl(run_dir / "samples.jsonl")
@@ -329,7 +329,9 @@ def bench_reproduce(
         question_field=ident["fields"][0],
         answer_field=ident["fields"][1],
     )
-    make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden))
+    if base.identity() != ident:  # rebuilt from the identity: only the system prompt can differ
+        raise ValueError(f"{run_dir} was run with another system prompt than this version's")
+    make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=threads))
     engines: dict[bool, Any] = {}
     rows = []
     for old in chosen:
@@ -344,7 +346,9 @@ def bench_reproduce(
                 raise ValueError(f"{key}: its verifier {scorer!r} is not available here")
             hidden = needs_hidden_states(scorer)
             cfg = replace(base, scorer=scorer, aggregation=aggregation, search=json.loads(settings))
-        engine = engines.get(hidden) or engines.setdefault(hidden, make(hidden))
+        if hidden not in engines:
+            engines[hidden] = make(hidden)
+        engine = engines[hidden]
         t0 = time.perf_counter()
         problem = problems[old["id"]]
         new = (

@@ -136,13 +136,6 @@ def _generator(args: argparse.Namespace) -> Any:
     )
 
 
-def _reproduce_engine(args: argparse.Namespace) -> Any:
-    from .engine import LlamaCppGenerator
-
-    model = json.loads((args.run / "config.json").read_text())["identity"]["model"]
-    return lambda hidden: LlamaCppGenerator(model, hidden_states=hidden, n_threads=args.threads)
-
-
 def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         "beam_width": args.beam_width,
@@ -372,7 +365,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.bench == "reproduce":
             try:
-                r = bench_reproduce(args.run, args.records, args.match, _reproduce_engine(args))
+                r = bench_reproduce(args.run, args.records, args.match, args.threads)
             except (OSError, ValueError, KeyError) as e:
                 print(f"ttscale: error: {e}", file=sys.stderr)
                 return 2

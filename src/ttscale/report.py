@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import problem_ci
+from .analysis import paired_difference
 
 STATUS_COLOURS = {
     "chosen": "#d62728",
@@ -174,9 +174,7 @@ def against_baseline(points: Sequence[dict[str, Any]], baseline: dict[str, Any],
         mine = p.get("per_problem")
         if base is None or mine is None or len(mine) != len(base) or p["system"] == baseline["system"]:
             continue
-        diff = np.asarray(mine) - np.asarray(base)
-        lo, hi = problem_ci(diff, rng)
-        p["vs_baseline"] = {"difference": float(diff.mean()), "ci_low": lo, "ci_high": hi}
+        p["vs_baseline"] = paired_difference(mine, base, rng)
 
 
 def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -208,13 +206,17 @@ def _points(vs: dict[str, Any]) -> str:
     return f"{100 * vs['difference']:+.1f} points [{100 * vs['ci_low']:+.1f}, {100 * vs['ci_high']:+.1f}]"
 
 
+def _vs_text(point: dict[str, Any]) -> str:
+    return _points(point["vs_baseline"]) if "vs_baseline" in point else "–"
+
+
 def headline_table(points: Sequence[dict[str, Any]], baseline: str) -> str:
     lines = [
         f"| system | N | accuracy % [95% CI] | vs {baseline}, paired | generated tokens | FLOPs | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
-        vs = _points(p["vs_baseline"]) if "vs_baseline" in p else "–"
+        vs = _vs_text(p)
         lines.append(
             f"| {p['system']} | {p['n']} | {100 * p['accuracy']:.1f} [{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]"
             f" | {vs} | {p['generated_tokens']:.0f} | {p.get('flops', 0.0):.3g} | {p.get('wall_time', 0.0):.1f} |"
@@ -336,7 +338,7 @@ def build_report(
         rows = "".join(
             f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
             f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td>"
-            f"<td>{_points(p['vs_baseline']) if 'vs_baseline' in p else '–'}</td><td>{p['generated_tokens']:.0f}"
+            f"<td>{_vs_text(p)}</td><td>{p['generated_tokens']:.0f}"
             f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
             for p in sl["points"]
         )

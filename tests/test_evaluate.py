@@ -373,3 +373,43 @@ def test_merge_into_one_of_the_shards_keeps_its_views_and_gains_the_others_searc
     assert whole.complete and whole.n_problems == 4 and c["loads"] == 2
     with pytest.raises(EvalError, match="merge into a new directory or into one of the shards"):
         merge_runs(tmp_path / "later", [tmp_path / "pool"])
+
+
+def test_a_pool_grows_to_a_larger_budget_keeping_its_samples(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    c = {"loads": 0}
+    make = doubling_generator(fake_factory, c)
+    run_eval(cfg_for(ds), make, tmp_path / "r", progress=False, n_boot=5)
+    small = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "r" / "samples.jsonl").read_text().splitlines()}
+    with pytest.raises(EvalError, match="different settings \\(n\\)"):  # only on request
+        run_eval(cfg_for(ds, ns=(8,)), make, tmp_path / "r", progress=False)
+    grown = run_eval(cfg_for(ds, ns=(4, 8)), make, tmp_path / "r", progress=False, n_boot=5, grow_pool=True)
+    assert grown.complete and max(p.n for p in grown.points if p.strategy == "majority") == 8
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["identity"]["n"] == 8
+    lines = (tmp_path / "r" / "samples.jsonl").read_text().splitlines()
+    records = {json.loads(x)["id"]: json.loads(x) for x in lines}
+    for pid, old in small.items():
+        new = records[pid]
+        assert len(new["candidates"]) == 8 and new["candidates"][:4] == old["candidates"]
+        assert new["compute"]["generated_tokens"] > old["compute"]["generated_tokens"]
+        assert [g["from"] for g in new["grown"]] == [4] and new["grown"][0]["seed"] != old["seed"]
+    # growing again from the same small pools gives the same samples
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "config.json").write_text((tmp_path / "r" / "config.json").read_text().replace('"n": 8', '"n": 4', 1))
+    (again / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in small.values()))
+    run_eval(cfg_for(ds, ns=(8,)), make, again, progress=False, n_boot=5, grow_pool=True)
+    regrown = {json.loads(x)["id"]: json.loads(x) for x in (again / "samples.jsonl").read_text().splitlines()}
+    assert [c["text"] for r in regrown.values() for c in r["candidates"]] == [
+        c["text"] for r in records.values() for c in r["candidates"]
+    ]
+    # a pool carrying scores the growth would not give its new samples is refused, not mixed
+    judged = tmp_path / "judged"
+    judged.mkdir()
+    (judged / "config.json").write_text((again / "config.json").read_text().replace('"n": 8', '"n": 4', 1))
+    for r in small.values():
+        for cand in r["candidates"]:
+            cand["scores"]["judge"] = [0.5]
+    (judged / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in small.values()))
+    with pytest.raises(EvalError, match="scored by judge"):
+        run_eval(cfg_for(ds, ns=(8,)), make, judged, progress=False, grow_pool=True)

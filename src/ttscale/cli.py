@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--report-only", action="store_true", help="summarise what is done; generate nothing")
     ev.add_argument(
+        "--grow-pool",
+        action="store_true",
+        help="the run holds smaller pools than the largest --n: keep them and sample only the missing ones",
+    )
+    ev.add_argument(
         "--compare",
         type=_compare,
         default=(),
@@ -519,6 +524,7 @@ def _eval(args: argparse.Namespace) -> int:
             summary_name=args.summary,
             compare=args.compare,
             replay_policy=args.replay_optimal,
+            grow_pool=args.grow_pool,
         )
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)

@@ -119,7 +119,9 @@ class RunStore:
     One process writes to a directory at a time (a lock file says so); a reader (report
     only) never rewrites the samples file, so it is safe beside a running writer."""
 
-    def __init__(self, out_dir: Path, cfg: EvalConfig, write: bool = True) -> None:
+    def __init__(self, out_dir: Path, cfg: EvalConfig, write: bool = True, grow: bool = False) -> None:
+        """grow: a writer asking for larger pools than the run holds raises the run's pool
+        size, and each stored pool then gets its missing samples (`grow_pool`)."""
         self.dir = out_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write = write
@@ -135,12 +137,16 @@ class RunStore:
                 raise EvalError(f"{cfg_path} is corrupt ({e}); remove it or use another --output") from None
             stored_identity = stored.get("identity", {})
 
+            stored_n = stored_identity.get("n", 0)
+
             def binds(k: str) -> bool:
                 # The pool size binds only runs that use the pool (a search may add a larger
                 # budget), and a view, which samples nothing, may replay a larger pool.
                 if k != "n":
                     return True
-                return bool(cfg.pool_strategies) and (write or stored_identity.get("n", 0) < identity["n"])
+                if grow and write and stored_n < identity["n"]:
+                    return False
+                return bool(cfg.pool_strategies) and (write or stored_n < identity["n"])
 
             diff = sorted(k for k in identity if stored_identity.get(k) != identity[k] and binds(k))
             if diff:
@@ -150,6 +156,10 @@ class RunStore:
                 )
             if stored.get("shard") != _shard_text(cfg.shard):
                 raise EvalError(f"{self.dir} holds shard {stored.get('shard')}, not {_shard_text(cfg.shard)}")
+            if grow and write and stored_n < identity["n"] and cfg.pool_strategies:
+                stored["identity"]["n"] = identity["n"]
+                stored["grown_from"] = [*stored.get("grown_from", []), stored_n]
+                cfg_path.write_text(json.dumps(stored, indent=2))
         else:
             meta = {
                 "identity": identity,
@@ -237,32 +247,63 @@ def _problem_fields(problem: Problem, cfg: EvalConfig, seed: int) -> dict[str, A
 def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
     """One problem's pool of samples, graded, with the per-step scores of every model-free
     verifier (and of the configured one, if it needs a model)."""
-    params = replace(cfg.sampling, seed=problem_seed(cfg.seed, problem.id))
+    seed = problem_seed(cfg.seed, problem.id)
+    candidates, compute = _draw_samples(problem, generator, cfg, cfg.pool_n, seed)
+    return {
+        **_problem_fields(problem, cfg, seed),
+        "sampling": replace(cfg.sampling, seed=seed).to_dict(),
+        "compute": compute.to_dict(),
+        "candidates": candidates,
+    }
+
+
+def grow_pool(record: dict[str, Any], problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
+    """A stored pool with its missing samples added, the stored ones kept as they are. The
+    new samples are seeded apart from the first ones (a seed of their own, recorded under
+    "grown"), so growing is reproducible; a pool drawn at the larger size afresh holds other,
+    equally valid samples. The compute is the sum of both draws."""
+    have = len(record["candidates"])
+    specs = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
+    stored = set().union(*(c["scores"] for c in record["candidates"]))
+    if missing := sorted(stored - {scorer_name(s) for s in specs}):
+        raise EvalError(
+            f"the pool of {problem.id} is scored by {', '.join(missing)}; grow it with that --scorer, "
+            "so the new samples carry the same scores"
+        )
+    seed = problem_seed(record["seed"], f"{problem.id}|grown from {have}")
+    candidates, compute = _draw_samples(problem, generator, cfg, cfg.pool_n - have, seed)
+    return {
+        **record,
+        "compute": (Compute.from_dict(record["compute"]) + compute).to_dict(),
+        "candidates": record["candidates"] + candidates,
+        "grown": [*record.get("grown", []), {"from": have, "to": cfg.pool_n, "seed": seed}],
+    }
+
+
+def _draw_samples(
+    problem: Problem, generator: Generator, cfg: EvalConfig, n: int, seed: int
+) -> tuple[list[dict[str, Any]], Compute]:
+    params = replace(cfg.sampling, seed=seed)
     t0 = time.perf_counter()
     names = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
     scorers = [make_scorer(name, generator, cfg.system_prompt) for name in names]
-    candidates, compute = sample_pool(problem, generator, scorers[0], cfg.pool_n, params, cfg.system_prompt)
+    candidates, compute = sample_pool(problem, generator, scorers[0], n, params, cfg.system_prompt)
     scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
     for s in scorers[1:]:
         scores[s.name], spent = s.score(problem, candidates)
         compute = compute + Compute(verifier_tokens=spent.verifier_tokens, flops=spent.flops)
     compute.wall_time = time.perf_counter() - t0
-    return {
-        **_problem_fields(problem, cfg, params.seed),
-        "sampling": params.to_dict(),
-        "compute": compute.to_dict(),
-        "candidates": [
-            {
-                "text": c.text,
-                "answer": c.answer,
-                "correct": is_correct(c.answer, problem.gold),
-                "finish_reason": c.finish_reason,
-                "steps": [s.to_dict() for s in c.steps],
-                "scores": {name: scores[name][k] for name in scores},
-            }
-            for k, c in enumerate(candidates)
-        ],
-    }
+    return [
+        {
+            "text": c.text,
+            "answer": c.answer,
+            "correct": is_correct(c.answer, problem.gold),
+            "finish_reason": c.finish_reason,
+            "steps": [s.to_dict() for s in c.steps],
+            "scores": {name: scores[name][k] for name in scores},
+        }
+        for k, c in enumerate(candidates)
+    ], compute
 
 
 def search_problem(
@@ -366,12 +407,14 @@ def run_eval(
     summary_name: str = "summary",
     compare: Sequence[tuple[str, str]] = (),
     replay_policy: str | None = None,
+    grow_pool: bool = False,
 ) -> EvalReport:
     """Run the missing work (unless generate is False: then only report what is done).
     summary_name names the report files, so one run directory can hold several views;
     compare adds the same strategies under other (verifier, aggregation) pairs whose scores
     or searches the run already holds; replay_policy adds compute_optimal with that policy
-    file, replayed on the stored pools."""
+    file, replayed on the stored pools; grow_pool lets a larger --n keep the stored pools and
+    sample only what they lack."""
     for s in cfg.strategies:
         if s not in PICKERS and s not in PER_BUDGET:
             known = ", ".join([*PICKERS, *PER_BUDGET])
@@ -383,7 +426,7 @@ def run_eval(
     ds = load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field)
     report_errors(ds)
     problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start, cfg.levels)
-    store = RunStore(out_dir, cfg, write=generate)
+    store = RunStore(out_dir, cfg, write=generate, grow=grow_pool)
     try:
         todo = [(p, key) for p in problems for key in _work_keys(p, cfg) if _needs_work(store.records.get(key), cfg)]
         if todo and generate:
@@ -549,8 +592,13 @@ def run_slice(
 
 
 def _needs_work(record: dict[str, Any] | None, cfg: EvalConfig) -> bool:
-    """Missing work, or a pool sampled before this verifier was asked for."""
-    return record is None or (record.get("kind") != "search" and not _has_scores(record, cfg.scorer))
+    """Missing work, a pool sampled before this verifier was asked for, or a pool smaller
+    than the run's (being grown)."""
+    if record is None:
+        return True
+    if record.get("kind") == "search":
+        return False
+    return not _has_scores(record, cfg.scorer) or len(record["candidates"]) < cfg.pool_n
 
 
 def _has_scores(record: dict[str, Any], scorer: str) -> bool:
@@ -602,8 +650,14 @@ def _run(
         if store.records.get(key, {}).get("kind") == "search":
             continue  # written beside a larger budget's run (self_refine)
         if key in store.records:
-            bar.set_description(f"{cfg.dataset} rescoring with {cfg.scorer}")
-            store.append(rescore_pool(store.records[key], problem, generator, cfg))
+            rec = store.records[key]
+            if len(rec["candidates"]) < cfg.pool_n:
+                bar.set_description(f"{cfg.dataset} growing pools to {cfg.pool_n}")
+                rec = grow_pool(rec, problem, generator, cfg)
+            if not _has_scores(rec, cfg.scorer):
+                bar.set_description(f"{cfg.dataset} rescoring with {cfg.scorer}")
+                rec = rescore_pool(rec, problem, generator, cfg)
+            store.append(rec)
             continue
         if key.startswith("pool|"):
             rec = sample_problem(problem, generator, cfg)

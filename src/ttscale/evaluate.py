@@ -263,9 +263,8 @@ def grow_pool(record: dict[str, Any], problem: Problem, generator: Generator, cf
     "grown"), so growing is reproducible; a pool drawn at the larger size afresh holds other,
     equally valid samples. The compute is the sum of both draws."""
     have = len(record["candidates"])
-    specs = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
     stored = set().union(*(c["scores"] for c in record["candidates"]))
-    if missing := sorted(stored - {scorer_name(s) for s in specs}):
+    if missing := sorted(stored - {scorer_name(s) for s in _pool_scorers(cfg)}):
         raise EvalError(
             f"the pool of {problem.id} is scored by {', '.join(missing)}; grow it with that --scorer, "
             "so the new samples carry the same scores"
@@ -280,13 +279,17 @@ def grow_pool(record: dict[str, Any], problem: Problem, generator: Generator, cf
     }
 
 
+def _pool_scorers(cfg: EvalConfig) -> list[str]:
+    """Every model-free verifier, and the configured one if it needs a model."""
+    return list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
+
+
 def _draw_samples(
     problem: Problem, generator: Generator, cfg: EvalConfig, n: int, seed: int
 ) -> tuple[list[dict[str, Any]], Compute]:
     params = replace(cfg.sampling, seed=seed)
     t0 = time.perf_counter()
-    names = list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
-    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in names]
+    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in _pool_scorers(cfg)]
     candidates, compute = sample_pool(problem, generator, scorers[0], n, params, cfg.system_prompt)
     scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
     for s in scorers[1:]:

@@ -48,3 +48,18 @@ def test_reproduce_reruns_stored_pools_and_searches_and_finds_a_changed_one(tmp_
     assert [row["identical_samples"] for row in r["records"]] == [3, 4] and r["reproduced_exactly"] == 1
     with pytest.raises(ValueError, match="no pool or tree-search record"):
         bench_reproduce(run, match="|dvts|", make_generator=make)
+
+
+def test_reproduce_redraws_a_grown_pool_as_it_was_grown(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {k}?", "answer": "1"}) + "\n" for k in range(2)))
+    cfg = EvalConfig(dataset=str(data), ns=(2,), model="fake", sampling=SamplingParams(max_tokens=100))
+    run = tmp_path / "run"
+    run_eval(cfg, lambda: FakeGenerator(script), run, progress=False, n_boot=5)
+    run_eval(EvalConfig(**{**cfg.__dict__, "ns": (5,)}), lambda: FakeGenerator(script), run, False, 5, grow_pool=True)
+    grown = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()][-1]
+    assert len(grown["candidates"]) == 5 and grown["grown"][0]["scorer"] == "logprob"
+
+    r = bench_reproduce(run, records=10, make_generator=lambda hidden: FakeGenerator(script))
+    assert r["reproduced_exactly"] == len(r["records"]) == 2
+    assert all(row["samples"] == 5 for row in r["records"])

@@ -308,15 +308,12 @@ def bench_reproduce(
     a record carries must give back its samples. make_generator(hidden_states) builds the
     engine (the run's model on `threads` CPU threads by default); self-refinement runs are not
     re-run here."""
-    from .evaluate import EvalConfig, read_jsonl, record_key, sample_problem, search_problem
+    from .evaluate import EvalConfig, grow_pool, read_jsonl, record_key, sample_problem, search_problem
     from .scorers import known_scorer, needs_hidden_states
 
     ident = json.loads((run_dir / "config.json").read_text())["identity"]
-    chosen = [
-        r
-        for r in read_jsonl(run_dir / "samples.jsonl")
-        if match in record_key(r) and "|self_refine|" not in record_key(r)
-    ][:records]
+    latest = {record_key(r): r for r in read_jsonl(run_dir / "samples.jsonl")}  # a later line supersedes
+    chosen = [r for key, r in latest.items() if match in key and "|self_refine|" not in key][:records]
     if not chosen:
         raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")
     problems = {p.id: p for p in load_dataset(ident["dataset"], *ident["fields"]).problems}
@@ -333,29 +330,38 @@ def bench_reproduce(
         raise ValueError(f"{run_dir} was run with another system prompt than this version's")
     make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=threads))
     engines: dict[bool, Any] = {}
+
+    def engine_for(hidden: bool) -> Any:
+        if hidden not in engines:
+            engines[hidden] = make(hidden)
+        return engines[hidden]
+
+    def resample_pool(old: dict[str, Any], problem: Any) -> dict[str, Any]:
+        # A grown pool is drawn as it was: its first size, then each growth with the engine
+        # (hidden states or not, which its batches follow) and the verifier it had.
+        grown = old.get("grown", [])
+        first = grown[0]["from"] if grown else len(old["candidates"])
+        # a pool sampled beside the probe had hidden states on
+        hidden = "probe" in old["candidates"][0]["scores"] and "probe" not in old.get("rescored", {})
+        new = sample_problem(problem, engine_for(hidden), replace(base, ns=(first,)))
+        for g in grown:
+            cfg = replace(base, ns=(g["to"],), scorer=g.get("scorer", base.scorer))
+            new = grow_pool(new, problem, engine_for(needs_hidden_states(cfg.scorer)), cfg)
+        return new
+
     rows = []
     for old in chosen:
         key = record_key(old)
+        t0 = time.perf_counter()
+        problem = problems[old["id"]]
         if key.startswith("pool|"):
-            # a pool sampled beside the probe had hidden states on, which the engine's batches follow
-            hidden = "probe" in old["candidates"][0]["scores"] and "probe" not in old.get("rescored", {})
-            cfg, strategy = base, None
+            new = resample_pool(old, problem)
         else:
             _, _, strategy, n, scorer, aggregation, settings = key.split("|", 6)
             if not known_scorer(scorer):
                 raise ValueError(f"{key}: its verifier {scorer!r} is not available here")
-            hidden = needs_hidden_states(scorer)
             cfg = replace(base, scorer=scorer, aggregation=aggregation, search=json.loads(settings))
-        if hidden not in engines:
-            engines[hidden] = make(hidden)
-        engine = engines[hidden]
-        t0 = time.perf_counter()
-        problem = problems[old["id"]]
-        new = (
-            sample_problem(problem, engine, cfg)
-            if strategy is None
-            else search_problem(problem, engine, cfg, strategy, int(n))[0]
-        )
+            new = search_problem(problem, engine_for(needs_hidden_states(scorer)), cfg, strategy, int(n))[0]
         before, after = [c["text"] for c in old["candidates"]], [c["text"] for c in new["candidates"]]
         rows.append(
             {

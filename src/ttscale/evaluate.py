@@ -260,8 +260,9 @@ def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> d
 def grow_pool(record: dict[str, Any], problem: Problem, generator: Generator, cfg: EvalConfig) -> dict[str, Any]:
     """A stored pool with its missing samples added, the stored ones kept as they are. The
     new samples are seeded apart from the first ones (a seed of their own, recorded under
-    "grown"), so growing is reproducible; a pool drawn at the larger size afresh holds other,
-    equally valid samples. The compute is the sum of both draws."""
+    "grown" with the verifier that scored them live), so growing is reproducible; a pool
+    drawn at the larger size afresh holds other, equally valid samples. The compute is the
+    sum of both draws."""
     have = len(record["candidates"])
     stored = set().union(*(c["scores"] for c in record["candidates"]))
     if missing := sorted(stored - {scorer_name(s) for s in _pool_scorers(cfg)}):
@@ -275,7 +276,7 @@ def grow_pool(record: dict[str, Any], problem: Problem, generator: Generator, cf
         **record,
         "compute": (Compute.from_dict(record["compute"]) + compute).to_dict(),
         "candidates": record["candidates"] + candidates,
-        "grown": [*record.get("grown", []), {"from": have, "to": cfg.pool_n, "seed": seed}],
+        "grown": [*record.get("grown", []), {"from": have, "to": cfg.pool_n, "seed": seed, "scorer": cfg.scorer}],
     }
 
 

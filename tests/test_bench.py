@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_reproduce_redraws_a_grown_pool_as_it_was_grown(tmp_path):
     cfg = EvalConfig(dataset=str(data), ns=(2,), model="fake", sampling=SamplingParams(max_tokens=100))
     run = tmp_path / "run"
     run_eval(cfg, lambda: FakeGenerator(script), run, progress=False, n_boot=5)
-    run_eval(EvalConfig(**{**cfg.__dict__, "ns": (5,)}), lambda: FakeGenerator(script), run, False, 5, grow_pool=True)
+    run_eval(replace(cfg, ns=(5,)), lambda: FakeGenerator(script), run, False, 5, grow_pool=True)
     grown = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()][-1]
     assert len(grown["candidates"]) == 5 and grown["grown"][0]["scorer"] == "logprob"
 

@@ -413,3 +413,18 @@ def test_a_pool_grows_to_a_larger_budget_keeping_its_samples(tmp_path, fake_fact
     (judged / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in small.values()))
     with pytest.raises(EvalError, match="scored by judge"):
         run_eval(cfg_for(ds, ns=(8,)), make, judged, progress=False, grow_pool=True)
+
+
+def test_a_merge_and_fit_optimal_read_a_grown_pool_not_the_line_it_superseded(tmp_path, fake_factory):
+    from ttscale.evaluate import merge_runs, read_run
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds, ns=(2,)), make, tmp_path / "s", progress=False, n_boot=5)
+    run_eval(cfg_for(ds, ns=(4,)), make, tmp_path / "s", progress=False, n_boot=5, grow_pool=True)
+    assert len((tmp_path / "s" / "samples.jsonl").read_text().splitlines()) == 4  # not compacted yet
+    assert [len(r["candidates"]) for r in read_run(tmp_path / "s")] == [4, 4]
+    report = merge_runs(tmp_path / "m", [tmp_path / "s"])
+    assert report.records == 2 and not report.duplicates
+    merged = [json.loads(x) for x in (tmp_path / "m" / "samples.jsonl").read_text().splitlines()]
+    assert [len(r["candidates"]) for r in merged] == [4, 4]

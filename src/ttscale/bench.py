@@ -308,11 +308,11 @@ def bench_reproduce(
     a record carries must give back its samples. make_generator(hidden_states) builds the
     engine (the run's model on `threads` CPU threads by default); self-refinement runs are not
     re-run here."""
-    from .evaluate import EvalConfig, grow_pool, read_jsonl, record_key, sample_problem, search_problem
+    from .evaluate import EvalConfig, grow_pool, read_records, record_key, sample_problem, search_problem
     from .scorers import known_scorer, needs_hidden_states
 
     ident = json.loads((run_dir / "config.json").read_text())["identity"]
-    latest = {record_key(r): r for r in read_jsonl(run_dir / "samples.jsonl")}  # a later line supersedes
+    latest = read_records(run_dir / "samples.jsonl")
     chosen = [r for key, r in latest.items() if match in key and "|self_refine|" not in key][:records]
     if not chosen:
         raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")

@@ -138,15 +138,14 @@ class RunStore:
             stored_identity = stored.get("identity", {})
 
             stored_n = stored_identity.get("n", 0)
+            growing = grow and write and bool(cfg.pool_strategies) and stored_n < identity["n"]
 
             def binds(k: str) -> bool:
                 # The pool size binds only runs that use the pool (a search may add a larger
                 # budget), and a view, which samples nothing, may replay a larger pool.
                 if k != "n":
                     return True
-                if grow and write and stored_n < identity["n"]:
-                    return False
-                return bool(cfg.pool_strategies) and (write or stored_n < identity["n"])
+                return bool(cfg.pool_strategies) and not growing and (write or stored_n < identity["n"])
 
             diff = sorted(k for k in identity if stored_identity.get(k) != identity[k] and binds(k))
             if diff:
@@ -156,7 +155,7 @@ class RunStore:
                 )
             if stored.get("shard") != _shard_text(cfg.shard):
                 raise EvalError(f"{self.dir} holds shard {stored.get('shard')}, not {_shard_text(cfg.shard)}")
-            if grow and write and stored_n < identity["n"] and cfg.pool_strategies:
+            if growing:
                 stored["identity"]["n"] = identity["n"]
                 stored["grown_from"] = [*stored.get("grown_from", []), stored_n]
                 cfg_path.write_text(json.dumps(stored, indent=2))
@@ -521,8 +520,7 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
         duplicates = []
         traces: dict[str, str] = {}
         for d in shard_dirs:
-            for rec in read_jsonl(d / "samples.jsonl"):
-                key = record_key(rec)
+            for key, rec in read_records(d / "samples.jsonl").items():
                 if key in records:
                     duplicates.append(key)
                 else:
@@ -571,12 +569,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """A samples file's records by key, a later line superseding an earlier one (a pool
+    rescored or grown), as a resumed run reads them."""
+    return {record_key(r): r for r in read_jsonl(path) if "key" in r or "id" in r}
+
+
 def read_run(run_dir: Path, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
     """A run's records; with start/limit, only those of that slice of its dataset (counted
     like `eval --start --limit`), e.g. one half of a slice to fit a policy on."""
     if not (run_dir / "samples.jsonl").exists():
         raise EvalError(f"{run_dir} has no samples.jsonl")
-    records = read_jsonl(run_dir / "samples.jsonl")
+    records = list(read_records(run_dir / "samples.jsonl").values())
     if not start and limit is None:
         return records
     try:

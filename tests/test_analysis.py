@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ttscale.analysis import PoolProblem, budgets, curves, table
+from ttscale.evaluation.curves import PoolProblem, budgets, curves
+from ttscale.evaluation.tables import table
 
 
 def pool(correct, groups=None, scores=None, tokens=100):
@@ -69,7 +70,7 @@ def test_tokens_scale_with_budget_and_interval_brackets_estimate():
 
 
 def test_verifier_quality_separates_pooled_and_within_problem_ranking():
-    from ttscale.analysis import verifier_quality
+    from ttscale.evaluation.quality import verifier_quality
 
     def rec(pairs):
         return {"candidates": [{"scores": {"v": [0.1, s]}, "correct": y} for s, y in pairs]}
@@ -95,7 +96,7 @@ def test_a_subset_is_charged_its_share_of_the_pools_flops_and_time():
 
 
 def test_a_rescored_verifier_is_charged_except_the_probe_replay():
-    from ttscale.analysis import pool_from_record
+    from ttscale.evaluation.curves import pool_from_record
 
     rec = {
         "compute": {"flops": 10.0, "wall_time": 1.0},
@@ -107,7 +108,9 @@ def test_a_rescored_verifier_is_charged_except_the_probe_replay():
 
 
 def test_paired_differences_see_what_overlapping_intervals_hide():
-    from ttscale.analysis import CurvePoint, paired_differences, paired_table, problem_ci
+    from ttscale.evaluation.curves import CurvePoint, paired_differences
+    from ttscale.evaluation.tables import paired_table
+    from ttscale.util.stats import problem_ci
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 200).round()  # problems vary a lot...

@@ -3,9 +3,9 @@ from dataclasses import replace
 
 import pytest
 
-from ttscale.bench import bench_reproduce, format_reproduce
+from ttscale.apps.bench import bench_reproduce, format_reproduce
 from ttscale.core import SamplingParams
-from ttscale.evaluate import EvalConfig, run_eval
+from ttscale.evaluation import EvalConfig, run_eval
 from ttscale.testing import FakeGenerator
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ttscale.datasets import load_dataset
+from ttscale.tasks.datasets import load_dataset
 
 
 def test_builtin_sets_ship_with_the_package():

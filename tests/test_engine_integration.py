@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from ttscale.core import Candidate, Problem, SamplingParams, Step
-from ttscale.prompts import problem_prompt
-from ttscale.scorers import LogProbScorer
-from ttscale.steps import split_steps
+from ttscale.strategies.spec import RunSpec
+from ttscale.tasks.prompts import problem_prompt
+from ttscale.tasks.steps import split_steps
+from ttscale.verifiers.model_free import LogProbScorer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from ttscale.engine import LlamaCppGenerator
+    from ttscale.engines.llamacpp import LlamaCppGenerator
 
     gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8)
     yield gen
@@ -113,7 +114,7 @@ def test_strategy_end_to_end_on_the_real_model(engine):
         engine,
         LogProbScorer(),
         2,
-        params=SamplingParams(max_tokens=48, seed=0),
+        spec=RunSpec(SamplingParams(max_tokens=48, seed=0)),
     )
     assert len(r.candidates) == 2
     assert all(0 < s <= 1 for c in r.candidates for s in c.step_scores)
@@ -159,7 +160,7 @@ def test_more_samples_than_fit_at_once_are_split_not_refused(engine):
 
 
 def test_next_token_logprobs_reuse_the_cache(engine):
-    from ttscale.judge import judge_prompt
+    from ttscale.verifiers.judge import judge_prompt
 
     a = judge_prompt("What is 2 + 2?", ["2 + 2 = 4."])
     b = judge_prompt("What is 2 + 2?", ["2 + 2 = 4.", "So the answer is 5."])
@@ -172,8 +173,8 @@ def test_next_token_logprobs_reuse_the_cache(engine):
 
 
 def test_beam_search_on_the_real_model(engine):
-    from ttscale.judge import LLMJudgeScorer
-    from ttscale.search import beam_search
+    from ttscale.strategies.search import beam_search
+    from ttscale.verifiers.judge import LLMJudgeScorer
 
     problem = Problem("easy", QUESTION, gold="7")
     # 16-token steps: every step is cut short, so the search has to continue partial answers
@@ -184,8 +185,7 @@ def test_beam_search_on_the_real_model(engine):
         4,
         beam_width=2,
         max_iterations=3,
-        params=SamplingParams(max_tokens=120, seed=0),
-        step_tokens=16,
+        spec=RunSpec(SamplingParams(max_tokens=120, seed=0), step_tokens=16),
     )
     assert 1 <= len(r.candidates) <= 4
     assert all(0 <= s <= 1 for c in r.candidates for s in c.step_scores)
@@ -196,7 +196,7 @@ def test_beam_search_on_the_real_model(engine):
 
 
 def test_hidden_states_at_every_step_end():
-    from ttscale.engine import LlamaCppGenerator
+    from ttscale.engines.llamacpp import LlamaCppGenerator
 
     gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, hidden_states=True)
     try:
@@ -216,7 +216,7 @@ def test_hidden_states_at_every_step_end():
 
 @pytest.fixture(scope="module")
 def states_engine():
-    from ttscale.engine import LlamaCppGenerator
+    from ttscale.engines.llamacpp import LlamaCppGenerator
 
     gen = LlamaCppGenerator(n_ctx=4096, n_seq_max=8, hidden_states=True)
     yield gen
@@ -227,9 +227,10 @@ def test_probe_pipeline_on_the_real_model(tmp_path, states_engine):
     """Collect hidden states for two training problems, fit, and score with the probe."""
     from pathlib import Path
 
-    from ttscale.datasets import load_dataset
-    from ttscale.probe import Probe, ProbeScorer, collect, read_records, train
+    from ttscale.apps.train_probe import collect, read_records, train
     from ttscale.strategies import weighted_best_of_n
+    from ttscale.tasks.datasets import load_dataset
+    from ttscale.verifiers.probe import Probe, ProbeScorer
 
     train_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_train.jsonl"
     if not train_file.exists():
@@ -249,26 +250,28 @@ def test_probe_pipeline_on_the_real_model(tmp_path, states_engine):
     scorer = ProbeScorer.for_generator(gen, str(tmp_path / "p.npz"))
     assert scorer.name.startswith("probe@")  # not the shipped probe: its scores are stored apart
     params = SamplingParams(max_tokens=48, seed=1)
-    r = weighted_best_of_n(Problem("t", QUESTION, gold="7"), gen, scorer, 2, params=params)
+    r = weighted_best_of_n(Problem("t", QUESTION, gold="7"), gen, scorer, 2, spec=RunSpec(params))
     assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
     with pytest.raises(Exception, match="trained for the model"):
         Probe.load(tmp_path / "p.npz", "0" * 64)
 
 
 def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
-    from ttscale.bench import bench_probe
-    from ttscale.probe import ProbeScorer
-    from ttscale.search import beam_search
+    from ttscale.apps.bench import bench_probe
     from ttscale.strategies import weighted_best_of_n
+    from ttscale.strategies.search import beam_search
+    from ttscale.verifiers.probe import ProbeScorer
 
     gen = states_engine
     shipped = ProbeScorer.for_generator(gen)  # the probe that ships in the package, for this model
     assert shipped.probe.meta["problems"] >= 50 and shipped.probe.meta["val_auroc_last_step"] > 0.5
     problem = Problem("t", QUESTION, gold="7")
-    r = weighted_best_of_n(problem, gen, shipped, 2, params=SamplingParams(max_tokens=48, seed=1))
+    r = weighted_best_of_n(problem, gen, shipped, 2, spec=RunSpec(SamplingParams(max_tokens=48, seed=1)))
     assert all(len(c.step_scores) == len(c.steps) and all(0 < x < 1 for x in c.step_scores) for c in r.candidates)
     # A search guided by the probe: its steps carry hidden states, its result is still JSON.
-    tree = beam_search(problem, gen, shipped, 2, beam_width=2, max_iterations=2, params=SamplingParams(max_tokens=32))
+    tree = beam_search(
+        problem, gen, shipped, 2, beam_width=2, max_iterations=2, spec=RunSpec(SamplingParams(max_tokens=32))
+    )
     assert json.loads(json.dumps(tree.to_dict()))["candidates"][0]["steps"][0]["text"]
     # A stored solution (no hidden states) is replayed in one prefill: same steps, nearly
     # the same states as live sampling, and the prefill is charged as verifier tokens.
@@ -292,26 +295,26 @@ def test_the_shipped_probe_scores_live_and_replayed_solutions(states_engine):
 
 
 def test_self_refine_on_the_real_model(engine):
-    from ttscale.refine import first_rounds, self_refine
+    from ttscale.strategies.refine import first_rounds, self_refine
 
     r = self_refine(
         Problem("r", "What is 2 + 3?", gold="5"),
         engine,
         LogProbScorer(),
         2,
-        params=SamplingParams(max_tokens=48, seed=0),
+        spec=RunSpec(SamplingParams(max_tokens=48, seed=0)),
     )
     assert len(r.candidates) == 2
     # the second round's prompt holds the first round: most of it comes from the cache
     assert r.compute.cached_prompt_tokens > 0
-    assert set(r.settings["picks"]) >= {"last", "majority", "best_of_n", "weighted_best_of_n"}
+    assert set(r.outcome["picks"]) >= {"last", "majority", "best_of_n", "weighted_best_of_n"}
     # the eval reads smaller budgets off the first rounds of one run: that must be exact here
     one = self_refine(
         Problem("r", "What is 2 + 3?", gold="5"),
         engine,
         LogProbScorer(),
         1,
-        params=SamplingParams(max_tokens=48, seed=0),
+        spec=RunSpec(SamplingParams(max_tokens=48, seed=0)),
     )
     cut = first_rounds(r, 1)
     assert cut.candidates[0].text == one.candidates[0].text
@@ -321,8 +324,8 @@ def test_self_refine_on_the_real_model(engine):
 def test_a_stored_run_reproduces_token_for_token_in_a_fresh_engine(tmp_path, engine):
     # what `ttscale bench reproduce` checks on committed runs: a record's seed and settings give
     # back its samples, though the engine that re-runs it starts with another cache and order
-    from ttscale.bench import bench_reproduce
-    from ttscale.evaluate import EvalConfig, run_eval
+    from ttscale.apps.bench import bench_reproduce
+    from ttscale.evaluation import EvalConfig, run_eval
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": QUESTION, "answer": "7"}) + "\n")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ttscale.core import SamplingParams
-from ttscale.evaluate import EvalConfig, EvalError, problem_seed, run_eval
+from ttscale.core import SamplingParams, problem_seed
+from ttscale.evaluation import EvalConfig, EvalError, run_eval
 
 
 def write_dataset(path, n=5, bad_lines=()):
@@ -128,7 +128,7 @@ def test_unknown_strategy_is_a_clear_error(tmp_path, fake_factory):
 
 
 def test_shards_partition_the_slice_and_merge_back(tmp_path, fake_factory):
-    from ttscale.evaluate import merge_runs
+    from ttscale.evaluation import merge_runs
 
     ds = write_dataset(tmp_path / "d.jsonl", n=7)
     c = {"loads": 0}
@@ -148,7 +148,7 @@ def test_shards_partition_the_slice_and_merge_back(tmp_path, fake_factory):
 
 
 def test_merge_reports_missing_and_duplicates_and_refuses_foreign_shards(tmp_path, fake_factory):
-    from ttscale.evaluate import merge_runs
+    from ttscale.evaluation import merge_runs
 
     ds = write_dataset(tmp_path / "d.jsonl", n=4)
     c = {"loads": 0}
@@ -255,7 +255,7 @@ def test_named_summaries_are_separate_views_of_one_run(tmp_path, fake_factory):
 
 
 def test_compute_optimal_is_replayed_on_the_stored_pools(tmp_path, fake_factory):
-    from ttscale.optimal import Policy
+    from ttscale.strategies import Policy
 
     ds = write_dataset(tmp_path / "d.jsonl", n=3)
     Policy(probe_n=2, table={"1|4": {"strategy": "weighted_best_of_n"}}).save(tmp_path / "policy.json")
@@ -270,8 +270,8 @@ def test_compute_optimal_is_replayed_on_the_stored_pools(tmp_path, fake_factory)
 
 
 def test_policies_fitted_on_two_halves_cross_fit_the_slice_and_never_judge_their_own_problems(tmp_path, fake_factory):
-    from ttscale.evaluate import read_run
-    from ttscale.optimal import fit_policy
+    from ttscale.evaluation import read_run
+    from ttscale.evaluation.policy import fit_policy
 
     ds = write_dataset(tmp_path / "d.jsonl", n=4)
     make = doubling_generator(fake_factory, {"loads": 0})
@@ -303,7 +303,7 @@ def test_start_selects_a_later_slice_for_calibration(tmp_path, fake_factory):
 
 
 def test_levels_select_problems_before_the_slice(tmp_path, fake_factory):
-    from ttscale.evaluate import select_problems
+    from ttscale.tasks.datasets import select_problems
 
     rows = [
         {"unique_id": f"p{k}", "problem": f"What is {k} plus {k}?", "answer": str(2 * k), "level": lvl}
@@ -323,7 +323,7 @@ def test_levels_select_problems_before_the_slice(tmp_path, fake_factory):
 
 
 def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory):
-    from ttscale.evaluate import RunStore
+    from ttscale.evaluation import RunStore
 
     ds = write_dataset(tmp_path / "d.jsonl", n=2)
     make = doubling_generator(fake_factory, {"loads": 0})
@@ -337,7 +337,7 @@ def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory
 
 
 def test_merge_covers_the_union_of_slices_that_extend_each_other(tmp_path, fake_factory):
-    from ttscale.evaluate import merge_runs
+    from ttscale.evaluation import merge_runs
 
     ds = write_dataset(tmp_path / "d.jsonl", n=6)
     c = {"loads": 0}
@@ -352,7 +352,8 @@ def test_merge_covers_the_union_of_slices_that_extend_each_other(tmp_path, fake_
 
 
 def test_merge_into_one_of_the_shards_keeps_its_views_and_gains_the_others_searches(tmp_path, fake_factory):
-    from ttscale.evaluate import _lock, merge_runs
+    from ttscale.evaluation import merge_runs
+    from ttscale.evaluation.store import lock as _lock
 
     ds = write_dataset(tmp_path / "d.jsonl", n=4)
     c = {"loads": 0}
@@ -416,7 +417,7 @@ def test_a_pool_grows_to_a_larger_budget_keeping_its_samples(tmp_path, fake_fact
 
 
 def test_a_merge_and_fit_optimal_read_a_grown_pool_not_the_line_it_superseded(tmp_path, fake_factory):
-    from ttscale.evaluate import merge_runs, read_run
+    from ttscale.evaluation import merge_runs, read_run
 
     ds = write_dataset(tmp_path / "d.jsonl", n=2)
     make = doubling_generator(fake_factory, {"loads": 0})

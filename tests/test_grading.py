@@ -1,6 +1,6 @@
 import pytest
 
-from ttscale.grading import equivalent, extract_answer, gold_from_gsm8k, group_answers, is_correct
+from ttscale.tasks.grading import equivalent, extract_answer, gold_from_gsm8k, group_answers, is_correct
 
 # (model output as the default model writes it, gold answer, expected correctness)
 REAL_OUTPUTS = [
@@ -86,7 +86,7 @@ def test_answers_that_could_only_time_out_are_decided_at_once():
 
 
 def test_last_boxed_matches_nested_braces():
-    from ttscale.grading import last_boxed
+    from ttscale.tasks.grading import last_boxed
 
     assert last_boxed("a \\boxed{\\frac{\\sqrt{3}}{2}} b") == "\\frac{\\sqrt{3}}{2}"
     assert last_boxed("\\boxed{1} then \\fbox{2}") == "2"

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from ttscale import models
-from ttscale.models import ModelError, ModelSpec, model_path, resolve
+from ttscale.engines import models
+from ttscale.engines.models import ModelError, ModelSpec, model_path, resolve
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@ import json
 import pytest
 
 from ttscale.core import Problem, SamplingParams
-from ttscale.optimal import Policy, agreement, compute_optimal, fit_policy
-from ttscale.scorers import LogProbScorer
+from ttscale.evaluation.policy import fit_policy
+from ttscale.strategies import Policy, agreement, compute_optimal
+from ttscale.strategies.spec import RunSpec
 from ttscale.testing import FakeGenerator
+from ttscale.verifiers.model_free import LogProbScorer
 
 PARAMS = SamplingParams(max_tokens=64)
 
@@ -24,27 +26,27 @@ def test_agreement():
 
 def test_easy_problem_stops_early_and_reports_the_saving():
     gen = answering(["7"])
-    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 16, params=PARAMS)
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 16, spec=RunSpec(PARAMS))
     assert r.answer == "7" and len(r.candidates) == 4
-    assert r.settings["stopped_early"] and r.settings["saved_budget"] == 12
+    assert r.outcome["stopped_early"] and r.outcome["saved_budget"] == 12
     assert len(gen.calls) == 1 and gen.calls[0][1] == 4
 
 
 def test_hard_problem_spends_the_rest_as_the_policy_says_and_reuses_the_probe():
     policy = Policy(table={"2|8": {"strategy": "majority"}, "3|8": {"strategy": "beam_search", "beam_width": 2}})
     gen = answering(["7", "7", "3", "5"])  # 2 of 4 agree: bin 2
-    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, params=PARAMS)
-    assert r.settings["difficulty"] == 2 and r.settings["strategy"] == "majority"
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, spec=RunSpec(PARAMS))
+    assert r.outcome["difficulty"] == 2 and r.outcome["strategy"] == "majority"
     assert len(r.candidates) == 8  # 4 probe samples + 4 more
     assert sum(call[1] for call in gen.calls) == 8
     # the table may spend less than the budget: 6 of 8 samples, 2 saved
     cheap = Policy(table={"2|8": {"strategy": "majority", "n": 6}})
     gen = answering(["7", "7", "3", "5"])
-    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=cheap, params=PARAMS)
-    assert len(r.candidates) == 6 and r.settings["saved_budget"] == 2 and r.settings["stopped_early"]
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=cheap, spec=RunSpec(PARAMS))
+    assert len(r.candidates) == 6 and r.outcome["saved_budget"] == 2 and r.outcome["stopped_early"]
     gen = answering(["1", "2", "3", "4"])  # no agreement: bin 3, a beam search with the rest
-    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, params=PARAMS)
-    assert r.settings["strategy"] == "beam_search" and r.settings["choice"] == {"beam_width": 2}
+    r = compute_optimal(Problem("p", "3+4?", "7"), gen, LogProbScorer(), 8, policy=policy, spec=RunSpec(PARAMS))
+    assert r.outcome["strategy"] == "beam_search" and r.outcome["choice"] == {"beam_width": 2}
     # pruned branches cost tokens too: compute counts more than the final candidates hold
     assert r.compute.generated_tokens >= sum(c.n_tokens for c in r.candidates)
 
@@ -106,7 +108,7 @@ def test_fit_picks_the_best_strategy_per_difficulty():
 
 
 def test_compute_optimal_in_eval(tmp_path):
-    from ttscale.evaluate import EvalConfig, run_eval
+    from ttscale.evaluation import EvalConfig, run_eval
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "a", "question": "3+4?", "answer": "7"}) + "\n")
@@ -120,14 +122,14 @@ def test_compute_optimal_in_eval(tmp_path):
 @pytest.mark.parametrize("bad", ["nope.json"])
 def test_missing_policy_file(bad):
     with pytest.raises(FileNotFoundError):
-        compute_optimal(Problem("p", "q"), answering(["1", "2"]), LogProbScorer(), 8, policy=bad, params=PARAMS)
+        compute_optimal(Problem("p", "q"), answering(["1", "2"]), LogProbScorer(), 8, policy=bad, spec=RunSpec(PARAMS))
 
 
 def test_replayed_compute_optimal_stops_early_on_agreement_and_follows_the_table():
     import numpy as np
 
-    from ttscale.analysis import PoolProblem
-    from ttscale.optimal import replay_compute_optimal
+    from ttscale.evaluation.curves import PoolProblem
+    from ttscale.evaluation.policy import replay_compute_optimal
 
     easy = PoolProblem(groups=[0] * 16, correct=np.ones(16, bool), scores=[0.5] * 16, tokens=np.full(16, 10.0))
     # hard: four answer classes; the right one (class 3) is rare but always scored highest
@@ -161,8 +163,8 @@ def test_replayed_compute_optimal_stops_early_on_agreement_and_follows_the_table
 def test_difficulty_from_the_verifier_uses_calibration_quartiles_and_steers_the_replay():
     import numpy as np
 
-    from ttscale.analysis import PoolProblem
-    from ttscale.optimal import replay_compute_optimal
+    from ttscale.evaluation.curves import PoolProblem
+    from ttscale.evaluation.policy import replay_compute_optimal
 
     # calibration: problems whose first samples score high are easy; low-scored ones hard
     records = [pool_record(f"e{k}", ["9"] * 8, gold="9") for k in range(4)]  # "9" scores 0.9

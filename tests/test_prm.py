@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from ttscale.core import Candidate, Problem, Step  # noqa: E402
-from ttscale.prm import (  # noqa: E402
+from ttscale.strategies.spec import RunSpec  # noqa: E402
+from ttscale.verifiers.prm import (  # noqa: E402
     FORMATS,
     MathShepherdFormat,
     QwenPRMFormat,
@@ -234,8 +235,8 @@ def test_load_from_a_local_directory(tmp_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from ttscale.prm import PRMError
-    from ttscale.scorers import make_scorer
+    from ttscale.verifiers.prm import PRMError
+    from ttscale.verifiers.registry import make_scorer
 
     with pytest.raises(PRMError, match="could not load PRM"):
         make_scorer(f"prm:math-shepherd@{tmp_path / 'nothing-here'}")
@@ -245,7 +246,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 def test_a_prm_guides_beam_search():
     from ttscale.core import SamplingParams
-    from ttscale.search import beam_search
+    from ttscale.strategies.search import beam_search
     from ttscale.testing import FakeGenerator
 
     fmt, model, tok = build("math-shepherd")
@@ -256,7 +257,12 @@ def test_a_prm_guides_beam_search():
         return f"So x = {seed % 4}.\n\nmore" if depth < 1 else f"The answer is \\boxed{{{seed % 3}}}."
 
     r = beam_search(
-        Problem("p", QUESTION), FakeGenerator(script), prm, 4, beam_width=2, params=SamplingParams(max_tokens=100)
+        Problem("p", QUESTION),
+        FakeGenerator(script),
+        prm,
+        4,
+        beam_width=2,
+        spec=RunSpec(SamplingParams(max_tokens=100)),
     )
     assert r.candidates and r.compute.verifier_tokens > 0
     assert all(len(c.step_scores) == len(c.steps) for c in r.candidates)

@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from ttscale.analysis import auroc
+from ttscale.apps.train_probe import _pack, dataset, fit, soft_labels, train
 from ttscale.core import Candidate, Problem, Step
-from ttscale.probe import Probe, ProbeError, ProbeScorer, _pack, dataset, fit, soft_labels, train
+from ttscale.util.stats import auroc
+from ttscale.verifiers.probe import Probe, ProbeError, ProbeScorer
 
 
 def test_auroc_known_values():
@@ -105,8 +106,8 @@ def test_scorer_needs_an_engine_with_hidden_states():
 
 
 def test_probe_files_are_named_by_content_so_their_scores_never_mix(tmp_path):
-    from ttscale.probe import packaged_probe, probe_name
-    from ttscale.scorers import scorer_name
+    from ttscale.verifiers.probe import packaged_probe, probe_name
+    from ttscale.verifiers.registry import scorer_name
 
     records, _ = planted(n_problems=10)
     first, second, copy = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "sub" / "a.npz"
@@ -126,7 +127,7 @@ def test_probe_files_are_named_by_content_so_their_scores_never_mix(tmp_path):
 def test_training_problems_take_the_chosen_levels_where_a_file_has_levels():
     from pathlib import Path
 
-    from ttscale.probe import training_problems
+    from ttscale.apps.train_probe import training_problems
 
     data = Path(__file__).resolve().parents[2] / "shared" / "data"
     if not (data / "math_train.jsonl").exists():

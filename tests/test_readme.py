@@ -29,8 +29,8 @@ def test_readme_main_job_uses_flags_the_cli_accepts():
 
 
 def test_help_lists_every_strategy_and_scorer():
-    from ttscale.scorers import SCORERS
     from ttscale.strategies import STRATEGIES
+    from ttscale.verifiers.registry import SCORERS
 
     for argv in (["--help"], ["eval", "--help"]):
         out = subprocess.run([sys.executable, "-m", "ttscale", *argv], capture_output=True, text=True).stdout

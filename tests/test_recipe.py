@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from ttscale.apps.recipe import RecipeError, load_recipe, plan
 from ttscale.cli import build_parser
-from ttscale.recipe import RecipeError, load_recipe, plan
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "reference-gpu.json"
 

@@ -1,9 +1,10 @@
 import pytest
 
 from ttscale.core import Problem, SamplingParams
-from ttscale.refine import REVISE, self_refine
-from ttscale.scorers import LogProbScorer
+from ttscale.strategies.refine import REVISE, self_refine
+from ttscale.strategies.spec import RunSpec
 from ttscale.testing import FakeGenerator
+from ttscale.verifiers.model_free import LogProbScorer
 
 PROBLEM = Problem("p", "What is 3 + 4?", gold="7")
 
@@ -22,10 +23,10 @@ def reviser(answers):
 
 def test_rounds_revise_the_latest_answer_and_picks_differ():
     gen, seen = reviser(["3", "7", "7", "9"])
-    r = self_refine(PROBLEM, gen, LogProbScorer(), 4, params=SamplingParams(max_tokens=64), stop_on_repeat=False)
+    r = self_refine(PROBLEM, gen, LogProbScorer(), 4, spec=RunSpec(SamplingParams(max_tokens=64)), stop_on_repeat=False)
     assert [c.answer for c in r.candidates] == ["3", "7", "7", "9"]
     assert r.answer == "9"  # the last answer
-    assert r.settings["picks"]["majority"] == "7"
+    assert r.outcome["picks"]["majority"] == "7"
     # round 3 saw the whole conversation: question, three answers, three requests to revise
     roles = [role for role, _ in seen[-1].messages]
     assert roles == ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
@@ -48,7 +49,7 @@ def eval_one_problem(tmp_path, ns, answers):
     `answers` (every engine made is kept, to count its calls)."""
     import json
 
-    from ttscale.evaluate import EvalConfig
+    from ttscale.evaluation import EvalConfig
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"id": "a", "question": "What is 3 + 4?", "answer": "7"}) + "\n")
@@ -67,7 +68,7 @@ def eval_one_problem(tmp_path, ns, answers):
 def test_runs_in_eval_once_per_budget(tmp_path):
     import json
 
-    from ttscale.evaluate import run_eval
+    from ttscale.evaluation import run_eval
 
     cfg, make, gens = eval_one_problem(tmp_path, (1, 2), ["3", "7", "7"])
 
@@ -86,32 +87,32 @@ def test_runs_in_eval_once_per_budget(tmp_path):
 
 
 def test_the_first_rounds_of_a_long_run_are_a_short_run():
-    from ttscale.refine import first_rounds
+    from ttscale.strategies.refine import first_rounds
 
     long = self_refine(PROBLEM, reviser(["3", "7", "9", "7"])[0], LogProbScorer(), 4, pick="majority")
     short = self_refine(PROBLEM, reviser(["3", "7", "9", "7"])[0], LogProbScorer(), 3, pick="majority")
     cut = first_rounds(long, 3)
     assert [c.answer for c in cut.candidates] == [c.answer for c in short.candidates] == ["3", "7", "9"]
-    assert cut.settings["picks"] == short.settings["picks"] and cut.answer == short.answer
+    assert cut.outcome["picks"] == short.outcome["picks"] and cut.answer == short.answer
     for field in ("generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens"):
         assert getattr(cut.compute, field) == getattr(short.compute, field)
-    assert long.settings["picks"]["majority"] == "7" and cut.settings["n"] == 3
+    assert long.outcome["picks"]["majority"] == "7" and cut.settings["n"] == 3
 
 
 def test_a_revision_that_repeats_its_input_ends_the_run():
-    from ttscale.refine import first_rounds
+    from ttscale.strategies.refine import first_rounds
 
     gen, seen = reviser(["3", "7", "7", "9", "9"])
     r = self_refine(PROBLEM, gen, LogProbScorer(), 5, pick="majority")
     assert len(seen) == 3  # round 3 copied round 2 word for word: rounds 4 and 5 never ran
     assert [c.answer for c in r.candidates] == ["3", "7", "7"] and r.answer == "7"
-    assert r.settings["rounds_saved"] == 2 and len(r.settings["rounds"]) == 3
+    assert r.outcome["rounds_saved"] == 2 and len(r.outcome["rounds"]) == 3
     assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)
     # a smaller budget is still the first rounds; a budget past the stop is the whole run
     assert [c.answer for c in first_rounds(r, 2).candidates] == ["3", "7"]
-    assert first_rounds(r, 2).settings["rounds_saved"] == 0
+    assert first_rounds(r, 2).outcome["rounds_saved"] == 0
     whole = first_rounds(r, 8)
-    assert whole.compute.generated_tokens == r.compute.generated_tokens and whole.settings["rounds_saved"] == 5
+    assert whole.compute.generated_tokens == r.compute.generated_tokens and whole.outcome["rounds_saved"] == 5
     # revisions that never repeat run every round
     assert len(self_refine(PROBLEM, reviser(["3", "7", "9"])[0], LogProbScorer(), 3).candidates) == 3
 
@@ -119,7 +120,7 @@ def test_a_revision_that_repeats_its_input_ends_the_run():
 def test_eval_reuses_a_run_that_stopped_for_any_larger_budget(tmp_path):
     import json
 
-    from ttscale.evaluate import run_eval
+    from ttscale.evaluation import run_eval
 
     cfg, make, gens = eval_one_problem(tmp_path, (1, 4), ["3", "7", "7", "9"])
     run_eval(cfg, make, tmp_path / "run", progress=False, n_boot=5)

@@ -13,9 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ttscale.core import Candidate, Problem, SamplingParams, Step
-from ttscale.prompts import problem_prompt
-from ttscale.remote import OpenAIGenerator, PoolingPRMScorer, RemoteError
-from ttscale.scorers import LogProbScorer
+from ttscale.engines.openai import OpenAIGenerator, RemoteError
+from ttscale.strategies.spec import RunSpec
+from ttscale.tasks.prompts import problem_prompt
+from ttscale.verifiers.model_free import LogProbScorer
+from ttscale.verifiers.remote_prm import PoolingPRMScorer
 
 QUESTION = "Tom has 3 red balls and 4 blue balls. How many balls does he have?"
 
@@ -28,7 +30,7 @@ def free_port():
 
 def start_server(port):
     pytest.importorskip("uvicorn")
-    from ttscale.models import model_path
+    from ttscale.engines.models import model_path
 
     proc = subprocess.Popen(
         [
@@ -94,15 +96,15 @@ def test_sampling_through_the_server(client):
 
 @pytest.mark.integration
 def test_step_continuation_and_search_through_the_server(client):
-    from ttscale.search import beam_search
     from ttscale.strategies import best_of_n
+    from ttscale.strategies.search import beam_search
 
     partial = problem_prompt(QUESTION, partial="Tom has 3 red balls.\n\nHe also has")
     gen = client.generate([partial], 2, SamplingParams(max_tokens=40, stop=("\n\n",), seed=2))
     assert all("\n\n" not in c.text for c in gen.completions[0])
 
     problem = Problem("t", QUESTION, gold="7")
-    r = best_of_n(problem, client, LogProbScorer(), 2, params=SamplingParams(max_tokens=60, seed=0))
+    r = best_of_n(problem, client, LogProbScorer(), 2, spec=RunSpec(SamplingParams(max_tokens=60, seed=0)))
     assert len(r.candidates) == 2 and r.compute.generated_tokens > 0
     b = beam_search(
         problem,
@@ -111,8 +113,7 @@ def test_step_continuation_and_search_through_the_server(client):
         2,
         beam_width=2,
         max_iterations=2,
-        step_tokens=16,
-        params=SamplingParams(max_tokens=60, seed=0),
+        spec=RunSpec(SamplingParams(max_tokens=60, seed=0), step_tokens=16),
     )
     assert 1 <= len(b.candidates) <= 2 and b.trace
 
@@ -133,7 +134,7 @@ def test_unreachable_server_is_a_clear_error():
 
 @pytest.mark.integration
 def test_server_dying_mid_run_keeps_finished_problems_and_resumes(tmp_path):
-    from ttscale.evaluate import EvalConfig, run_eval
+    from ttscale.evaluation import EvalConfig, run_eval
 
     data = tmp_path / "d.jsonl"
     data.write_text(

@@ -1,9 +1,9 @@
 import json
 from dataclasses import replace
 
+from ttscale.apps.report import STATUS_COLOURS, build_report, load_trace, tree_svg
 from ttscale.core import SamplingParams
-from ttscale.evaluate import EvalConfig, run_eval
-from ttscale.report import STATUS_COLOURS, build_report, load_trace, tree_svg
+from ttscale.evaluation import EvalConfig, run_eval
 from ttscale.testing import FakeGenerator
 
 

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from ttscale.core import Compute, Problem, SamplingParams
-from ttscale.search import Search, _systematic, beam_search, dvts, particle_filter
+from ttscale.strategies.search import Search, _systematic, beam_search, dvts, particle_filter
+from ttscale.strategies.spec import RunSpec
 from ttscale.testing import FakeGenerator
 
 PROBLEM = Problem("p", "Find x.", gold="7")
@@ -43,7 +44,7 @@ def test_beam_search_keeps_the_best_beams_and_never_returns_more_than_n():
         return f"Step {depth(prompt)} by sample {j} q=0.{j % 10}\n\nrest"
 
     n, m = 8, 4
-    r = beam_search(PROBLEM, FakeGenerator(script), StepScorer(), n, beam_width=m, params=PARAMS, dedup=False)
+    r = beam_search(PROBLEM, FakeGenerator(script), StepScorer(), n, beam_width=m, spec=RunSpec(PARAMS), dedup=False)
     assert len(r.candidates) <= n
     trace = r.trace
     # the first iteration sampled n children of the root; the kept ones are the n/m best
@@ -57,7 +58,7 @@ def test_beam_search_keeps_the_best_beams_and_never_returns_more_than_n():
     kept_ids = {t["id"] for t in kept}
     assert all(t["parent"] in kept_ids for t in trace if t["parent"] in {f["id"] for f in first})
     assert r.compute.verifier_tokens > 0
-    assert set(r.settings["picks"]) == {"majority", "best_of_n", "weighted_best_of_n"}
+    assert set(r.outcome["picks"]) == {"majority", "best_of_n", "weighted_best_of_n"}
 
 
 def test_beam_search_caps_completions_at_n():
@@ -67,7 +68,7 @@ def test_beam_search_caps_completions_at_n():
             return "go q=0.5\n\nx"
         return f"\\boxed{{{seed % 5}}}\n\nx"
 
-    r = beam_search(PROBLEM, FakeGenerator(script), StepScorer(), 8, beam_width=2, params=PARAMS, dedup=False)
+    r = beam_search(PROBLEM, FakeGenerator(script), StepScorer(), 8, beam_width=2, spec=RunSpec(PARAMS), dedup=False)
     assert len([t for t in r.trace if t["finish_reason"]]) == 12
     assert len(r.candidates) == 8
     assert all(c.finish_reason == "answer" for c in r.candidates)
@@ -92,7 +93,7 @@ def test_lookahead_scores_decide_the_pruning():
             beam_width=4,
             max_iterations=2,
             lookahead=lookahead,
-            params=PARAMS,
+            spec=RunSpec(PARAMS),
             dedup=True,
         )
         level1 = [t for t in r.trace if t["parent"] == 0 and t["status"] != "duplicate"]
@@ -110,7 +111,7 @@ def test_dedup_drops_identical_beams():
         8,
         beam_width=2,
         max_iterations=2,
-        params=PARAMS,
+        spec=RunSpec(PARAMS),
         dedup=True,
     )
     level1 = [t for t in r.trace if t["parent"] == 0]
@@ -124,8 +125,8 @@ def test_dvts_subtrees_stay_independent():
         return f"s{depth(prompt)}-{seed % 100} q=0.{seed % 10}\n\nx"
 
     n, m = 8, 2
-    r = dvts(PROBLEM, FakeGenerator(script), StepScorer(), n, beam_width=m, params=PARAMS)
-    assert r.settings["subtrees"] == n // m
+    r = dvts(PROBLEM, FakeGenerator(script), StepScorer(), n, beam_width=m, spec=RunSpec(PARAMS))
+    assert r.outcome["subtrees"] == n // m
     parent = {t["id"]: t["parent"] for t in r.trace}
 
     def lineage(node_id):
@@ -160,14 +161,14 @@ def test_particle_filter_finished_particles_stay_finished():
         return f"more q=0.{1 + j % 8}\n\nx"
 
     n = 8
-    r = particle_filter(PROBLEM, FakeGenerator(script), StepScorer(), n, params=PARAMS, ess_threshold=0.99)
+    r = particle_filter(PROBLEM, FakeGenerator(script), StepScorer(), n, spec=RunSpec(PARAMS), ess_threshold=0.99)
     trace = {t["id"]: t for t in r.trace}
     quitters = [t for t in r.trace if t["step"].startswith("quit")]
     assert len(quitters) == n // 2
     for q in quitters:
         assert q["status"] in ("final", "chosen")
         assert not any(t["parent"] == q["id"] for t in r.trace)  # never extended, never revived
-    assert r.settings["resamples"] >= 1
+    assert r.outcome["resamples"] >= 1
     assert len(r.candidates) == n
     assert r.answer == "7"  # the highest weight is a 0.9 finisher
     assert sum(trace[i]["status"] in ("final", "chosen") for i in trace) == n
@@ -191,7 +192,7 @@ def test_children_continue_their_parents_text():
         seen.append(prompt.partial)
         return "next q=0.5\n\nx" if depth(prompt) < 2 else "\\boxed{1}"
 
-    s = Search(PROBLEM, FakeGenerator(script), StepScorer(), PARAMS)
+    s = Search(PROBLEM, FakeGenerator(script), StepScorer(), RunSpec(PARAMS))
     root = s.root()
     (kids,) = s.expand([root], 2)
     (grand,) = s.expand([kids[0]], 1)
@@ -205,7 +206,7 @@ def test_same_seed_same_search(fn):
     def script(prompt, seed):
         return f"a{seed % 7} q=0.{seed % 9}\n\nb" if depth(prompt) < 2 else f"\\boxed{{{seed % 3}}}"
 
-    a = fn(PROBLEM, FakeGenerator(script), StepScorer(), 4, params=PARAMS)
-    b = fn(PROBLEM, FakeGenerator(script), StepScorer(), 4, params=PARAMS)
+    a = fn(PROBLEM, FakeGenerator(script), StepScorer(), 4, spec=RunSpec(PARAMS))
+    b = fn(PROBLEM, FakeGenerator(script), StepScorer(), 4, spec=RunSpec(PARAMS))
     assert [c.text for c in a.candidates] == [c.text for c in b.candidates]
     assert a.answer == b.answer

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ttscale.apps.serve import BadRequest, ServeConfig, parse_request, serve
 from ttscale.core import SamplingParams
-from ttscale.serve import BadRequest, ServeConfig, parse_request, serve
 from ttscale.testing import FakeGenerator
 
 CFG = ServeConfig(model="m", sampling=SamplingParams(max_tokens=64), max_n=16, max_input_chars=1000)

@@ -1,5 +1,5 @@
 from ttscale.core import Completion
-from ttscale.steps import join_steps, split_steps
+from ttscale.tasks.steps import join_steps, split_steps
 
 
 def completion(pieces, logprobs=None):

@@ -2,8 +2,7 @@ import math
 
 import pytest
 
-from ttscale.core import Candidate, Problem, SamplingParams, Step
-from ttscale.scorers import LogProbScorer, SelfCertaintyScorer, aggregate, make_scorer
+from ttscale.core import Candidate, Problem, SamplingParams, Step, aggregate
 from ttscale.strategies import (
     STRATEGIES,
     best_of_n,
@@ -13,7 +12,10 @@ from ttscale.strategies import (
     pick_weighted,
     weighted_best_of_n,
 )
+from ttscale.strategies.spec import RunSpec
 from ttscale.testing import FakeGenerator
+from ttscale.verifiers.model_free import LogProbScorer, SelfCertaintyScorer
+from ttscale.verifiers.registry import make_scorer
 
 PROBLEM = Problem(id="p1", question="What is 6 times 7?", gold="42")
 
@@ -76,13 +78,13 @@ def test_strategies_disagree_where_they_should():
     gen = _fake(["42", "42", "41", "6*7"], confident="{41}")
     params = SamplingParams(max_tokens=64, seed=0)
     scorer = LogProbScorer()
-    maj = majority(PROBLEM, gen, scorer, 4, params=params)
+    maj = majority(PROBLEM, gen, scorer, 4, spec=RunSpec(params))
     assert maj.answer == "42"
     # "6*7" is equivalent to 42: three votes, not two
     assert sum(c.answer in ("42", "6*7") for c in maj.candidates) == 3
-    best = best_of_n(PROBLEM, gen, scorer, 4, params=params, aggregation="last")
+    best = best_of_n(PROBLEM, gen, scorer, 4, spec=RunSpec(params, aggregation="last"))
     assert best.answer == "41"
-    wbon = weighted_best_of_n(PROBLEM, gen, scorer, 4, params=params, aggregation="last")
+    wbon = weighted_best_of_n(PROBLEM, gen, scorer, 4, spec=RunSpec(params, aggregation="last"))
     assert wbon.answer in ("42", "6*7")
     for r in (maj, best, wbon):
         assert len(r.candidates) == 4
@@ -94,7 +96,7 @@ def test_strategies_disagree_where_they_should():
 
 def test_one_generate_call_per_strategy_with_n_samples_in_one_batch():
     gen = _fake(["1", "2"], confident="x")
-    majority(PROBLEM, gen, LogProbScorer(), 2, params=SamplingParams(max_tokens=32))
+    majority(PROBLEM, gen, LogProbScorer(), 2, spec=RunSpec(SamplingParams(max_tokens=32)))
     assert len(gen.calls) == 1
     prompts, n, _ = gen.calls[0]
     assert len(prompts) == 1 and n == 2
@@ -106,7 +108,7 @@ def test_registry_lists_every_pool_strategy():
 
 def test_truncated_solution_without_boxed_answer_has_no_answer():
     gen = FakeGenerator(lambda p, s: "We compute 5 then 6 then 7 and so on forever " * 10)
-    r = majority(PROBLEM, gen, LogProbScorer(), 1, params=SamplingParams(max_tokens=10))
+    r = majority(PROBLEM, gen, LogProbScorer(), 1, spec=RunSpec(SamplingParams(max_tokens=10)))
     assert r.candidates[0].finish_reason == "length"
     assert r.candidates[0].answer is None and r.answer is None
 

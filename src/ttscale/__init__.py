@@ -18,9 +18,10 @@ from .core import (
     Scorer,
     Step,
 )
-from .engine import LlamaCppGenerator
-from .scorers import LogProbScorer, SelfCertaintyScorer, make_scorer
-from .strategies import STRATEGIES, best_of_n, majority, weighted_best_of_n
+from .engines.llamacpp import LlamaCppGenerator
+from .strategies import STRATEGIES, RunSpec, best_of_n, majority, run_strategy, weighted_best_of_n
+from .verifiers.model_free import LogProbScorer, SelfCertaintyScorer
+from .verifiers.registry import make_scorer
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "Problem",
     "Prompt",
     "Result",
+    "RunSpec",
     "SamplingParams",
     "Scorer",
     "SelfCertaintyScorer",
@@ -43,5 +45,6 @@ __all__ = [
     "best_of_n",
     "majority",
     "make_scorer",
+    "run_strategy",
     "weighted_best_of_n",
 ]

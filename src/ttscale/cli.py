@@ -1,4 +1,4 @@
-"""The `ttscale` command: eval, solve, bench, models."""
+"""The `ttscale` command: one small function per subcommand, and the table of commands (COMMANDS)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core import SamplingParams
-from .models import DEFAULT_MODEL, REGISTRY, ModelError
-from .refine import PER_BUDGET
-from .remote import RemoteError
-from .scorers import AGGREGATIONS, ALL_SCORERS, PRM_KEYS, known_scorer, scorer_name
-from .search import accepted_options
-from .strategies import STRATEGIES
+from .apps.bench import (
+    bench_engine,
+    bench_probe,
+    bench_reproduce,
+    bench_search,
+    format_engine,
+    format_probe,
+    format_reproduce,
+    format_search,
+)
+from .apps.recipe import eval_args, load_recipe, plan
+from .apps.report import build_report
+from .apps.serve import ServeConfig, serve
+from .apps.train_probe import collect, read_records, train, training_problems
+from .core import AGGREGATIONS, Problem, SamplingParams
+from .engines.llamacpp import LlamaCppGenerator
+from .engines.models import DEFAULT_MODEL, REGISTRY, ModelError, get_spec, model_path, recommended_sampling
+from .engines.openai import OpenAIGenerator, RemoteError
+from .evaluation.config import EvalConfig, EvalError
+from .evaluation.policy import fit_policy
+from .evaluation.run import run_eval
+from .evaluation.store import merge_runs, read_run
+from .strategies.catalogue import CATALOGUE, PER_BUDGET_STRATEGIES, POOL_STRATEGIES, SEARCHES, run_strategy
+from .strategies.spec import RunSpec
+from .tasks.datasets import load_dataset
+from .verifiers.registry import ALL_SCORERS, PRM_KEYS, known_scorer, make_scorer, needs_hidden_states, scorer_name
 
-ALL_STRATEGIES = [*STRATEGIES, *PER_BUDGET]
+ALL_STRATEGIES = list(CATALOGUE)
 EPILOG = (
-    f"strategies: {', '.join(STRATEGIES)} (over one pool of samples); "
-    f"{', '.join(PER_BUDGET)} (search and self-refinement, run once per budget)\n"
+    f"strategies: {', '.join(POOL_STRATEGIES)} (over one pool of samples); "
+    f"{', '.join(PER_BUDGET_STRATEGIES)} (search and self-refinement, run once per budget)\n"
     f"scorers: {', '.join(ALL_SCORERS)}, prm:KEY[@PATH] with KEY one of {', '.join(PRM_KEYS)}"
 )
 
@@ -94,16 +113,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling(args: argparse.Namespace) -> SamplingParams:
-    from .models import get_spec
-
-    base = get_spec(args.model).sampling if args.model in REGISTRY else SamplingParams()
-    return SamplingParams(
-        temperature=base.temperature if args.temperature is None else args.temperature,
-        top_p=base.top_p if args.top_p is None else args.top_p,
-        top_k=base.top_k if args.top_k is None else args.top_k,
+    return recommended_sampling(
+        args.model,
         max_tokens=args.max_tokens,
         seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
     )
+
+
+def _spec(args: argparse.Namespace) -> RunSpec:
+    return RunSpec(_sampling(args), aggregation=args.aggregate, step_tokens=args.step_tokens)
 
 
 def _compare(text: str) -> tuple[tuple[str, str], ...]:
@@ -119,8 +140,6 @@ def _compare(text: str) -> tuple[tuple[str, str], ...]:
 
 def _generator(args: argparse.Namespace) -> Any:
     if args.server:
-        from .remote import OpenAIGenerator
-
         return OpenAIGenerator(
             [u.strip() for u in args.server.split(",") if u.strip()],
             args.server_model or args.model,
@@ -128,9 +147,6 @@ def _generator(args: argparse.Namespace) -> Any:
             n_params=int(args.model_params),
             concurrency=args.concurrency,
         )
-    from .engine import LlamaCppGenerator
-    from .scorers import needs_hidden_states
-
     return LlamaCppGenerator(
         args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads
     )
@@ -150,16 +166,7 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="ttscale",
-        description="Test-time compute scaling for small open models.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _eval_parser(sub: Any, fmt: Any) -> None:
     ev = sub.add_parser(
         "eval",
         help="accuracy versus compute on a benchmark",
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--levels", type=_positive_ints("levels", "1,2,3"), help="only these difficulty levels, e.g. 1,2,3 (MATH-500)"
     )
     ev.add_argument("--n", type=_budgets, default=(8,), help="budget(s) N, e.g. 16 or 4,8,16")
-    ev.add_argument("--strategy", default=",".join(STRATEGIES), help="comma-separated strategies")
+    ev.add_argument("--strategy", default=",".join(POOL_STRATEGIES), help="comma-separated strategies")
     ev.add_argument("--output", type=Path, help="run directory (default: runs/<dataset>-<model>-n<N>-seed<S>)")
     ev.add_argument(
         "--shard", type=_shard, help="i/k: this machine's share of the problems (merge with `ttscale merge`)"
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(ev)
 
+
+def _solve_parser(sub: Any, fmt: Any) -> None:
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
     so.add_argument("problem", help="the problem text")
     so.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES)
@@ -217,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _add_common(so)
 
+
+def _bench_parser(sub: Any, fmt: Any) -> None:
     be = sub.add_parser("bench", help="benchmarks")
     bsub = be.add_subparsers(dest="bench", required=True)
 
@@ -233,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench("engine", "batched sampling of N sequences versus a plain one-at-a-time loop", 16, 128)
     se = bench("search", "KV-cache reuse of a tree search against re-prefilling every prefix", 8, 512, problems=3)
-    se.add_argument("--strategy", default="beam_search", choices=("beam_search", "dvts", "particle_filter"))
+    se.add_argument("--strategy", default="beam_search", choices=SEARCHES)
     se.add_argument("--beam-width", type=int, default=4, help="beam search and DVTS")
     se.add_argument("--step-tokens", type=int, default=128)
     pb = bench("probe", "what the value probe costs: hidden states on/off, time per score", 16, 256, problems=2)
@@ -245,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--threads", type=int, help="CPU threads of the engine (default: all)")
     rp.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
+
+def _serve_parser(sub: Any, fmt: Any) -> None:
     sv = sub.add_parser(
         "serve",
         help="an OpenAI-compatible server that answers with a test-time strategy",
@@ -261,11 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take in all")
     _add_common(sv)
 
+
+def _recipe_parser(sub: Any, fmt: Any) -> None:
     rc = sub.add_parser("recipe", help="validate, plan or run a whole experiment described in a JSON file")
     rc.add_argument("file", type=Path)
     rc.add_argument("--dry-run", action="store_true", help="print the planned commands and request count only")
     rc.add_argument("--shard", type=int, help="run only this shard's evals (default: everything, unsharded)")
 
+
+def _train_probe_parser(sub: Any, fmt: Any) -> None:
     tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
     tp.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
     tp.add_argument("--per-file", type=int, default=200, help="problems taken from the start of each file")
@@ -285,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--no-progress", action="store_true")
 
+
+def _report_parser(sub: Any, fmt: Any) -> None:
     rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
     rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
     rp.add_argument("--output", type=Path, default=Path("report.html"))
@@ -303,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--title", default="ttscale report")
 
+
+def _fit_optimal_parser(sub: Any, fmt: Any) -> None:
     fo = sub.add_parser("fit-optimal", help="fit the compute-optimal policy table from calibration eval runs")
     fo.add_argument("runs", type=Path, nargs="+", help="eval run directories on calibration problems")
     fo.add_argument("--n", type=_budgets, default=(4, 8, 16), help="budgets to fit")
@@ -330,116 +351,81 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--limit", type=int, help="fit on LIMIT problems only (the rest stay held out)")
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
 
+
+def _merge_parser(sub: Any, fmt: Any) -> None:
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument(
         "output", type=Path, help="the merged run directory: new, or one of the shards (the others merge into it)"
     )
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
 
+
+def _models_parser(sub: Any, fmt: Any) -> None:
     mo = sub.add_parser("models", help="list registered models, or assemble and verify one")
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except (ModelError, FileNotFoundError, ValueError, RemoteError, RuntimeError) as e:
-        print(f"ttscale: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nttscale: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
-        return 130
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "models":
-        return _models(args.name)
-    if args.command == "bench":
-        from .bench import (
-            bench_engine,
-            bench_probe,
-            bench_reproduce,
-            bench_search,
-            format_engine,
-            format_probe,
-            format_reproduce,
-            format_search,
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "reproduce":
+        try:
+            r = bench_reproduce(args.run, args.records, args.match, args.threads)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"ttscale: error: {e}", file=sys.stderr)
+            return 2
+        text = format_reproduce(r)
+    elif args.bench == "engine":
+        r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
+        text = format_engine(r)
+    elif args.bench == "probe":
+        r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
+        text = format_probe(r)
+    else:
+        r = bench_search(
+            args.model,
+            problems=args.problems,
+            n=args.n,
+            beam_width=args.beam_width,
+            max_tokens=args.max_tokens,
+            step_tokens=args.step_tokens,
+            seed=args.seed,
+            strategy=args.strategy,
         )
-
-        if args.bench == "reproduce":
-            try:
-                r = bench_reproduce(args.run, args.records, args.match, args.threads)
-            except (OSError, ValueError, KeyError) as e:
-                print(f"ttscale: error: {e}", file=sys.stderr)
-                return 2
-            print(format_reproduce(r))
-        elif args.bench == "engine":
-            r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
-            print(format_engine(r))
-        elif args.bench == "probe":
-            r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
-            print(format_probe(r))
-        else:
-            r = bench_search(
-                args.model,
-                problems=args.problems,
-                n=args.n,
-                beam_width=args.beam_width,
-                max_tokens=args.max_tokens,
-                step_tokens=args.step_tokens,
-                seed=args.seed,
-                strategy=args.strategy,
-            )
-            print(format_search(r))
-        if args.json:
-            args.json.write_text(json.dumps(r, indent=2))
-        return 0
-    if args.command == "solve":
-        return _solve(args)
-    if args.command == "merge":
-        return _merge(args)
-    if args.command == "recipe":
-        return _recipe(args)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "train-probe":
-        return _train_probe(args)
-    if args.command == "fit-optimal":
-        from .evaluate import read_run
-        from .optimal import fit_policy
-
-        records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
-        policy = fit_policy(
-            records,
-            args.n,
-            probe_n=args.probe_n,
-            scorer=scorer_name(args.scorer),
-            aggregation=args.aggregate,
-            signal=args.signal,
-            tolerance=args.tolerance,
-            strategies=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None,
-        )
-        policy.save(args.output)
-        shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}
-        print(json.dumps({"bins": policy.bins, "table": policy.table, **shown}, indent=2))
-        return 0
-    if args.command == "report":
-        from .report import build_report
-
-        tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
-        args.output.write_text(page, "utf-8")
-        print(f"report written to {args.output}")
-        return 0
-    return _eval(args)
+        text = format_search(r)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2))
+    return 0
 
 
-def _models(name: str | None) -> int:
-    from .models import model_path
+def _fit_optimal(args: argparse.Namespace) -> int:
+    records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
+    policy = fit_policy(
+        records,
+        args.n,
+        probe_n=args.probe_n,
+        scorer=scorer_name(args.scorer),
+        aggregation=args.aggregate,
+        signal=args.signal,
+        tolerance=args.tolerance,
+        strategies=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None,
+    )
+    policy.save(args.output)
+    shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}
+    print(json.dumps({"bins": policy.bins, "table": policy.table, **shown}, indent=2))
+    return 0
 
+
+def _report(args: argparse.Namespace) -> int:
+    tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
+    args.output.write_text(page, "utf-8")
+    print(f"report written to {args.output}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    name = args.name
     if name:
         print(model_path(name))
         return 0
@@ -449,20 +435,10 @@ def _models(name: str | None) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from .core import Problem
-    from .scorers import make_scorer
-
     gen = _generator(args)
-    fn = STRATEGIES.get(args.strategy) or PER_BUDGET[args.strategy]
-    result = fn(
-        Problem(id="cli", question=args.problem),
-        gen,
-        make_scorer(args.scorer, gen),
-        args.n,
-        params=_sampling(args),
-        aggregation=args.aggregate,
-        **accepted_options(fn, _search_options(args)),
-    )
+    problem = Problem(id="cli", question=args.problem)
+    scorer = make_scorer(args.scorer, gen)
+    result = run_strategy(args.strategy, problem, gen, scorer, args.n, _spec(args), _search_options(args))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return 0
@@ -485,9 +461,6 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
-    from .evaluate import EvalConfig, EvalError, run_eval
-
     strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
     if args.question_field or args.answer_field:
         # Resolve custom fields once so that a bad field name fails before the model loads.
@@ -506,7 +479,7 @@ def _eval(args: argparse.Namespace) -> int:
         aggregation=args.aggregate,
         question_field=args.question_field,
         answer_field=args.answer_field,
-        search=_search_options(args) if any(s in PER_BUDGET for s in strategies) else {},
+        search=_search_options(args) if any(s in PER_BUDGET_STRATEGIES for s in strategies) else {},
         shard=args.shard,
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
@@ -546,8 +519,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .evaluate import EvalError, merge_runs
-
     try:
         r = merge_runs(args.output, args.shards)
     except EvalError as e:
@@ -563,8 +534,6 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from .recipe import eval_args, load_recipe, plan
-
     recipe = load_recipe(args.file)
     if args.dry_run:
         p = plan(recipe)
@@ -581,8 +550,6 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import ServeConfig, serve
-
     cfg = ServeConfig(
         model=args.server_model or args.model,
         strategy=args.strategy,
@@ -610,23 +577,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train_probe(args: argparse.Namespace) -> int:
-    from .models import get_spec
-    from .probe import collect, read_records, train, training_problems
-
     spec = get_spec(args.model)
     samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
     if not args.fit_only:
-        from .engine import LlamaCppGenerator
-
         problems = training_problems(args.data, args.per_file, args.levels)
         gen = LlamaCppGenerator(args.model, hidden_states=True, n_threads=args.threads)
-        params = SamplingParams(
-            temperature=spec.sampling.temperature,
-            top_p=spec.sampling.top_p,
-            top_k=spec.sampling.top_k,
-            max_tokens=args.max_tokens,
-            seed=args.seed,
-        )
+        params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
         added = collect(problems, gen, args.k, params, samples, progress=not args.no_progress)
         print(f"collected {added} new problems into {samples}")
     records = read_records(samples)
@@ -635,3 +591,44 @@ def _train_probe(args: argparse.Namespace) -> int:
     print(json.dumps(probe.meta, indent=2))
     print(f"probe for {spec.name} written to {args.output}")
     return 0
+
+
+# subcommand -> (what adds its arguments, what runs it)
+COMMANDS: dict[str, tuple[Callable[[Any, Any], None], Callable[[argparse.Namespace], int]]] = {
+    "eval": (_eval_parser, _eval),
+    "solve": (_solve_parser, _solve),
+    "bench": (_bench_parser, _bench),
+    "serve": (_serve_parser, _serve),
+    "recipe": (_recipe_parser, _recipe),
+    "train-probe": (_train_probe_parser, _train_probe),
+    "report": (_report_parser, _report),
+    "fit-optimal": (_fit_optimal_parser, _fit_optimal),
+    "merge": (_merge_parser, _merge),
+    "models": (_models_parser, _models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="ttscale",
+        description="Test-time compute scaling for small open models.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub, fmt)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ModelError, FileNotFoundError, ValueError, RemoteError, RuntimeError) as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nttscale: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
+        return 130

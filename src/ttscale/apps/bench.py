@@ -1,0 +1,392 @@
+"""`ttscale bench engine`: batched sampling against the plain one-at-a-time loop, in one run.
+
+Both sides use the same model file, prompt, sampling settings and token limit on the same
+machine at the same time, so the ratio is meaningful even where absolute speed is noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..core import Problem, SamplingParams
+from ..engines.llamacpp import LlamaCppGenerator
+from ..engines.models import DEFAULT_MODEL, recommended_sampling
+from ..evaluation.config import EvalConfig, RecordKey
+from ..evaluation.run import grow_pool, sample_problem, search_problem
+from ..evaluation.store import read_records
+from ..strategies.candidates import from_completion
+from ..strategies.catalogue import SEARCHES, run_strategy
+from ..strategies.spec import RunSpec
+from ..tasks.datasets import load_dataset
+from ..tasks.prompts import problem_prompt
+from ..verifiers.model_free import LogProbScorer
+from ..verifiers.probe import ProbeScorer
+from ..verifiers.registry import known_scorer, needs_hidden_states
+
+
+def bench_engine(
+    model: str = DEFAULT_MODEL, n: int = 16, max_tokens: int = 128, seed: int = 0, problem_index: int = 0
+) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    problem = load_dataset("math500").problems[problem_index]
+    params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
+    gen = LlamaCppGenerator(model)
+    prompt = problem_prompt(problem.question)
+    text = gen.render(prompt)
+    threads = os.cpu_count() or 1
+
+    # Plain loop: llama-cpp-python's high-level API, one completion at a time.
+    plain = Llama(model_path=str(gen.path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    t0 = time.perf_counter()
+    plain_tokens = 0
+    for j in range(n):
+        out = plain.create_completion(
+            text,
+            max_tokens=max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=seed + j,
+        )
+        plain_tokens += int(out["usage"]["completion_tokens"])  # type: ignore[index]
+    plain_s = time.perf_counter() - t0
+    del plain
+
+    gen.generate([prompt], 1, params)  # warm the prompt cache like the plain loop's first call did
+    gen.timing = {"decode_s": 0.0, "sample_s": 0.0}
+    t0 = time.perf_counter()
+    result = gen.generate([prompt], n, params)
+    batched_s = time.perf_counter() - t0
+    batched_tokens = result.compute.generated_tokens
+    timing = dict(gen.timing)
+
+    t0 = time.perf_counter()
+    single = gen.generate([prompt], 1, params)
+    single_s = time.perf_counter() - t0
+
+    plain_tps = plain_tokens / plain_s
+    batched_tps = batched_tokens / batched_s
+    return {
+        "model": gen.name,
+        "model_file": gen.path.name,
+        "problem": f"math500[{problem_index}] {problem.id}",
+        "n": n,
+        "max_tokens": max_tokens,
+        "sampling": params.to_dict(),
+        "threads": threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "plain_loop": {"tokens": plain_tokens, "seconds": round(plain_s, 2), "tok_per_s": round(plain_tps, 1)},
+        "ttscale_batched": {
+            "tokens": batched_tokens,
+            "seconds": round(batched_s, 2),
+            "tok_per_s": round(batched_tps, 1),
+            "decode_share": round(timing["decode_s"] / batched_s, 3),
+            "sampling_share": round(timing["sample_s"] / batched_s, 3),
+        },
+        "ttscale_single": {
+            "tokens": single.compute.generated_tokens,
+            "seconds": round(single_s, 2),
+            "tok_per_s": round(single.compute.generated_tokens / single_s, 1),
+        },
+        "speedup": round(batched_tps / plain_tps, 2),
+    }
+
+
+def format_engine(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"model {r['model']} ({r['model_file']}), prompt {r['problem']}, {r['machine']}, {r['threads']} threads",
+            f"sampling {r['sampling']}",
+            "",
+            "| engine | sequences | generated tokens | seconds | tokens/s |",
+            "|---|---:|---:|---:|---:|",
+            f"| plain `Llama.create_completion` loop | {r['n']} one by one | {r['plain_loop']['tokens']} | "
+            f"{r['plain_loop']['seconds']} | {r['plain_loop']['tok_per_s']} |",
+            f"| ttscale batched | {r['n']} in one batch | {r['ttscale_batched']['tokens']} | "
+            f"{r['ttscale_batched']['seconds']} | {r['ttscale_batched']['tok_per_s']} |",
+            f"| ttscale single | 1 | {r['ttscale_single']['tokens']} | {r['ttscale_single']['seconds']} | "
+            f"{r['ttscale_single']['tok_per_s']} |",
+            "",
+            f"speedup of batched over the plain loop: {r['speedup']}x; in the batched run llama_decode took "
+            f"{100 * r['ttscale_batched']['decode_share']:.0f}% of the time, sampling + log-probabilities "
+            f"{100 * r['ttscale_batched']['sampling_share']:.0f}%.",
+        ]
+    )
+
+
+def distinct_tokens(sequences: list[list[int]]) -> int:
+    """Nodes of the token trie over all sequences: what a perfect prefix cache would hold."""
+    root: dict[int, dict] = {}
+    count = 0
+    for seq in sequences:
+        node = root
+        for tok in seq:
+            nxt = node.get(tok)
+            if nxt is None:
+                nxt = node[tok] = {}
+                count += 1
+            node = nxt
+    return count
+
+
+SEARCH_BENCH_STRATEGIES = SEARCHES
+
+
+def bench_search(
+    model: str = DEFAULT_MODEL,
+    problems: int = 3,
+    n: int = 8,
+    beam_width: int = 4,
+    max_tokens: int = 512,
+    step_tokens: int = 128,
+    seed: int = 0,
+    strategy: str = "beam_search",
+) -> dict[str, Any]:
+    """A tree search (beam search, DVTS or particle filtering) on the first GSM8K problems with
+    the model-free logprob verifier, so every prompt token counted is the policy's. Compares
+    the prompt tokens the engine computed with what re-sending every prefix at every step would
+    compute, and with the distinct tokens of the search tree."""
+    if strategy not in SEARCH_BENCH_STRATEGIES:
+        raise ValueError(f"bench search runs one of {', '.join(SEARCH_BENCH_STRATEGIES)}, not {strategy!r}")
+    width = {} if strategy == "particle_filter" else {"beam_width": beam_width}
+    gen = LlamaCppGenerator(model)
+    rows: list[dict[str, Any]] = []
+    for problem in load_dataset("gsm8k").problems[:problems]:
+        gen.token_log = []
+        spec = RunSpec(recommended_sampling(model, max_tokens=max_tokens, seed=seed), step_tokens=step_tokens)
+        r = run_strategy(strategy, problem, gen, LogProbScorer(), n, spec, width)
+        log = gen.token_log
+        rows.append(
+            {
+                "problem": problem.id,
+                "prompts": len(log),
+                "computed_prompt_tokens": r.compute.prompt_tokens,
+                "cached_prompt_tokens": r.compute.cached_prompt_tokens,
+                "generated_tokens": r.compute.generated_tokens,
+                "reprefill_tokens": sum(len(p) for p, _ in log),
+                "distinct_tree_tokens": distinct_tokens([p + c for p, outs in log for c in outs]),
+                "seconds": round(r.compute.wall_time, 1),
+            }
+        )
+    gen.token_log = None
+    total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
+    return {
+        "model": gen.name,
+        "strategy": strategy,
+        "n": n,
+        "beam_width": beam_width if width else None,
+        "max_tokens": max_tokens,
+        "step_tokens": step_tokens,
+        "seed": seed,
+        "rows": rows,
+        "total": total,
+        "computed_over_distinct": round(total["computed_prompt_tokens"] / total["distinct_tree_tokens"], 3),
+        "reprefill_over_computed": round(total["reprefill_tokens"] / max(1, total["computed_prompt_tokens"]), 1),
+    }
+
+
+def format_search(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r.get('strategy', 'beam_search')}, model {r['model']}, N={r['n']}, beam width {r['beam_width']}, "
+        f"max_tokens {r['max_tokens']}, "
+        f"step_tokens {r['step_tokens']}, seed {r['seed']}, verifier logprob, first {len(r['rows'])} GSM8K problems",
+        "",
+        "| problem | prompts sent | prompt tokens computed | served from cache | re-prefill would compute "
+        "| distinct tree tokens | generated | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in [*r["rows"], {"problem": "total", **r["total"]}]:
+        lines.append(
+            f"| {row['problem']} | {row['prompts']} | {row['computed_prompt_tokens']} | "
+            f"{row['cached_prompt_tokens']} | {row['reprefill_tokens']} | {row['distinct_tree_tokens']} | "
+            f"{row['generated_tokens']} | {row['seconds']} |"
+        )
+    lines += [
+        "",
+        f"computed prompt tokens / distinct tree tokens = {r['computed_over_distinct']} (target <= 1.2); "
+        f"re-prefill / computed = {r['reprefill_over_computed']}x (target >= 5x)",
+    ]
+    return "\n".join(lines)
+
+
+def bench_probe(
+    model: str = DEFAULT_MODEL,
+    probe_path: str | None = None,
+    problems: int = 2,
+    n: int = 16,
+    max_tokens: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What the value probe costs: sampling with hidden states on against off (the same
+    prompts, seeds and limits, the two engines alternating so machine noise hits both), the
+    probe's own time per scored step, and replaying stored text for its states."""
+    params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
+    plain, with_states = LlamaCppGenerator(model), LlamaCppGenerator(model, hidden_states=True)
+    scorer = ProbeScorer.for_generator(with_states, probe_path)
+    runs = {"off": [0, 0.0], "on": [0, 0.0]}
+    score_s = replay_s = 0.0
+    steps = replay_tokens = 0
+    for problem in load_dataset("gsm8k").problems[:problems]:
+        prompt = problem_prompt(problem.question)
+        for label, gen in (("off", plain), ("on", with_states)):
+            gen.reset()
+            t0 = time.perf_counter()
+            out = gen.generate([prompt], n, params)
+            runs[label][0] += out.compute.generated_tokens
+            runs[label][1] += time.perf_counter() - t0
+        candidates = [from_completion(c) for c in out.completions[0]]
+        t0 = time.perf_counter()
+        scorer.score(problem, candidates)
+        score_s += time.perf_counter() - t0
+        steps += sum(len(c.steps) for c in candidates)
+        stored = [replace(c, steps=[replace(s, hidden=None) for s in c.steps]) for c in candidates]
+        t0 = time.perf_counter()
+        _, spent = scorer.score(problem, stored)
+        replay_s += time.perf_counter() - t0
+        replay_tokens += spent.verifier_tokens
+    off_tps, on_tps = runs["off"][0] / runs["off"][1], runs["on"][0] / runs["on"][1]
+    return {
+        "model": plain.name,
+        "probe": scorer.probe.meta,
+        "problems": problems,
+        "n": n,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "sampling_tok_per_s": {"hidden_states_off": round(off_tps, 1), "hidden_states_on": round(on_tps, 1)},
+        "hidden_state_overhead": round(off_tps / on_tps - 1, 3),
+        "probe_ms_per_step": round(1000 * score_s / max(1, steps), 4),
+        "generation_ms_per_step": round(1000 * runs["on"][1] / max(1, steps), 1),
+        "scored_steps": steps,
+        "replay_tok_per_s": round(replay_tokens / replay_s, 1) if replay_s else None,
+    }
+
+
+def format_probe(r: dict[str, Any]) -> str:
+    s = r["sampling_tok_per_s"]
+    return "\n".join(
+        [
+            f"value probe cost, model {r['model']}, first {r['problems']} GSM8K problems, N={r['n']}, "
+            f"max_tokens {r['max_tokens']}, seed {r['seed']}",
+            "",
+            "| what | figure |",
+            "|---|---:|",
+            f"| sampling, hidden states off (tokens/s) | {s['hidden_states_off']} |",
+            f"| sampling, hidden states on (tokens/s) | {s['hidden_states_on']} |",
+            f"| slowdown from capturing hidden states | {100 * r['hidden_state_overhead']:.1f}% |",
+            f"| probe time per scored step (ms) | {r['probe_ms_per_step']} |",
+            f"| generation time per step (ms) | {r['generation_ms_per_step']} |",
+            f"| replaying stored text for its states (tokens/s) | {r['replay_tok_per_s']} |",
+        ]
+    )
+
+
+def bench_reproduce(
+    run_dir: Path,
+    records: int = 2,
+    match: str = "",
+    threads: int | None = None,
+    make_generator: Callable[[bool], Any] | None = None,
+) -> dict[str, Any]:
+    """Re-run stored records of an eval run (pools or tree searches) with this code on this
+    machine, and compare them token for token with what the run stored: the seed and settings
+    a record carries must give back its samples. make_generator(hidden_states) builds the
+    engine (the run's model on `threads` CPU threads by default); self-refinement runs are not
+    re-run here."""
+    ident = json.loads((run_dir / "config.json").read_text())["identity"]
+    latest = read_records(run_dir / "samples.jsonl")
+    chosen = [r for key, r in latest.items() if match in key and "|self_refine|" not in key][:records]
+    if not chosen:
+        raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")
+    problems = {p.id: p for p in load_dataset(ident["dataset"], *ident["fields"]).problems}
+    base = EvalConfig(
+        dataset=ident["dataset"],
+        ns=(ident["n"],),
+        model=ident["model"],
+        seed=ident["seed"],
+        sampling=SamplingParams.from_dict(ident["sampling"]),
+        question_field=ident["fields"][0],
+        answer_field=ident["fields"][1],
+    )
+    if base.identity() != ident:  # rebuilt from the identity: only the system prompt can differ
+        raise ValueError(f"{run_dir} was run with another system prompt than this version's")
+    make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=threads))
+    engines = _Engines(make)
+    rows = []
+    for old in chosen:
+        t0 = time.perf_counter()
+        new = _redo(old, problems[old["id"]], base, engines)
+        before, after = [c["text"] for c in old["candidates"]], [c["text"] for c in new["candidates"]]
+        rows.append(
+            {
+                "key": RecordKey.of(old).format(),
+                "identical_samples": sum(a == b for a, b in zip(before, after, strict=False)),
+                "samples": len(before),
+                "same_count": len(before) == len(after),
+                "same_answer": old.get("answer") == new.get("answer"),
+                "generated_tokens": [old["compute"]["generated_tokens"], new["compute"]["generated_tokens"]],
+                "prompt_tokens": [old["compute"]["prompt_tokens"], new["compute"]["prompt_tokens"]],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    exact = sum(r["same_count"] and r["identical_samples"] == r["samples"] for r in rows)
+    return {"run": str(run_dir), "model": ident["model"], "records": rows, "reproduced_exactly": exact}
+
+
+class _Engines:
+    """One engine with hidden states and one without, each built when first needed."""
+
+    def __init__(self, make: Callable[[bool], Any]) -> None:
+        self.make = make
+        self.built: dict[bool, Any] = {}
+
+    def __call__(self, hidden: bool) -> Any:
+        if hidden not in self.built:
+            self.built[hidden] = self.make(hidden)
+        return self.built[hidden]
+
+
+def _redo(old: dict[str, Any], problem: Problem, base: EvalConfig, engines: _Engines) -> dict[str, Any]:
+    """A stored record drawn again the way it was drawn."""
+    key = RecordKey.of(old)
+    if key.kind == "pool":
+        # A grown pool is drawn as it was: its first size, then each growth with the engine
+        # (hidden states or not, which its batches follow) and the verifier it had.
+        grown = old.get("grown", [])
+        first = grown[0]["from"] if grown else len(old["candidates"])
+        # a pool sampled beside the probe had hidden states on
+        hidden = "probe" in old["candidates"][0]["scores"] and "probe" not in old.get("rescored", {})
+        new = sample_problem(problem, engines(hidden), replace(base, ns=(first,)))
+        for g in grown:
+            cfg = replace(base, ns=(g["to"],), scorer=g.get("scorer", base.scorer))
+            new = grow_pool(new, problem, engines(needs_hidden_states(cfg.scorer)), cfg)
+        return dict(new)
+    if not known_scorer(key.scorer):
+        raise ValueError(f"{key.format()}: its verifier {key.scorer!r} is not available here")
+    cfg = replace(base, scorer=key.scorer, aggregation=key.aggregation, search=key.options)
+    return dict(search_problem(problem, engines(needs_hidden_states(key.scorer)), cfg, key.strategy, key.n)[0])
+
+
+def format_reproduce(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['run']} ({r['model']}): {r['reproduced_exactly']} of {len(r['records'])} records reproduced token for "
+        "token",
+        "",
+        "| record | identical samples | same pick | generated tokens (stored / now) | prompt tokens (stored / now) "
+        "| s |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for row in r["records"]:
+        g, p = row["generated_tokens"], row["prompt_tokens"]
+        lines.append(
+            f"| {row['key'][:60]} | {row['identical_samples']} of {row['samples']} | "
+            f"{'yes' if row['same_answer'] else 'no'} | {g[0]} / {g[1]} | {p[0]} / {p[1]} | {row['seconds']} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,484 @@
+"""The embedded engine: llama.cpp on the CPU through llama-cpp-python's low-level API.
+
+Why low-level: the high-level `Llama` object decodes one sequence at a time. Test-time
+compute needs the opposite: many samples of one prompt, decoded together in one batch, the
+prompt's KV cache computed once and shared (llama.cpp sequence copy in a unified KV buffer).
+
+The KV cache is managed as a set of sequence slots, each remembering the tokens it holds.
+A new prompt starts from the slot sharing its longest prefix, so a repeated prompt, or a
+partial answer that extends an earlier one, only computes its new tokens. Sampling runs in
+llama.cpp's native sampler chain (one chain per sequence, seeded per sample); numpy only
+computes one log-sum-exp per row for the log-probabilities the verifiers need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core import STEP_SEPARATOR, Completion, Compute, Generation, Prompt, SamplingParams, model_flops, sample_seed
+from .kv_slots import Slot, SlotError, SlotPlan, Unit, idle_slots, pack_units, plan_slots
+from .models import DEFAULT_MODEL, ModelError, resolve
+
+STEP_BYTES = STEP_SEPARATOR.encode()
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Seq:
+    slot: int
+    unit: int  # index of its work unit within the group
+    sampler: Any
+    sample: tuple[int, int]  # (prompt index, sample index) within the generate call
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    certainties: list[float] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    finish_reason: str | None = None
+    pending: int | None = None  # sampled, not yet fed to the model
+    hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class LlamaCppGenerator:
+    """A `Generator` over one GGUF model. Not thread-safe: one call at a time."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        n_ctx: int = 32768,
+        n_seq_max: int = 64,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        verbose: bool = False,
+        hidden_states: bool = False,
+    ) -> None:
+        """hidden_states: also return the final hidden state at the end of every step, read
+        from the same decode that yields the logits (llama.cpp embeddings, no pooling)."""
+        import llama_cpp as L
+        from llama_cpp import _logger
+
+        _logger.set_verbose(verbose)
+        self._L = L
+        path, spec = resolve(model)
+        self.path = path
+        self.spec = spec
+        self.name = spec.name if spec else path.stem
+        L.llama_backend_init()
+        self._model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
+        if not self._model:
+            raise ModelError(f"llama.cpp could not load {path}")
+        cp = L.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = n_batch
+        cp.n_ubatch = n_batch
+        cp.n_seq_max = n_seq_max
+        threads = n_threads or os.cpu_count() or 1
+        cp.n_threads = threads
+        cp.n_threads_batch = threads
+        cp.kv_unified = True  # shared prefixes live once in the cache, across sequences
+        if hidden_states:
+            cp.embeddings = True
+            cp.pooling_type = L.LLAMA_POOLING_TYPE_NONE
+        self._ctx = L.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise EngineError(f"llama.cpp could not create a context (n_ctx={n_ctx}, n_seq_max={n_seq_max})")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self._mem = L.llama_get_memory(self._ctx)
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self.n_embd = int(L.llama_model_n_embd(self._model))
+        self.hidden_states = hidden_states
+        self.n_params = int(L.llama_model_n_params(self._model))
+        self.n_ctx = L.llama_n_ctx(self._ctx)
+        self.n_seq_max = n_seq_max
+        self.n_batch = n_batch
+        tmpl = L.llama_model_chat_template(self._model, None)
+        if not tmpl:
+            raise ModelError(f"{path} carries no chat template")
+        self._template: bytes = tmpl
+        self._batch = L.llama_batch_init(max(n_batch, n_seq_max), 0, 1)
+        self._slots = [Slot() for _ in range(n_seq_max)]
+        self._clock = 0
+        self._pieces: dict[int, bytes] = {}
+        self._log_v = math.log(self.n_vocab)
+        self.timing = {"decode_s": 0.0, "sample_s": 0.0}  # where the time goes, for `bench engine`
+        # Set to a list to record (prompt tokens, [generated tokens per sample]) of every
+        # generate call: `bench search` measures the search tree with it.
+        self.token_log: list[tuple[list[int], list[list[int]]]] | None = None
+
+    # --- text <-> tokens ---------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        """The chat template applied with an open assistant turn, then the partial answer."""
+        L = self._L
+        msgs = (L.llama_chat_message * len(prompt.messages))()
+        keep = []  # the bytes must outlive the call
+        for k, (role, content) in enumerate(prompt.messages):
+            r, c = role.encode(), content.encode()
+            keep += [r, c]
+            msgs[k].role, msgs[k].content = r, c
+        size = 4096 + sum(len(c) for _, c in prompt.messages) * 2
+        buf = ctypes.create_string_buffer(size)
+        n = L.llama_chat_apply_template(self._template, msgs, len(msgs), True, buf, size)
+        if n > size:
+            buf = ctypes.create_string_buffer(n)
+            n = L.llama_chat_apply_template(self._template, msgs, len(msgs), True, buf, n)
+        if n < 0:
+            raise EngineError("llama.cpp does not support this model's chat template")
+        return buf.raw[:n].decode("utf-8") + prompt.partial
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        L = self._L
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        p = self._pieces.get(token)
+        if p is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._L.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._L.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            p = self._pieces[token] = buf.raw[:n]
+        return p
+
+    # --- generation --------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every cached sequence. llama.cpp's numerics depend (slightly) on where
+        tokens sit in the KV buffer, so the same seed reproduces the same samples only from
+        the same cache state: strategies reset at the start of each problem."""
+        self._L.llama_memory_clear(self._mem, True)
+        for slot in self._slots:
+            slot.tokens = []
+            slot.last_use = 0
+
+    def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        token_lists = [self.tokenize(self.render(p)) for p in prompts]
+        for toks in token_lists:
+            if not toks:
+                raise EngineError("empty prompt")
+            if len(toks) + params.max_tokens > self.n_ctx:
+                raise EngineError(
+                    f"prompt of {len(toks)} tokens + max_tokens {params.max_tokens} exceeds n_ctx {self.n_ctx}"
+                )
+        groups = pack_units(token_lists, n, self.n_seq_max, self.n_ctx, params.max_tokens)
+        numbered: list[list[tuple[int, Completion]]] = [[] for _ in prompts]
+        compute = Compute()
+        for g in groups:
+            done, comp = self._generate_group(g, params)
+            for (i, j), completion in done:
+                numbered[i].append((j, completion))
+            compute = compute + comp
+        rows = [[c for _, c in sorted(row, key=lambda jc: jc[0])] for row in numbered]
+        if self.token_log is not None:
+            self.token_log += [(toks, [c.token_ids for c in row]) for toks, row in zip(token_lists, rows, strict=True)]
+        return Generation(rows, compute)
+
+    def _generate_group(
+        self, units: list[Unit], params: SamplingParams
+    ) -> tuple[list[tuple[tuple[int, int], Completion]], Compute]:
+        L = self._L
+        t0 = time.perf_counter()
+        self._clock += 1
+        plan, computed, cached = self._prefill([u.tokens for u in units], [u.count for u in units])
+
+        seqs: list[_Seq] = []
+        for i, step in enumerate(plan):
+            targets = step.targets
+            for j, slot in enumerate(targets):
+                if j:
+                    L.llama_memory_seq_rm(self._mem, slot, -1, -1)
+                    L.llama_memory_seq_cp(self._mem, targets[0], slot, -1, -1)
+                    self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
+                prompt_index, sample_index = units[i].samples[j]
+                seed = sample_seed(params.seed, prompt_index, sample_index)
+                seqs.append(_Seq(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index)))
+
+        stops = [s.encode("utf-8") for s in params.stop if s]
+        rows = [s.unit for s in seqs]
+        active = seqs
+        try:
+            while active:
+                self._sample(active, rows, params, stops)
+                active = [s for s in active if s.finish_reason is None]
+                if not active:
+                    break
+                self._decode([(s.slot, s.pending) for s in active], logits=True)  # type: ignore[misc]
+                rows = list(range(len(active)))
+        finally:
+            for s in seqs:
+                L.llama_sampler_free(s.sampler)
+
+        out = [
+            (
+                s.sample,
+                Completion(
+                    text=bytes(s.text).decode("utf-8", errors="replace"),
+                    token_ids=s.token_ids,
+                    logprobs=s.logprobs,
+                    certainties=s.certainties,
+                    token_offsets=s.offsets,
+                    hidden=list(s.hidden),
+                    finish_reason=s.finish_reason or "length",
+                ),
+            )
+            for s in seqs
+        ]
+        generated = sum(len(s.token_ids) for s in seqs)
+        compute = Compute(
+            generated_tokens=generated,
+            prompt_tokens=computed,
+            cached_prompt_tokens=cached,
+            wall_time=time.perf_counter() - t0,
+            flops=model_flops(self.n_params, computed + generated),
+        )
+        return out, compute
+
+    def _prefill(self, prompt_tokens: list[list[int]], counts: list[int]) -> tuple[list[SlotPlan], int, int]:
+        """Bring each prompt into the first of its slots, computing only what no slot already
+        holds; afterwards logits row i belongs to prompt i. Returns the slot plan and the
+        prompt tokens computed and served from cache."""
+        L = self._L
+        try:
+            plan = plan_slots(self._slots, prompt_tokens, counts, self._clock)
+        except SlotError as e:
+            raise EngineError(str(e)) from None
+        computed = cached = 0
+        # Copies first, then in-place truncations, so no source is cut before every copy is taken.
+        for in_place in (False, True):
+            for i, p in enumerate(plan):
+                source, reuse, first = p.source, p.reuse, p.targets[0]
+                if (first == source) != in_place:
+                    continue
+                if in_place:
+                    L.llama_memory_seq_rm(self._mem, first, reuse, -1)
+                else:
+                    L.llama_memory_seq_rm(self._mem, first, -1, -1)
+                    if reuse:
+                        L.llama_memory_seq_cp(self._mem, source, first, 0, reuse)
+                self._slots[first].tokens = prompt_tokens[i][:reuse]
+                cached += reuse
+                computed += len(prompt_tokens[i]) - reuse
+        # Every prompt's new tokens but the last, then all last tokens in one batch, so that
+        # every prompt's logits are available together.
+        body = [(p.targets[0], tok) for i, p in enumerate(plan) for tok in prompt_tokens[i][p.reuse : -1]]
+        for at in range(0, len(body), self.n_batch):
+            self._decode(body[at : at + self.n_batch], logits=False)
+        self._decode([(p.targets[0], prompt_tokens[i][-1]) for i, p in enumerate(plan)], logits=True)
+        return plan, computed, cached
+
+    def next_token_logprobs(
+        self, prompts: Sequence[Prompt], tokens: Sequence[str]
+    ) -> tuple[list[list[float]], Compute]:
+        """log p(token | prompt) of each given single token at the position after each prompt:
+        one forward pass over whatever part of each prompt is not cached yet (an LLM judge's
+        "Yes"/"No", for instance)."""
+        ids = []
+        for t in tokens:
+            tok = self.tokenize(t, special=False)
+            if len(tok) != 1:
+                raise EngineError(f"{t!r} is {len(tok)} tokens for this model, not one")
+            ids.append(tok[0])
+        out: list[list[float]] = []
+        compute = Compute()
+        token_lists = [self.tokenize(self.render(p)) for p in prompts]
+        for at in range(0, len(token_lists), self.n_seq_max // 2 or 1):
+            t0 = time.perf_counter()
+            self._clock += 1
+            chunk = token_lists[at : at + (self.n_seq_max // 2 or 1)]
+            _, computed, cached = self._prefill(chunk, [1] * len(chunk))
+            logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(len(chunk), self.n_vocab))
+            lse = _logsumexp_rows(logits)
+            out += [[float(logits[r, t] - lse[r]) for t in ids] for r in range(len(chunk))]
+            compute = compute + Compute(
+                prompt_tokens=computed,
+                cached_prompt_tokens=cached,
+                wall_time=time.perf_counter() - t0,
+                flops=model_flops(self.n_params, computed),
+            )
+        return out, compute
+
+    def replay(self, prompt: Prompt, text: str, finish_reason: str = "eos") -> tuple[Completion, Compute]:
+        """The completion this engine would have returned had it sampled exactly `text` after
+        `prompt`, with the hidden states it captures at step ends (log-probabilities are not
+        recomputed). One prefill, no sampling: this is how a probe scores stored solutions,
+        and it costs a forward pass that sampling with hidden_states=True gets for free."""
+        if not self.hidden_states:
+            raise EngineError("replay reads hidden states: start the engine with hidden_states=True")
+        t0 = time.perf_counter()
+        self._clock += 1
+        prompt_tokens = self.tokenize(self.render(prompt))
+        answer = self.tokenize(text, special=False) if text else []
+        if len(prompt_tokens) + len(answer) > self.n_ctx:
+            raise EngineError(f"prompt + text of {len(prompt_tokens) + len(answer)} tokens exceed n_ctx {self.n_ctx}")
+        plan, computed, cached = self._prefill([prompt_tokens], [1])
+        slot = plan[0].targets[0]
+        # Sampling captures the state of token k-1 when token k closes a step or the text.
+        data = bytearray()
+        offsets, wanted = [], set()
+        for k, tok in enumerate(answer):
+            offsets.append(len(data))
+            before = len(data)
+            data += self.piece(tok)
+            if data.find(STEP_BYTES, max(0, before - 1)) >= 0:
+                wanted.add(k - 1)
+        if answer:
+            wanted.add(len(answer) - (2 if finish_reason == "length" else 1))
+        states: dict[int, np.ndarray] = {}
+        for at in range(0, len(answer), self.n_batch):
+            chunk = answer[at : at + self.n_batch]
+            self._decode([(slot, tok) for tok in chunk], logits=True)
+            for k in range(at, at + len(chunk)):
+                if k in wanted:
+                    states[k] = self._embedding(k - at)
+        computed += len(answer)
+        completion = Completion(
+            text=text,
+            token_ids=answer,
+            logprobs=[],
+            certainties=[],
+            token_offsets=offsets,
+            hidden=sorted(states.items(), key=lambda kv: kv[0]),
+            finish_reason=finish_reason,
+        )
+        compute = Compute(
+            prompt_tokens=computed,
+            cached_prompt_tokens=cached,
+            wall_time=time.perf_counter() - t0,
+            flops=model_flops(self.n_params, computed),
+        )
+        return completion, compute
+
+    def _embedding(self, row: int) -> np.ndarray:
+        vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
+        return vec.copy()
+
+    def _decode(self, items: list[tuple[int, int]], logits: bool) -> None:
+        """One llama_decode of (slot, token) pairs, each at the next position of its slot."""
+        L = self._L
+        b = self._batch
+        pos: dict[int, int] = {}
+        for k, (slot, tok) in enumerate(items):
+            p = pos.get(slot, len(self._slots[slot].tokens))
+            pos[slot] = p + 1
+            b.token[k] = tok
+            b.pos[k] = p
+            b.n_seq_id[k] = 1
+            b.seq_id[k][0] = slot
+            b.logits[k] = 1 if logits else 0
+        b.n_tokens = len(items)
+        t0 = time.perf_counter()
+        rc = L.llama_decode(self._ctx, b)
+        if rc == 1:
+            self._evict_idle()
+            rc = L.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise EngineError(
+                f"llama_decode failed (code {rc}): the KV cache (n_ctx={self.n_ctx}) is too small for "
+                "this many samples x max_tokens; lower n or max_tokens, or raise n_ctx"
+            )
+        self.timing["decode_s"] += time.perf_counter() - t0
+        for slot, tok in items:
+            self._slots[slot].tokens.append(tok)
+
+    def _evict_idle(self) -> None:
+        for k in idle_slots(self._slots, self._clock):
+            self._L.llama_memory_seq_rm(self._mem, k, -1, -1)
+            self._slots[k].tokens = []
+
+    def _sampler(self, params: SamplingParams, seed: int) -> Any:
+        L = self._L
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
+
+    def _sample(self, seqs: list[_Seq], rows: list[int], params: SamplingParams, stops: list[bytes]) -> None:
+        """Sample the next token of each sequence from logits row rows[k]; record its
+        log-probability and self-certainty; decide whether the sequence is finished."""
+        L = self._L
+        t0 = time.perf_counter()
+        n_rows = max(rows) + 1
+        ptr = L.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+        lse = _logsumexp_rows(logits)
+        certainty = lse - logits.mean(axis=1) - self._log_v
+        for s, row in zip(seqs, rows, strict=True):
+            tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
+            s.token_ids.append(tok)
+            s.logprobs.append(float(logits[row, tok] - lse[row]))
+            s.certainties.append(float(certainty[row]))
+            s.offsets.append(len(s.text))
+            if L.llama_vocab_is_eog(self._vocab, tok):
+                s.finish_reason = "eos"
+                self._capture(s, row)
+                continue
+            before = len(s.text)
+            s.text += self.piece(tok)
+            ends_step = s.text.find(STEP_BYTES, max(0, before - 1)) >= 0
+            for stop in stops:
+                at = s.text.find(stop, max(0, before - len(stop) + 1))
+                if at >= 0:
+                    del s.text[at:]
+                    s.finish_reason = "stop"
+                    break
+            if s.finish_reason is None and len(s.token_ids) >= params.max_tokens:
+                s.finish_reason = "length"
+            if ends_step or s.finish_reason is not None:
+                self._capture(s, row)
+            s.pending = tok
+        self.timing["sample_s"] += time.perf_counter() - t0
+
+    def _capture(self, s: _Seq, row: int) -> None:
+        """The hidden state of the last token fed for this sequence: the end of the step that
+        the token just sampled closes."""
+        if self.hidden_states:
+            s.hidden.append((len(s.token_ids) - 2, self._embedding(row)))
+
+    def close(self) -> None:
+        L = self._L
+        if getattr(self, "_ctx", None):
+            L.llama_batch_free(self._batch)
+            L.llama_free(self._ctx)
+            L.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown may have unloaded llama_cpp
+            self.close()
+
+
+def _logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    peak = logits.max(axis=1)
+    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))

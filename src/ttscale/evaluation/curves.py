@@ -1,0 +1,175 @@
+"""Accuracy-versus-compute curves from one pool of samples per problem.
+
+"Generate once, evaluate many": with N samples per problem, a strategy at budget n < N is
+replayed on random n-subsets of the pool. Repeating the draw gives each problem's expected
+accuracy at budget n; resampling problems gives a bootstrap confidence interval. Tokens are counted
+from the samples actually drawn, so curves against generated tokens are honest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core import aggregate
+from ..strategies.picks import PICKERS
+from ..tasks.domain import MATH
+from ..util.stats import paired_difference, problem_ci, subset_draws
+
+
+@dataclass
+class PoolProblem:
+    """What the replay needs of one problem's pool, precomputed once."""
+
+    groups: list[int | None]
+    correct: np.ndarray  # bool per sample
+    scores: list[float]
+    tokens: np.ndarray  # generated tokens per sample
+    # the whole pool's cost; a subset is charged its share of the generated tokens
+    flops: float = 0.0
+    wall_time: float = 0.0
+
+
+@dataclass
+class CurvePoint:
+    strategy: str
+    n: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    generated_tokens: float  # mean per problem, for this n
+    flops: float = 0.0  # mean per problem, verifier included
+    wall_time: float = 0.0  # mean seconds per problem on the machine that ran it
+    # each problem's accuracy (expected over subset draws), in the run's problem order: saved,
+    # so that a run on the same problems pairs with it (the headline's larger model)
+    per_problem: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["per_problem"] = None if self.per_problem is None else [round(float(x), 4) for x in self.per_problem]
+        return d
+
+
+def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
+    cands = record["candidates"]
+    spent = dict(record.get("compute", {}))
+    # A verifier added after sampling is charged what it cost, except the probe's replay of
+    # stored text: live, the probe reads states the sampling pass already computed.
+    extra = record.get("rescored", {}).get(scorer) if scorer != "probe" else None
+    for key in ("flops", "wall_time"):
+        spent[key] = spent.get(key, 0.0) + (extra or {}).get(key, 0.0)
+    return PoolProblem(
+        groups=MATH.group([c.get("answer") for c in cands]),
+        correct=np.array([bool(c.get("correct")) for c in cands]),
+        scores=[aggregate(c["scores"][scorer], aggregation) if c["scores"].get(scorer) else 0.0 for c in cands],
+        tokens=np.array([sum(s["n_tokens"] for s in c["steps"]) for c in cands], dtype=float),
+        flops=float(spent["flops"]),
+        wall_time=float(spent["wall_time"]),
+    )
+
+
+def budgets(n_max: int) -> list[int]:
+    """Powers of two up to n_max, plus n_max itself."""
+    out = [1 << k for k in range(int(math.log2(n_max)) + 1)] if n_max >= 1 else []
+    if out and out[-1] != n_max:
+        out.append(n_max)
+    return out
+
+
+def charged(pools: Sequence[PoolProblem], share: np.ndarray) -> tuple[float, float]:
+    """Mean FLOPs and seconds per problem when, in draw b, problem p spends share[b, p] of
+    its pool (its share of the pool's generated tokens)."""
+    flops = (share * np.array([p.flops for p in pools])).sum(axis=1).mean() / len(pools)
+    wall = (share * np.array([p.wall_time for p in pools])).sum(axis=1).mean() / len(pools)
+    return float(flops), float(wall)
+
+
+def curves(
+    pools: Sequence[PoolProblem],
+    strategies: Sequence[str],
+    n_boot: int = 100,
+    seed: int = 0,
+) -> list[CurvePoint]:
+    """Every strategy at every budget, plus pass@1 (mean sample accuracy) and oracle pass@n
+    (some sample in the subset is right), with 95% bootstrap intervals."""
+    if not pools:
+        return []
+    n_max = min(len(p.correct) for p in pools)
+    rng = np.random.default_rng(seed)
+    points: list[CurvePoint] = []
+    n_problems = len(pools)
+    for n in budgets(n_max):
+        draws = n_boot
+        hits = {s: np.zeros((draws, n_problems)) for s in [*strategies, "oracle"]}
+        tokens = np.zeros((draws, n_problems))
+        share = np.zeros((draws, n_problems))
+        for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, draws, rng):
+            pool = pools[p]
+            groups = [pool.groups[i] for i in subset]
+            scores = [pool.scores[i] for i in subset]
+            tokens[b, p] = pool.tokens[subset].sum()
+            share[b, p] = tokens[b, p] / max(1.0, pool.tokens.sum())
+            hits["oracle"][b, p] = pool.correct[subset].any()
+            for s in strategies:
+                k = PICKERS[s](groups, scores)
+                hits[s][b, p] = k is not None and pool.correct[subset[k]]
+        for s, h in hits.items():
+            # each problem's expected accuracy at budget n (over random subsets), then an
+            # interval over problems: the subset draws estimate, the problems vary
+            lo, hi = problem_ci(h.mean(axis=0), rng)
+            cost = charged(pools, share)
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost, h.mean(axis=0)))
+    p1 = np.array([p.correct.mean() for p in pools])
+    lo, hi = problem_ci(p1, rng)
+    one = np.array([[1 / len(p.correct) for p in pools]])
+    one_tokens = float(np.mean([p.tokens.mean() for p in pools]))
+    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one), p1))
+    return points
+
+
+def paired_differences(
+    points: Sequence[CurvePoint], baseline: str = "majority", seed: int = 0, n_boot: int = 1000
+) -> list[dict[str, Any]]:
+    """Every strategy against the baseline at the same N on the same problems: the mean
+    accuracy difference with a 95% bootstrap interval over problems (paired, so much tighter
+    than the two curves' own intervals), and the ratio of generated tokens."""
+    rng = np.random.default_rng(seed)
+    base = {p.n: p for p in points if p.strategy == baseline and p.per_problem is not None}
+    rows = []
+    for p in points:
+        b = base.get(p.n)
+        if b is None or b.per_problem is None or p.strategy == baseline or p.per_problem is None:
+            continue
+        if len(p.per_problem) != len(b.per_problem) or p.strategy in ("oracle", "pass@1"):
+            continue
+        if np.array_equal(p.per_problem, b.per_problem) and p.generated_tokens == b.generated_tokens:
+            continue  # the same thing (every rule agrees on one sample)
+        ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
+        paired = paired_difference(p.per_problem, b.per_problem, rng, n_boot)
+        rows.append({"strategy": p.strategy, "n": p.n, **paired, "token_ratio": ratio})
+    return rows
+
+
+def search_points(
+    records: Sequence[dict[str, Any]], label: str, n: int, rule: str | None, rng: np.random.Generator
+) -> CurvePoint:
+    """One point of a per-budget strategy: its own pick, or `rule`'s over its final candidates."""
+    hits = np.array([bool(r["picks"][rule]["correct"] if rule else r["correct"]) for r in records], dtype=float)
+    lo, hi = problem_ci(hits, rng)
+    tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
+    flops = float(np.mean([r["compute"]["flops"] for r in records]))
+    wall = float(np.mean([r["compute"]["wall_time"] for r in records]))
+    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits)
+
+
+def search_picks(
+    records: Sequence[dict[str, Any]], strategy: str, label: str, n: int, rng: np.random.Generator
+) -> list[CurvePoint]:
+    """A search's own pick, then the majority and weighted votes over its final candidates."""
+    return [search_points(records, strategy + label, n, None, rng)] + [
+        search_points(records, f"{strategy}+{rule}{label}", n, rule, rng) for rule in ("majority", "weighted_best_of_n")
+    ]

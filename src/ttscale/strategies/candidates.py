@@ -1,0 +1,30 @@
+"""Candidates: a solution with its answer and scores, whatever made it (a pool sample, a
+search node). One rule for "has an answer" lives in the task domain."""
+
+from __future__ import annotations
+
+from ..core import Candidate, Completion, Compute, Problem, Scorer, Step, aggregate
+from ..tasks.domain import MATH, Domain
+from ..tasks.steps import split_steps
+
+INCOMPLETE = ("length", "open")  # cut short by the token limit; a search node still growing
+
+
+def make_candidate(text: str, steps: list[Step], finish_reason: str, domain: Domain = MATH) -> Candidate:
+    """A candidate whose answer the domain reads off its text; a solution that did not end
+    has one only if it already stated it."""
+    complete = finish_reason not in INCOMPLETE
+    return Candidate(text=text, steps=steps, answer=domain.answer_of(text, complete), finish_reason=finish_reason)
+
+
+def from_completion(completion: Completion, domain: Domain = MATH) -> Candidate:
+    return make_candidate(completion.text, split_steps(completion), completion.finish_reason, domain)
+
+
+def score_candidates(problem: Problem, candidates: list[Candidate], scorer: Scorer, how: str = "mean") -> Compute:
+    """Fill in step_scores and the aggregated score of each candidate."""
+    step_scores, compute = scorer.score(problem, candidates)
+    for c, s in zip(candidates, step_scores, strict=True):
+        c.step_scores = list(s)
+        c.score = aggregate(s, how)
+    return compute

@@ -1,0 +1,98 @@
+"""The one catalogue of strategies: every caller (eval, solve, serve, recipes,
+compute_optimal) runs a strategy by name through `run_strategy`, with whatever options it has;
+each strategy takes the options it understands.
+
+A pool strategy's N samples are drawn once and can be replayed on subsets at every budget; a
+per-budget strategy (a search, self-refinement, compute_optimal) runs once per budget.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import Generator, Problem, Result, Scorer
+from . import optimal
+from .optimal import Policy
+from .picks import PICKERS
+from .pool import best_of_n, majority, weighted_best_of_n
+from .refine import self_refine
+from .search import beam_search, dvts, particle_filter
+from .spec import RunSpec
+
+POOL = "pool"
+PER_BUDGET = "per_budget"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable[..., Result]
+    kind: str  # POOL or PER_BUDGET
+    summary: str
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options this strategy takes besides (problem, generator, scorer, n, spec)."""
+        params = list(inspect.signature(self.fn).parameters.values())[5:]
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def compute_optimal(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    policy: Policy | str | None = None,
+) -> Result:
+    """compute_optimal with the catalogue to run the searches its policy names."""
+    return optimal.compute_optimal(problem, generator, scorer, n, spec, policy=policy, run_strategy=run_strategy)
+
+
+CATALOGUE: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry("majority", majority, POOL, "the most frequent answer (self-consistency)"),
+        Entry("best_of_n", best_of_n, POOL, "the verifier's best sample"),
+        Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers"),
+        Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),
+        Entry("dvts", dvts, PER_BUDGET, "diverse verifier tree search: n/M independent subtrees"),
+        Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
+        Entry("self_refine", self_refine, PER_BUDGET, "answer, then check and revise, n rounds"),
+        Entry("compute_optimal", compute_optimal, PER_BUDGET, "spend by estimated difficulty (a fitted policy)"),
+    )
+}
+POOL_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == POOL)
+PER_BUDGET_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == PER_BUDGET)
+SEARCHES = ("beam_search", "dvts", "particle_filter")  # step-level tree searches
+assert set(POOL_STRATEGIES) == set(PICKERS), "every pool strategy is a pick rule replayed on the pool"
+
+
+def entry(name: str) -> Entry:
+    """The catalogue entry of a strategy, or a ValueError that lists the known ones."""
+    if not isinstance(name, str) or name not in CATALOGUE:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(CATALOGUE)}")
+    return CATALOGUE[name]
+
+
+def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The subset of `options` that strategy `name` takes (DVTS has no lookahead, ...)."""
+    taken = entry(name).options
+    return {k: v for k, v in options.items() if k in taken}
+
+
+def run_strategy(
+    name: str,
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    options: dict[str, Any] | None = None,
+) -> Result:
+    """Run a strategy by name; options it does not take are ignored."""
+    return entry(name).fn(problem, generator, scorer, n, spec or RunSpec(), **accepted_options(name, options or {}))

@@ -1,0 +1,126 @@
+"""Self-refinement: the model answers, then repeatedly checks its latest answer and writes a
+revised one (n rounds in all, the budget). The conversation grows round by round, so each
+round's prompt extends the previous one and the engine serves it from its KV cache.
+
+The final pick is the last answer ("last", the usual self-refine), the verifier's best
+("best_of_n"), or a vote over every round ("majority", "weighted_best_of_n").
+
+A revision that repeats the answer it was asked to check, word for word, ends the run
+(`stop_on_repeat`): the model has settled, and a small one then copies that answer round after
+round (seen with Qwen2.5-Coder-0.5B: rounds 3 to 8 identical to the token). The rounds not run
+are reported as saved.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from ..core import Candidate, Compute, Generator, Problem, Prompt, Result, Scorer
+from ..core.seeds import round_seed
+from .candidates import from_completion, score_candidates
+from .picks import PICKERS, all_picks, answers_of
+from .spec import RunSpec
+
+REVISE = (
+    "Check your solution above step by step. If any step is wrong, fix it. Then write the complete "
+    "revised solution in short steps separated by blank lines, ending with: Therefore, the final "
+    "answer is $\\boxed{ANSWER}$."
+)
+
+
+# What a run found out, as opposed to what it was asked (kept in Result.outcome)
+OUTCOME_KEYS = ("stopped_on_repeat", "rounds", "verifier", "rounds_saved", "derived_from")
+
+
+def self_refine(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    pick: str = "last",
+    revise_prompt: str = REVISE,
+    stop_on_repeat: bool = True,
+) -> Result:
+    if pick not in (*PICKERS, "last"):  # before any round is paid for
+        raise ValueError(f"unknown pick {pick!r}; choose from {', '.join([*PICKERS, 'last'])}")
+    spec = spec or RunSpec()
+    t0 = time.perf_counter()
+    generator.reset()  # a fresh cache: the same seed gives the same rounds
+    messages: list[tuple[str, str]] = [("system", spec.system), ("user", problem.question.strip())]
+    candidates: list[Candidate] = []
+    rounds = []
+    repeated = False
+    for round_ in range(n):
+        t_round = time.perf_counter()
+        params = replace(spec.params, seed=round_seed(spec.params.seed, round_))
+        gen = generator.generate([Prompt(tuple(messages))], 1, params)
+        completion = gen.completions[0][0]
+        candidates.append(from_completion(completion))
+        messages += [("assistant", completion.text), ("user", revise_prompt)]
+        rounds.append(replace(gen.compute, wall_time=time.perf_counter() - t_round))
+        repeated = len(candidates) > 1 and completion.text.strip() == candidates[-2].text.strip()
+        if stop_on_repeat and repeated:
+            break
+    t_score = time.perf_counter()
+    verifier = score_candidates(problem, candidates, scorer, spec.aggregation)
+    verifier.wall_time = time.perf_counter() - t_score
+    settings = {
+        "pick": pick,
+        "scorer": scorer.name,
+        "aggregation": spec.aggregation,
+        "stop_on_repeat": stop_on_repeat,
+        "sampling": spec.params.to_dict(),
+    }
+    outcome = {
+        "stopped_on_repeat": stop_on_repeat and repeated,  # so any larger budget stops here too
+        # per round, so that the first m rounds are a self_refine(m) run (see first_rounds)
+        "rounds": [r.to_dict() for r in rounds],
+        "verifier": verifier.to_dict(),
+    }
+    run = Result("self_refine", None, None, candidates, Compute(), settings, outcome=outcome)
+    return first_rounds(run, n, time.perf_counter() - t0)
+
+
+def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
+    """A self_refine run cut to its first m rounds: exactly what self_refine(m) with the
+    same seed returns, since each round depends only on the rounds before it (a run that
+    stopped on a repeat before round m is that run whole). Verifier compute, spent on all
+    rounds at once, is charged per round; wall time is the rounds' own plus the verifier's
+    share, unless given."""
+    all_rounds = run.outcome["rounds"]
+    rounds = [Compute.from_dict(r) for r in all_rounds[:m]]
+    share = len(rounds) / len(all_rounds)
+    verifier = Compute.from_dict(run.outcome["verifier"])
+    compute = sum(rounds, Compute()) + Compute(
+        verifier_tokens=round(verifier.verifier_tokens * share),
+        flops=verifier.flops * share,
+        wall_time=verifier.wall_time * share,
+    )
+    if wall_time is not None:
+        compute.wall_time = wall_time
+    candidates = run.candidates[:m]
+    picks = all_picks(candidates)
+    answered = [i for i, c in enumerate(candidates) if c.answer is not None]
+    picks["last"] = answered[-1] if answered else None  # the latest answer that has one
+    chosen = picks.get(run.settings["pick"])
+    outcome = {
+        **run.outcome,
+        "stopped_on_repeat": bool(run.outcome.get("stopped_on_repeat")) and len(rounds) == len(run.candidates),
+        "rounds": all_rounds[:m],
+        "picks": answers_of(candidates, picks),
+        "rounds_saved": m - len(rounds),
+    }
+    return Result.picked("self_refine", candidates, chosen, compute, {**run.settings, "n": m}, outcome)
+
+
+def run_from_stored(
+    settings: dict[str, Any], candidates: list[Candidate], compute: Compute, answer: str | None
+) -> Result:
+    """A stored self_refine run (its record's settings hold inputs and outcome together)."""
+    inputs = {k: v for k, v in settings.items() if k not in OUTCOME_KEYS}
+    outcome = {k: v for k, v in settings.items() if k in OUTCOME_KEYS}
+    return Result("self_refine", answer, None, candidates, compute, inputs, outcome=outcome)

@@ -1,0 +1,148 @@
+"""Evaluation sets: MATH-500 and GSM8K test ship inside the package; any JSONL file works too.
+And which problems of a set a run takes (a slice, some levels, one shard).
+
+A malformed row is reported with its line number and skipped: one bad line never kills a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core import Problem
+from .grading import gold_from_gsm8k
+
+BUILTIN = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl"}
+QUESTION_FIELDS = ("problem", "question", "prompt", "input")
+ANSWER_FIELDS = ("answer", "gold", "target")
+
+
+@dataclass
+class Dataset:
+    name: str
+    problems: list[Problem]
+    errors: list[str] = field(default_factory=list)  # "line N: why", one per skipped row
+
+
+def load_dataset(
+    name_or_path: str,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    gsm8k_answers: bool | None = None,
+) -> Dataset:
+    """A built-in name ("gsm8k", "math500") or a JSONL path. Field names default to the first
+    present of the usual ones; GSM8K-style '#### n' answers are recognised by default."""
+    if name_or_path in BUILTIN:
+        text = resources.files("ttscale").joinpath("data").joinpath(BUILTIN[name_or_path]).read_text("utf-8")
+        name = name_or_path
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"dataset {name_or_path!r} is neither a built-in ({', '.join(BUILTIN)}) nor a readable file"
+            )
+        text = path.read_text("utf-8", errors="replace")
+        name = path.stem
+    ds = Dataset(name=name, problems=[])
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            problem = _row_to_problem(row, question_field, answer_field, gsm8k_answers)
+        except (ValueError, KeyError, TypeError) as e:
+            ds.errors.append(f"line {lineno}: {e}")
+            continue
+        if problem.id in seen:
+            ds.errors.append(f"line {lineno}: duplicate id {problem.id!r}")
+            continue
+        seen.add(problem.id)
+        ds.problems.append(problem)
+    if not ds.problems:
+        raise ValueError(f"dataset {name_or_path!r} has no usable rows ({len(ds.errors)} malformed)")
+    return ds
+
+
+def _row_to_problem(row: dict, qf: str | None, af: str | None, gsm8k_answers: bool | None) -> Problem:
+    qf = qf or next((f for f in QUESTION_FIELDS if f in row), None)
+    if qf is None or qf not in row:
+        raise KeyError(f"no question field (looked for {qf or ', '.join(QUESTION_FIELDS)})")
+    question = row[qf]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"field {qf!r} is empty or not a string")
+    af = af or next((f for f in ANSWER_FIELDS if f in row), None)
+    gold: str | None = None
+    if af is not None:
+        if af not in row:
+            raise KeyError(f"no answer field {af!r}")
+        raw = row[af]
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise ValueError(f"field {af!r} is not a string or number")
+        use_gsm8k = gsm8k_answers if gsm8k_answers is not None else "####" in raw
+        gold = gold_from_gsm8k(raw) if use_gsm8k else raw.strip()
+    pid = str(row.get("unique_id") or row.get("id") or _content_id(question))
+    meta = {k: row[k] for k in ("level", "subject") if k in row}
+    return Problem(id=pid, question=question, gold=gold, meta=meta)
+
+
+def _content_id(question: str) -> str:
+    """Rows without an id are named by their text, so inserting rows never renames others."""
+    return "q-" + hashlib.sha1(question.encode()).hexdigest()[:12]
+
+
+def report_errors(ds: Dataset, stream: TextIO | None = None, most: int = 10) -> None:
+    if not ds.errors:
+        return
+    stream = stream or sys.stderr
+    print(f"warning: skipped {len(ds.errors)} malformed row(s) in {ds.name}:", file=stream)
+    for e in ds.errors[:most]:
+        print(f"  {e}", file=stream)
+    if len(ds.errors) > most:
+        print(f"  ... and {len(ds.errors) - most} more", file=stream)
+
+
+class SelectionError(ValueError):
+    pass
+
+
+def select_problems(
+    problems: Sequence[Problem],
+    limit: int | None,
+    shard: tuple[int, int] | None = None,
+    start: int = 0,
+    levels: Sequence[int] | None = None,
+) -> list[Problem]:
+    """`limit` problems from the `start`-th (the first ones by default), counted among the
+    problems of the chosen `levels` if any; of those, shard (i, k) takes every k-th from the
+    i-th, so the k shards partition the slice exactly, whatever machine runs which."""
+    if start < 0:
+        raise SelectionError("--start must be >= 0")
+    if levels:
+        if not any("level" in p.meta for p in problems):
+            raise SelectionError("--levels needs a dataset whose rows have a 'level' field (math500 has)")
+        wanted = set(levels)
+        problems = [p for p in problems if _level(p.meta.get("level")) in wanted]
+    chosen = list(problems[start : start + limit] if limit else problems[start:])
+    if shard is None:
+        return chosen
+    i, k = shard
+    if not 0 <= i < k:
+        raise SelectionError(f"shard {i}/{k} does not exist: use 0/{k} .. {k - 1}/{k}")
+    return chosen[i::k]
+
+
+def _level(value: Any) -> int | None:
+    """MATH levels come as 3 or as "Level 3"."""
+    digits = "".join(ch for ch in str(value) if ch.isdigit())
+    return int(digits) if digits else None

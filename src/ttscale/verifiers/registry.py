@@ -1,0 +1,61 @@
+"""Every verifier by name: which names exist, the name its scores are stored under, and the
+one function that builds a verifier from its name. Model-free verifiers need nothing; "judge"
+runs on the policy engine; the probe reads its hidden states; a PRM loads through
+transformers (imported only then)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import Scorer
+from .judge import LLMJudgeScorer
+from .model_free import MODEL_FREE
+from .probe import ProbeScorer, probe_name
+
+SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
+MODEL_SCORERS = {
+    "judge": "the policy model asked whether the last step is correct: P(Yes)",
+    "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
+    "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
+}
+ALL_SCORERS = [*SCORERS, "judge", "probe"]
+PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
+
+
+def known_scorer(name: str) -> bool:
+    return (
+        name in ALL_SCORERS
+        or name.startswith("probe@")
+        or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
+    )
+
+
+def scorer_name(spec: str) -> str:
+    """The name a scorer's scores and searches are stored under: its spec without an @PATH,
+    except that a probe file is named by its content (see `probe.probe_name`)."""
+    if spec.startswith("probe@"):
+        return probe_name(spec.partition("@")[2])
+    return spec.partition("@")[0]
+
+
+def needs_hidden_states(name: str) -> bool:
+    return name == "probe" or name.startswith("probe@")
+
+
+def make_scorer(name: str, generator: Any = None, system: str | None = None) -> Scorer:
+    """A verifier by name. Model-free ones need nothing; "judge" runs on the generator; the
+    probe needs the system prompt the solutions were sampled under, to replay stored ones."""
+    if name in SCORERS:
+        return SCORERS[name]()
+    if name == "judge":
+        if not hasattr(generator, "next_token_logprobs"):
+            raise ValueError("the judge scorer needs an engine that returns next-token log-probabilities")
+        return LLMJudgeScorer(generator)
+    if needs_hidden_states(name):
+        return ProbeScorer.for_generator(generator, name.partition("@")[2] or None, system)
+    if name.startswith("prm:"):
+        from .prm import TransformersPRM  # torch and transformers: an optional extra
+
+        key, _, path = name[4:].partition("@")
+        return TransformersPRM.load(key, path or None)
+    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join([*ALL_SCORERS, 'prm:KEY[@PATH]'])}")

@@ -5,19 +5,8 @@ result = weighted_best_of_n(Problem("p", "What is 6 x 7?"), LlamaCppGenerator(),
 print(result.answer, result.compute)
 """
 
-from .core import (
-    Candidate,
-    Completion,
-    Compute,
-    Generation,
-    Generator,
-    Problem,
-    Prompt,
-    Result,
-    SamplingParams,
-    Scorer,
-    Step,
-)
+from .core import Candidate, Completion, Compute, Generation, Generator, Problem, Prompt, Result  # isort: skip
+from .core import SamplingParams, Scorer, Step  # isort: skip
 from .engines.llamacpp import LlamaCppGenerator
 from .strategies import STRATEGIES, RunSpec, best_of_n, majority, run_strategy, weighted_best_of_n
 from .verifiers.model_free import LogProbScorer, SelfCertaintyScorer

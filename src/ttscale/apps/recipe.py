@@ -68,39 +68,24 @@ def validate(recipe: dict[str, Any]) -> None:
 def eval_args(recipe: dict[str, Any], run: dict[str, Any], shard: int | None) -> list[str]:
     policy = recipe["servers"]["policy"]
     s = recipe["sampling"]
-    args = [
-        "eval",
-        "--dataset",
-        recipe["dataset"],
-        "--n",
-        ",".join(map(str, run["n"])),
-        "--strategy",
-        ",".join(run["strategies"]),
-        "--scorer",
-        recipe["scorer"],
-        "--aggregate",
-        recipe.get("aggregate", "mean"),
-        "--seed",
-        str(recipe.get("seed", 0)),
-        "--server",
-        ",".join(policy["urls"]),
-        "--server-model",
-        policy["model"],
-        "--model",
-        policy["model"],
-        "--chat-template",
-        policy.get("chat_template", "chatml"),
-        "--model-params",
-        str(policy.get("params", 0)),
-        "--temperature",
-        str(s["temperature"]),
-        "--top-p",
-        str(s.get("top_p", 1.0)),
-        "--top-k",
-        str(s.get("top_k", 0)),
-        "--max-tokens",
-        str(s["max_tokens"]),
-    ]
+    flags = {
+        "--dataset": recipe["dataset"],
+        "--n": ",".join(map(str, run["n"])),
+        "--strategy": ",".join(run["strategies"]),
+        "--scorer": recipe["scorer"],
+        "--aggregate": recipe.get("aggregate", "mean"),
+        "--seed": recipe.get("seed", 0),
+        "--server": ",".join(policy["urls"]),
+        "--server-model": policy["model"],
+        "--model": policy["model"],
+        "--chat-template": policy.get("chat_template", "chatml"),
+        "--model-params": policy.get("params", 0),
+        "--temperature": s["temperature"],
+        "--top-p": s.get("top_p", 1.0),
+        "--top-k": s.get("top_k", 0),
+        "--max-tokens": s["max_tokens"],
+    }
+    args = ["eval", *(x for flag, value in flags.items() for x in (flag, str(value)))]
     for key, value in recipe.get("search", {}).items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     if recipe.get("limit"):

@@ -322,6 +322,47 @@ def _embed(png: Path) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" width="900">'
 
 
+def _headline_section(sl: dict[str, Any], out_dir: Path) -> str:
+    plot = out_dir / f"headline-{sl['name']}.png"
+    rows = "".join(
+        f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
+        f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td>"
+        f"<td>{_vs_text(p)}</td><td>{p['generated_tokens']:.0f}"
+        f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
+        for p in sl["points"]
+    )
+    matches = "".join(f"<li>{html.escape(k)}: {html.escape(match_text(m))}</li>" for k, m in sl["matches"].items())
+    return (
+        f"<h2>Headline: {html.escape(sl['name'])} ({sl['problems']} problems)</h2><table><tr><th>system</th>"
+        f"<th>N</th><th>accuracy %</th><th>vs {html.escape(sl['baseline']['system'])}, paired</th>"
+        f"<th>generated tokens</th><th>FLOPs</th><th>seconds</th></tr>{rows}</table>"
+        f"<p>Per problem. Smallest budget reaching {html.escape(sl['baseline']['system'])} "
+        f"({100 * sl['baseline']['accuracy']:.1f}%), and each system's point closest to it:</p><ul>{matches}</ul>"
+        f"{_embed(plot)}"
+    )
+
+
+def _run_section(d: Path) -> str:
+    summary_path = _summary_path(d)
+    summary = json.loads(summary_path.read_text())
+    ident = summary["identity"]
+    status = "" if summary.get("complete", True) else " (PARTIAL)"
+    c = summary["compute_total"]
+    named = d.suffix == ".json" and d.name != "summary.json"
+    plot = d.with_suffix(".png") if named else summary_path.parent / "plot.png"
+    img = _embed(plot) if plot.exists() else ""
+    return (
+        f"<h2>{html.escape(str(d))}{status}</h2>"
+        f"<p>{html.escape(ident['model'])} on {html.escape(ident['dataset'])}, {summary['problems']} problems, "
+        f"seed {ident['seed']}, sampling {html.escape(json.dumps(ident['sampling']))}, verifier "
+        f"{html.escape(summary['scorer'])}/{html.escape(summary['aggregation'])}. Accuracy in %, 95% interval, "
+        f"generated tokens per problem.</p>{_table(summary['points'])}"
+        f"<p>Compute of the whole run: {c['generated_tokens']:,} generated tokens, {c['prompt_tokens']:,} prompt "
+        f"tokens computed, {c['cached_prompt_tokens']:,} served from cache, {c['verifier_tokens']:,} verifier "
+        f"tokens, {c['wall_time']:.0f} s, {c['flops']:.3g} FLOPs.</p>{img}"
+    )
+
+
 def build_report(
     run_dirs: Sequence[Path],
     tree: tuple[Path, str | None, str | None] | None = None,
@@ -331,45 +372,9 @@ def build_report(
 ) -> str:
     """The HTML page; with baseline runs, first the cross-run headline of every slice of
     problems (also written as headline.md/.json and headline-SLICE.png into out_dir)."""
-    sections = []
     out_dir = out_dir or Path(".")
-    for sl in headline(run_dirs, baselines, out_dir, title) if baselines else []:
-        plot = out_dir / f"headline-{sl['name']}.png"
-        rows = "".join(
-            f"<tr><th>{html.escape(p['system'])}</th><td>{p['n']}</td><td>{100 * p['accuracy']:.1f} "
-            f"<small>[{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]</small></td>"
-            f"<td>{_vs_text(p)}</td><td>{p['generated_tokens']:.0f}"
-            f"</td><td>{p.get('flops', 0.0):.3g}</td><td>{p.get('wall_time', 0.0):.1f}</td></tr>"
-            for p in sl["points"]
-        )
-        matches = "".join(f"<li>{html.escape(k)}: {html.escape(match_text(m))}</li>" for k, m in sl["matches"].items())
-        sections.append(
-            f"<h2>Headline: {html.escape(sl['name'])} ({sl['problems']} problems)</h2><table><tr><th>system</th>"
-            f"<th>N</th><th>accuracy %</th><th>vs {html.escape(sl['baseline']['system'])}, paired</th>"
-            f"<th>generated tokens</th><th>FLOPs</th><th>seconds</th></tr>{rows}</table>"
-            f"<p>Per problem. Smallest budget reaching {html.escape(sl['baseline']['system'])} "
-            f"({100 * sl['baseline']['accuracy']:.1f}%), and each system's point closest to it:</p><ul>{matches}</ul>"
-            f"{_embed(plot)}"
-        )
-    for d in run_dirs:
-        summary_path = _summary_path(d)
-        summary = json.loads(summary_path.read_text())
-        ident = summary["identity"]
-        status = "" if summary.get("complete", True) else " (PARTIAL)"
-        c = summary["compute_total"]
-        named = d.suffix == ".json" and d.name != "summary.json"
-        plot = d.with_suffix(".png") if named else summary_path.parent / "plot.png"
-        img = _embed(plot) if plot.exists() else ""
-        sections.append(
-            f"<h2>{html.escape(str(d))}{status}</h2>"
-            f"<p>{html.escape(ident['model'])} on {html.escape(ident['dataset'])}, {summary['problems']} problems, "
-            f"seed {ident['seed']}, sampling {html.escape(json.dumps(ident['sampling']))}, verifier "
-            f"{html.escape(summary['scorer'])}/{html.escape(summary['aggregation'])}. Accuracy in %, 95% interval, "
-            f"generated tokens per problem.</p>{_table(summary['points'])}"
-            f"<p>Compute of the whole run: {c['generated_tokens']:,} generated tokens, {c['prompt_tokens']:,} prompt "
-            f"tokens computed, {c['cached_prompt_tokens']:,} served from cache, {c['verifier_tokens']:,} verifier "
-            f"tokens, {c['wall_time']:.0f} s, {c['flops']:.3g} FLOPs.</p>{img}"
-        )
+    slices = headline(run_dirs, baselines, out_dir, title) if baselines else []
+    sections = [_headline_section(sl, out_dir) for sl in slices] + [_run_section(d) for d in run_dirs]
     if tree is not None:
         key, trace = load_trace(*tree)
         legend = " ".join(f'<span style="color:{c}">&#9679; {s}</span>' for s, c in STATUS_COLOURS.items())

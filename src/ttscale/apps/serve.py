@@ -41,18 +41,31 @@ class BadRequest(ValueError):
 @dataclass
 class ServeConfig:
     model: str
+    """The model name the server answers as (and lists under /v1/models)."""
     strategy: str = "weighted_best_of_n"
+    """The strategy of a request that names none."""
     n: int = 4
+    """The budget of a request that names none."""
     scorer: str = "logprob"
+    """The verifier of a request that names none."""
     aggregation: str = "mean"
+    """How step scores become a solution score."""
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    """Sampling of a request that sets none (a request may set temperature, top_p, max_tokens, seed)."""
     workers: int = 1
+    """Strategies running at once, one engine each."""
     queue_limit: int = 8
+    """Requests that may wait; beyond that, HTTP 429."""
     timeout: float = 300.0
-    max_n: int = 64
-    max_tokens_limit: int = 4096
-    max_input_chars: int = 20_000
+    """Seconds a request may take in all (HTTP 504 after)."""
     search: dict[str, Any] = field(default_factory=dict)
+    """Search options (beam width, lookahead, ...) for every request."""
+    max_n: int = 64
+    """The largest budget a request may ask for."""
+    max_tokens_limit: int = 4096
+    """The largest max_tokens a request may ask for."""
+    max_input_chars: int = 20_000
+    """The longest conversation a request may send."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from .sampling import SamplingParams
@@ -28,7 +28,13 @@ class Problem:
 @dataclass
 class Compute:
     """What a piece of work cost. Prompt tokens are split into those the engine actually
-    computed and those it served from its KV cache, so shared prefixes are not hidden."""
+    computed and those it served from its KV cache, so shared prefixes are not hidden.
+
+    generated_tokens: sampled by the policy, every candidate's (cut-off ones too);
+    prompt_tokens: computed by the engine (prefill); cached_prompt_tokens: served from its KV
+    cache; verifier_tokens: read by a verifier model (judge, PRM, a probe replaying stored
+    text); wall_time: seconds on the machine that ran it; flops: 2 x parameters x tokens
+    computed, the verifier's included."""
 
     generated_tokens: int = 0
     prompt_tokens: int = 0
@@ -84,13 +90,7 @@ class Step:
     hidden: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "n_tokens": self.n_tokens,
-            "logprob_sum": self.logprob_sum,
-            "logprob_min": self.logprob_min,
-            "certainty_sum": self.certainty_sum,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hidden"}
 
 
 @dataclass

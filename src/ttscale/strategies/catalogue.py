@@ -8,6 +8,7 @@ per-budget strategy (a search, self-refinement, compute_optimal) runs once per b
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,13 +16,13 @@ from typing import Any
 
 from ..core import Generator, Problem, Result, Scorer
 from . import optimal
-from .optimal import Policy
 from .picks import PICKERS
 from .pool import best_of_n, majority, weighted_best_of_n
 from .refine import self_refine
 from .search import beam_search, dvts, particle_filter
 from .spec import RunSpec
 
+INJECTED = ("run_strategy",)  # bound by the catalogue, never a user option
 POOL = "pool"
 PER_BUDGET = "per_budget"
 
@@ -37,39 +38,7 @@ class Entry:
     def options(self) -> tuple[str, ...]:
         """The keyword options this strategy takes besides (problem, generator, scorer, n, spec)."""
         params = list(inspect.signature(self.fn).parameters.values())[5:]
-        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-
-
-def compute_optimal(
-    problem: Problem,
-    generator: Generator,
-    scorer: Scorer,
-    n: int,
-    spec: RunSpec | None = None,
-    *,
-    policy: Policy | str | None = None,
-) -> Result:
-    """compute_optimal with the catalogue to run the searches its policy names."""
-    return optimal.compute_optimal(problem, generator, scorer, n, spec, policy=policy, run_strategy=run_strategy)
-
-
-CATALOGUE: dict[str, Entry] = {
-    e.name: e
-    for e in (
-        Entry("majority", majority, POOL, "the most frequent answer (self-consistency)"),
-        Entry("best_of_n", best_of_n, POOL, "the verifier's best sample"),
-        Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers"),
-        Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),
-        Entry("dvts", dvts, PER_BUDGET, "diverse verifier tree search: n/M independent subtrees"),
-        Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
-        Entry("self_refine", self_refine, PER_BUDGET, "answer, then check and revise, n rounds"),
-        Entry("compute_optimal", compute_optimal, PER_BUDGET, "spend by estimated difficulty (a fitted policy)"),
-    )
-}
-POOL_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == POOL)
-PER_BUDGET_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == PER_BUDGET)
-SEARCHES = ("beam_search", "dvts", "particle_filter")  # step-level tree searches
-assert set(POOL_STRATEGIES) == set(PICKERS), "every pool strategy is a pick rule replayed on the pool"
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in INJECTED)
 
 
 def entry(name: str) -> Entry:
@@ -96,3 +65,28 @@ def run_strategy(
 ) -> Result:
     """Run a strategy by name; options it does not take are ignored."""
     return entry(name).fn(problem, generator, scorer, n, spec or RunSpec(), **accepted_options(name, options or {}))
+
+
+# compute_optimal runs the searches its policy names through this catalogue (injected, so
+# that optimal.py needs no catalogue below it)
+compute_optimal = functools.update_wrapper(
+    functools.partial(optimal.compute_optimal, run_strategy=run_strategy), optimal.compute_optimal
+)
+
+CATALOGUE: dict[str, Entry] = {
+    e.name: e
+    for e in (
+        Entry("majority", majority, POOL, "the most frequent answer (self-consistency)"),
+        Entry("best_of_n", best_of_n, POOL, "the verifier's best sample"),
+        Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers"),
+        Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),
+        Entry("dvts", dvts, PER_BUDGET, "diverse verifier tree search: n/M independent subtrees"),
+        Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
+        Entry("self_refine", self_refine, PER_BUDGET, "answer, then check and revise, n rounds"),
+        Entry("compute_optimal", compute_optimal, PER_BUDGET, "spend by estimated difficulty (a fitted policy)"),
+    )
+}
+POOL_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == POOL)
+PER_BUDGET_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == PER_BUDGET)
+SEARCHES = ("beam_search", "dvts", "particle_filter")  # step-level tree searches
+assert set(POOL_STRATEGIES) == set(PICKERS), "every pool strategy is a pick rule replayed on the pool"

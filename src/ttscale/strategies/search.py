@@ -11,6 +11,7 @@ pruned, resampled), so a report can draw why the search chose what it chose.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -182,65 +183,77 @@ def to_candidate(node: Node) -> Candidate:
     return c
 
 
-def _result(
-    name: str,
-    search: Search,
-    nodes: Sequence[Node],
-    pick: str,
-    t0: float,
-    settings: dict[str, Any],
-    outcome: dict[str, Any] | None = None,
-    weights: Sequence[float] | None = None,
-) -> Result:
-    """Candidates from the final nodes, scored by their aggregated step scores (or by given
-    non-negative weights), and the answer every pick rule would give; the chosen rule's
+@dataclass
+class Found:
+    """What a search body returns: its final nodes, the settings it ran with beside n, what
+    it found out on the way, and, for particle filtering, the final weights."""
+
+    nodes: list[Node]
+    settings: dict[str, Any]
+    outcome: dict[str, Any] = field(default_factory=dict)
+    weights: list[float] | None = None
+
+
+def _result(name: str, search: Search, found: Found, n: int, pick: str, t0: float) -> Result:
+    """Candidates from the final nodes, scored by their aggregated step scores (or by the
+    given non-negative weights), and the answer every pick rule would give; the chosen rule's
     answer is the result's."""
-    candidates = [to_candidate(n) for n in nodes]
+    candidates = [to_candidate(node) for node in found.nodes]
     for k, c in enumerate(candidates):
-        if weights is not None:
-            c.score = float(weights[k])
+        if found.weights is not None:
+            c.score = float(found.weights[k])
         else:
             c.score = aggregate(c.step_scores, search.spec.aggregation) if c.step_scores else 0.0
     picks = all_picks(candidates)
     chosen = picks[pick]
     if chosen is not None:
-        search.trace[nodes[chosen].id]["status"] = "chosen"
+        search.trace[found.nodes[chosen].id]["status"] = "chosen"
     search.compute.wall_time = time.perf_counter() - t0
     inputs = {
-        **settings,
+        "n": n,
+        **found.settings,
         "scorer": search.scorer.name,
         "aggregation": search.spec.aggregation,
         "pick": pick,
         "sampling": search.spec.params.to_dict(),
         "step_tokens": search.spec.step_tokens,
     }
-    found = {**(outcome or {}), "picks": answers_of(candidates, picks)}
-    return Result.picked(name, candidates, chosen, search.compute, inputs, found, trace=search.trace)
+    outcome = {**found.outcome, "picks": answers_of(candidates, picks)}
+    return Result.picked(name, candidates, chosen, search.compute, inputs, outcome, trace=search.trace)
 
 
-def _start(problem: Problem, generator: Generator, scorer: Scorer, spec: RunSpec | None) -> Search:
-    generator.reset()  # a fresh cache: the same seed gives the same search
-    return Search(problem, generator, scorer, spec or RunSpec())
+Body = Callable[..., Found]  # (search, n, **options) -> Found
 
 
-def beam_search(
-    problem: Problem,
-    generator: Generator,
-    scorer: Scorer,
-    n: int,
-    spec: RunSpec | None = None,
-    *,
-    beam_width: int = 4,
-    max_iterations: int = 20,
-    lookahead: int = 0,
-    dedup: bool = True,
-    pick: str = "best_of_n",
-) -> Result:
+def tree_search(name: str, body: Body) -> Callable[..., Result]:
+    """A search body as a strategy: (problem, generator, scorer, n, spec, *, pick, options).
+    The body sees only the explicit search state; the engine and verifier come in through it.
+    Starts from a fresh engine cache, so the same seed gives the same search."""
+
+    def strategy(
+        problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None, **options: Any
+    ) -> Result:
+        pick = options.pop("pick", "best_of_n")
+        t0 = time.perf_counter()
+        generator.reset()
+        search = Search(problem, generator, scorer, spec or RunSpec())
+        return _result(name, search, body(search, n, **options), n, pick, t0)
+
+    own = list(inspect.signature(body).parameters.values())[2:]
+    pick = inspect.Parameter("pick", inspect.Parameter.KEYWORD_ONLY, default="best_of_n", annotation="str")
+    head = list(inspect.signature(strategy).parameters.values())[:5]
+    strategy.__signature__ = inspect.Signature([*head, *own, pick], return_annotation="Result")  # type: ignore[attr-defined]
+    strategy.__name__ = strategy.__qualname__ = name
+    strategy.__doc__ = body.__doc__
+    return strategy
+
+
+def _beam(
+    s: Search, n: int, *, beam_width: int = 4, max_iterations: int = 20, lookahead: int = 0, dedup: bool = True
+) -> Found:
     """Keep n/M beams; each iteration expands every beam into M candidate steps (the first
     iteration samples n from the root), scores them, and keeps the best n/M open ones.
     Finished beams leave the active set; at most n completions are returned."""
-    t0 = time.perf_counter()
-    s = _start(problem, generator, scorer, spec)
     keep = max(1, n // beam_width)
     active = [s.root()]
     completed: list[Node] = []
@@ -266,25 +279,13 @@ def beam_search(
             break
     completed = sorted(completed, key=lambda c: -_guide(c))[:n] or active
     s.mark(completed, "final")
-    settings = {"n": n, "beam_width": beam_width, "max_iterations": max_iterations, "lookahead": lookahead}
-    return _result("beam_search", s, completed, pick, t0, {**settings, "dedup": dedup})
+    settings = {"beam_width": beam_width, "max_iterations": max_iterations, "lookahead": lookahead, "dedup": dedup}
+    return Found(completed, settings)
 
 
-def dvts(
-    problem: Problem,
-    generator: Generator,
-    scorer: Scorer,
-    n: int,
-    spec: RunSpec | None = None,
-    *,
-    beam_width: int = 4,
-    max_iterations: int = 20,
-    pick: str = "best_of_n",
-) -> Result:
+def _dvts(s: Search, n: int, *, beam_width: int = 4, max_iterations: int = 20) -> Found:
     """Diverse verifier tree search: n/M independent subtrees, each expanded into M candidate
     steps per iteration and continued greedily along the best-scored one until it finishes."""
-    t0 = time.perf_counter()
-    s = _start(problem, generator, scorer, spec)
     root = s.root()
     current = [root] * max(1, n // beam_width)
     leaves: list[Node | None] = [None] * len(current)
@@ -306,30 +307,17 @@ def dvts(
                 siblings += [o for o in options if o is not best and o.finished]
     finals = [leaf if leaf is not None else current[i] for i, leaf in enumerate(leaves)]
     s.mark(finals, "final")
-    settings = {"n": n, "beam_width": beam_width, "max_iterations": max_iterations}
-    return _result("dvts", s, finals + siblings, pick, t0, settings, {"subtrees": len(current)})
+    settings = {"beam_width": beam_width, "max_iterations": max_iterations}
+    return Found(finals + siblings, settings, {"subtrees": len(current)})
 
 
-def particle_filter(
-    problem: Problem,
-    generator: Generator,
-    scorer: Scorer,
-    n: int,
-    spec: RunSpec | None = None,
-    *,
-    max_iterations: int = 20,
-    ess_threshold: float = 0.5,
-    pick: str = "best_of_n",
-) -> Result:
+def _particles(s: Search, n: int, *, max_iterations: int = 20, ess_threshold: float = 0.5) -> Found:
     """n particles grow one step at a time; each is weighted by the logit of its latest
     step score. When the effective sample size of the open particles drops below
     ess_threshold x their number, they are resampled (systematic resampling). Finished
     particles are absorbing: they keep their weight and are never resampled."""
-    t0 = time.perf_counter()
-    s = _start(problem, generator, scorer, spec)
     rng = np.random.default_rng(s.spec.params.seed)
-    root = s.root()
-    particles = [root] * n
+    particles = [s.root()] * n
     finished: list[Node] = []
     resamples = 0
     for it in range(max_iterations):
@@ -355,9 +343,14 @@ def particle_filter(
     for p, lw in zip(finals, logits, strict=True):
         p.guide = float(lw)
     s.mark(finals, "final")
-    settings = {"n": n, "max_iterations": max_iterations, "ess_threshold": ess_threshold}
     # a particle's weight is the softmax of its logit: the pick by weight is the highest logit
-    return _result("particle_filter", s, finals, pick, t0, settings, {"resamples": resamples}, list(weights))
+    settings = {"max_iterations": max_iterations, "ess_threshold": ess_threshold}
+    return Found(finals, settings, {"resamples": resamples}, list(weights))
+
+
+beam_search = tree_search("beam_search", _beam)
+dvts = tree_search("dvts", _dvts)
+particle_filter = tree_search("particle_filter", _particles)
 
 
 def _guide(node: Node) -> float:

@@ -1,41 +1,17 @@
-"""The `ttscale` command: one small function per subcommand, and the table of commands (COMMANDS)."""
+"""The `ttscale` command line's arguments: one function per subcommand adds its own, and
+`build_parser` puts them together."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .apps.bench import (
-    bench_engine,
-    bench_probe,
-    bench_reproduce,
-    bench_search,
-    format_engine,
-    format_probe,
-    format_reproduce,
-    format_search,
-)
-from .apps.recipe import eval_args, load_recipe, plan
-from .apps.report import build_report
-from .apps.serve import ServeConfig, serve
-from .apps.train_probe import collect, read_records, train, training_problems
-from .core import AGGREGATIONS, Problem, SamplingParams
-from .engines.llamacpp import LlamaCppGenerator
-from .engines.models import DEFAULT_MODEL, REGISTRY, ModelError, get_spec, model_path, recommended_sampling
-from .engines.openai import OpenAIGenerator, RemoteError
-from .evaluation.config import EvalConfig, EvalError
-from .evaluation.policy import fit_policy
-from .evaluation.run import run_eval
-from .evaluation.store import merge_runs, read_run
-from .strategies.catalogue import CATALOGUE, PER_BUDGET_STRATEGIES, POOL_STRATEGIES, SEARCHES, run_strategy
-from .strategies.spec import RunSpec
-from .tasks.datasets import load_dataset
-from .verifiers.registry import ALL_SCORERS, PRM_KEYS, known_scorer, make_scorer, needs_hidden_states, scorer_name
+from ..core import AGGREGATIONS
+from ..engines.models import DEFAULT_MODEL, REGISTRY
+from ..strategies.catalogue import CATALOGUE, PER_BUDGET_STRATEGIES, POOL_STRATEGIES, SEARCHES
+from ..verifiers.registry import ALL_SCORERS, PRM_KEYS, known_scorer
 
 ALL_STRATEGIES = list(CATALOGUE)
 EPILOG = (
@@ -112,21 +88,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _sampling(args: argparse.Namespace) -> SamplingParams:
-    return recommended_sampling(
-        args.model,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-    )
-
-
-def _spec(args: argparse.Namespace) -> RunSpec:
-    return RunSpec(_sampling(args), aggregation=args.aggregate, step_tokens=args.step_tokens)
-
-
 def _compare(text: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
@@ -138,35 +99,7 @@ def _compare(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _generator(args: argparse.Namespace) -> Any:
-    if args.server:
-        return OpenAIGenerator(
-            [u.strip() for u in args.server.split(",") if u.strip()],
-            args.server_model or args.model,
-            chat_template=args.chat_template,
-            n_params=int(args.model_params),
-            concurrency=args.concurrency,
-        )
-    return LlamaCppGenerator(
-        args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads
-    )
-
-
-def _search_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        "beam_width": args.beam_width,
-        "lookahead": args.lookahead,
-        "max_iterations": args.max_iterations,
-        "step_tokens": args.step_tokens,
-    }
-    if args.policy:
-        options["policy"] = args.policy
-    if args.refine_all_rounds:  # only when asked, so that the keys of stored runs stay as they were
-        options["stop_on_repeat"] = False
-    return options
-
-
-def _eval_parser(sub: Any, fmt: Any) -> None:
+def eval_parser(sub: Any, fmt: Any) -> None:
     ev = sub.add_parser(
         "eval",
         help="accuracy versus compute on a benchmark",
@@ -217,7 +150,7 @@ def _eval_parser(sub: Any, fmt: Any) -> None:
     _add_common(ev)
 
 
-def _solve_parser(sub: Any, fmt: Any) -> None:
+def solve_parser(sub: Any, fmt: Any) -> None:
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
     so.add_argument("problem", help="the problem text")
     so.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES)
@@ -227,7 +160,7 @@ def _solve_parser(sub: Any, fmt: Any) -> None:
     _add_common(so)
 
 
-def _bench_parser(sub: Any, fmt: Any) -> None:
+def bench_parser(sub: Any, fmt: Any) -> None:
     be = sub.add_parser("bench", help="benchmarks")
     bsub = be.add_subparsers(dest="bench", required=True)
 
@@ -257,7 +190,7 @@ def _bench_parser(sub: Any, fmt: Any) -> None:
     rp.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
 
-def _serve_parser(sub: Any, fmt: Any) -> None:
+def serve_parser(sub: Any, fmt: Any) -> None:
     sv = sub.add_parser(
         "serve",
         help="an OpenAI-compatible server that answers with a test-time strategy",
@@ -275,14 +208,14 @@ def _serve_parser(sub: Any, fmt: Any) -> None:
     _add_common(sv)
 
 
-def _recipe_parser(sub: Any, fmt: Any) -> None:
+def recipe_parser(sub: Any, fmt: Any) -> None:
     rc = sub.add_parser("recipe", help="validate, plan or run a whole experiment described in a JSON file")
     rc.add_argument("file", type=Path)
     rc.add_argument("--dry-run", action="store_true", help="print the planned commands and request count only")
     rc.add_argument("--shard", type=int, help="run only this shard's evals (default: everything, unsharded)")
 
 
-def _train_probe_parser(sub: Any, fmt: Any) -> None:
+def train_probe_parser(sub: Any, fmt: Any) -> None:
     tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
     tp.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
     tp.add_argument("--per-file", type=int, default=200, help="problems taken from the start of each file")
@@ -303,7 +236,7 @@ def _train_probe_parser(sub: Any, fmt: Any) -> None:
     tp.add_argument("--no-progress", action="store_true")
 
 
-def _report_parser(sub: Any, fmt: Any) -> None:
+def report_parser(sub: Any, fmt: Any) -> None:
     rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
     rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
     rp.add_argument("--output", type=Path, default=Path("report.html"))
@@ -323,7 +256,7 @@ def _report_parser(sub: Any, fmt: Any) -> None:
     rp.add_argument("--title", default="ttscale report")
 
 
-def _fit_optimal_parser(sub: Any, fmt: Any) -> None:
+def fit_optimal_parser(sub: Any, fmt: Any) -> None:
     fo = sub.add_parser("fit-optimal", help="fit the compute-optimal policy table from calibration eval runs")
     fo.add_argument("runs", type=Path, nargs="+", help="eval run directories on calibration problems")
     fo.add_argument("--n", type=_budgets, default=(4, 8, 16), help="budgets to fit")
@@ -352,7 +285,7 @@ def _fit_optimal_parser(sub: Any, fmt: Any) -> None:
     fo.add_argument("--output", type=Path, required=True, help="the policy file to write (.json)")
 
 
-def _merge_parser(sub: Any, fmt: Any) -> None:
+def merge_parser(sub: Any, fmt: Any) -> None:
     me = sub.add_parser("merge", help="combine the run directories of shards into one")
     me.add_argument(
         "output", type=Path, help="the merged run directory: new, or one of the shards (the others merge into it)"
@@ -360,251 +293,22 @@ def _merge_parser(sub: Any, fmt: Any) -> None:
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
 
 
-def _models_parser(sub: Any, fmt: Any) -> None:
+def models_parser(sub: Any, fmt: Any) -> None:
     mo = sub.add_parser("models", help="list registered models, or assemble and verify one")
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
 
 
-def _bench(args: argparse.Namespace) -> int:
-    if args.bench == "reproduce":
-        try:
-            r = bench_reproduce(args.run, args.records, args.match, args.threads)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"ttscale: error: {e}", file=sys.stderr)
-            return 2
-        text = format_reproduce(r)
-    elif args.bench == "engine":
-        r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
-        text = format_engine(r)
-    elif args.bench == "probe":
-        r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
-        text = format_probe(r)
-    else:
-        r = bench_search(
-            args.model,
-            problems=args.problems,
-            n=args.n,
-            beam_width=args.beam_width,
-            max_tokens=args.max_tokens,
-            step_tokens=args.step_tokens,
-            seed=args.seed,
-            strategy=args.strategy,
-        )
-        text = format_search(r)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(r, indent=2))
-    return 0
-
-
-def _fit_optimal(args: argparse.Namespace) -> int:
-    records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
-    policy = fit_policy(
-        records,
-        args.n,
-        probe_n=args.probe_n,
-        scorer=scorer_name(args.scorer),
-        aggregation=args.aggregate,
-        signal=args.signal,
-        tolerance=args.tolerance,
-        strategies=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None,
-    )
-    policy.save(args.output)
-    shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}
-    print(json.dumps({"bins": policy.bins, "table": policy.table, **shown}, indent=2))
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
-    args.output.write_text(page, "utf-8")
-    print(f"report written to {args.output}")
-    return 0
-
-
-def _models(args: argparse.Namespace) -> int:
-    name = args.name
-    if name:
-        print(model_path(name))
-        return 0
-    for spec in REGISTRY.values():
-        print(f"{spec.name:22s} {spec.description}\n{'':22s} install: {spec.install_hint}")
-    return 0
-
-
-def _solve(args: argparse.Namespace) -> int:
-    gen = _generator(args)
-    problem = Problem(id="cli", question=args.problem)
-    scorer = make_scorer(args.scorer, gen)
-    result = run_strategy(args.strategy, problem, gen, scorer, args.n, _spec(args), _search_options(args))
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
-        return 0
-    if args.show:
-        for k, cand in enumerate(result.candidates):
-            mark = "*" if k == result.chosen else " "
-            print(
-                f"{mark} [{k}] answer={cand.answer!r} score={cand.score:.3f} tokens={cand.n_tokens} "
-                f"({cand.finish_reason})"
-            )
-    c = result.compute
-    print(f"answer: {result.answer}")
-    print(f"strategy {result.strategy}, n={args.n}, scorer {args.scorer}/{args.aggregate}, seed {args.seed}")
-    print(
-        f"compute: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens computed, "
-        f"{c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, "
-        f"{c.wall_time:.1f} s, {c.flops:.3g} FLOPs"
-    )
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
-    if args.question_field or args.answer_field:
-        # Resolve custom fields once so that a bad field name fails before the model loads.
-        load_dataset(args.dataset, args.question_field, args.answer_field)
-    cfg = EvalConfig(
-        dataset=args.dataset,
-        ns=args.n,
-        model=args.model,
-        seed=args.seed,
-        sampling=_sampling(args),
-        limit=args.limit,
-        start=args.start,
-        levels=args.levels,
-        strategies=strategies,
-        scorer=args.scorer,
-        aggregation=args.aggregate,
-        question_field=args.question_field,
-        answer_field=args.answer_field,
-        search=_search_options(args) if any(s in PER_BUDGET_STRATEGIES for s in strategies) else {},
-        shard=args.shard,
-    )
-    name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
-    model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")
-    shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
-    out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}{shard}"
-    try:
-        report = run_eval(
-            cfg,
-            lambda: _generator(args),
-            out,
-            progress=not args.no_progress,
-            n_boot=args.bootstrap,
-            generate=not args.report_only,
-            summary_name=args.summary,
-            compare=args.compare,
-            replay_policy=args.replay_optimal,
-            grow_pool=args.grow_pool,
-        )
-    except EvalError as e:
-        print(f"ttscale: error: {e}", file=sys.stderr)
-        return 2
-    partial = "" if report.complete else " (PARTIAL)"
-    print(
-        f"\n{report.n_problems} problems{partial}, {args.model}, N={','.join(map(str, cfg.ns))}, seed {args.seed}, "
-        f"verifier {args.scorer}/{args.aggregate}; accuracy % [95% CI]\n"
-    )
-    print(report.table)
-    c = report.compute
-    print(
-        f"\ncompute of everything run: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
-        f"computed, {c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, {c.wall_time:.0f} s"
-    )
-    plot_name = "plot" if args.summary == "summary" else args.summary
-    print(f"results: {out}/{args.summary}.md, {out}/{plot_name}.png, samples in {out}/samples.jsonl")
-    return 0
-
-
-def _merge(args: argparse.Namespace) -> int:
-    try:
-        r = merge_runs(args.output, args.shards)
-    except EvalError as e:
-        print(f"ttscale: error: {e}", file=sys.stderr)
-        return 2
-    print(f"merged {r.records} records from {len(args.shards)} shards into {args.output}")
-    if r.duplicates:
-        print(f"warning: {len(r.duplicates)} duplicated records kept once: {', '.join(r.duplicates[:5])}")
-    if r.missing:
-        print(f"warning: {len(r.missing)} problems have no result in any shard: {', '.join(r.missing[:10])}")
-    print("summarise with the shards' eval command and --output", args.output)
-    return 1 if r.missing else 0
-
-
-def _recipe(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.file)
-    if args.dry_run:
-        p = plan(recipe)
-        print(f"{recipe.get('name', args.file)}\n{p.notes}\n")
-        for name, server in recipe["servers"].items():
-            print(f"# start the {name} server: {server.get('command', '(already running)')}")
-        print("\n".join(p.commands))
-        print(f"\n{p.problems} problems; at most {p.generation_requests:,} generation requests in all")
-        return 0
-    status = 0
-    for run in recipe["runs"]:
-        status = max(status, main(eval_args(recipe, run, args.shard)))
-    return status
-
-
-def _serve(args: argparse.Namespace) -> int:
-    cfg = ServeConfig(
-        model=args.server_model or args.model,
-        strategy=args.strategy,
-        n=args.n,
-        scorer=args.scorer,
-        aggregation=args.aggregate,
-        sampling=_sampling(args),
-        workers=args.workers,
-        queue_limit=args.queue,
-        timeout=args.timeout,
-        max_n=args.max_n,
-        search=_search_options(args),
-    )
-    if args.threads is None:  # each worker's engine gets its share of the cores, not all of them
-        args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    httpd = serve(cfg, lambda: _generator(args), args.host, args.port)
-    print(
-        f"ttscale serve: http://{args.host}:{args.port}/v1 ({cfg.model}, default {cfg.strategy} n={cfg.n})", flush=True
-    )
-    try:
-        httpd.serve_forever()
-    finally:
-        httpd.server_close()
-    return 0
-
-
-def _train_probe(args: argparse.Namespace) -> int:
-    spec = get_spec(args.model)
-    samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
-    if not args.fit_only:
-        problems = training_problems(args.data, args.per_file, args.levels)
-        gen = LlamaCppGenerator(args.model, hidden_states=True, n_threads=args.threads)
-        params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
-        added = collect(problems, gen, args.k, params, samples, progress=not args.no_progress)
-        print(f"collected {added} new problems into {samples}")
-    records = read_records(samples)
-    probe = train(records, spec.sha256, l2=args.l2, seed=args.seed)
-    probe.save(args.output)
-    print(json.dumps(probe.meta, indent=2))
-    print(f"probe for {spec.name} written to {args.output}")
-    return 0
-
-
-# subcommand -> (what adds its arguments, what runs it)
-COMMANDS: dict[str, tuple[Callable[[Any, Any], None], Callable[[argparse.Namespace], int]]] = {
-    "eval": (_eval_parser, _eval),
-    "solve": (_solve_parser, _solve),
-    "bench": (_bench_parser, _bench),
-    "serve": (_serve_parser, _serve),
-    "recipe": (_recipe_parser, _recipe),
-    "train-probe": (_train_probe_parser, _train_probe),
-    "report": (_report_parser, _report),
-    "fit-optimal": (_fit_optimal_parser, _fit_optimal),
-    "merge": (_merge_parser, _merge),
-    "models": (_models_parser, _models),
+PARSERS: dict[str, Callable[[Any, Any], None]] = {
+    "eval": eval_parser,
+    "solve": solve_parser,
+    "bench": bench_parser,
+    "serve": serve_parser,
+    "recipe": recipe_parser,
+    "train-probe": train_probe_parser,
+    "report": report_parser,
+    "fit-optimal": fit_optimal_parser,
+    "merge": merge_parser,
+    "models": models_parser,
 }
 
 
@@ -617,18 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
+    for add in PARSERS.values():
         add(sub, fmt)
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command][1](args)
-    except (ModelError, FileNotFoundError, ValueError, RemoteError, RuntimeError) as e:
-        print(f"ttscale: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nttscale: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
-        return 130

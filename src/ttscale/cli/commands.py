@@ -1,0 +1,321 @@
+"""What each `ttscale` subcommand does: one small function per subcommand, over the layers below."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..apps.bench import (
+    bench_engine,
+    bench_probe,
+    bench_reproduce,
+    bench_search,
+    format_engine,
+    format_probe,
+    format_reproduce,
+    format_search,
+)
+from ..apps.recipe import eval_args, load_recipe, plan
+from ..apps.report import build_report
+from ..apps.serve import ServeConfig, serve
+from ..apps.train_probe import collect, read_records, train, training_problems
+from ..core import Problem, SamplingParams
+from ..engines.llamacpp import LlamaCppGenerator
+from ..engines.models import REGISTRY, ModelError, get_spec, model_path, recommended_sampling
+from ..engines.openai import OpenAIGenerator, RemoteError
+from ..evaluation.config import EvalConfig, EvalError
+from ..evaluation.policy import fit_policy
+from ..evaluation.run import run_eval
+from ..evaluation.store import merge_runs, read_run
+from ..strategies.catalogue import PER_BUDGET_STRATEGIES, run_strategy
+from ..strategies.spec import RunSpec
+from ..tasks.datasets import load_dataset
+from ..verifiers.registry import make_scorer, needs_hidden_states, scorer_name
+from .arguments import build_parser
+
+
+def _sampling(args: argparse.Namespace) -> SamplingParams:
+    return recommended_sampling(
+        args.model,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+    )
+
+
+def _spec(args: argparse.Namespace) -> RunSpec:
+    return RunSpec(_sampling(args), aggregation=args.aggregate, step_tokens=args.step_tokens)
+
+
+def _verifier_and_sampling(args: argparse.Namespace, search: dict[str, Any]) -> dict[str, Any]:
+    """The settings that eval and serve both take from the command line."""
+    return {"scorer": args.scorer, "aggregation": args.aggregate, "sampling": _sampling(args), "search": search}
+
+
+def _generator(args: argparse.Namespace) -> Any:
+    if args.server:
+        return OpenAIGenerator(
+            [u.strip() for u in args.server.split(",") if u.strip()],
+            args.server_model or args.model,
+            chat_template=args.chat_template,
+            n_params=int(args.model_params),
+            concurrency=args.concurrency,
+        )
+    return LlamaCppGenerator(
+        args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads
+    )
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {
+        "beam_width": args.beam_width,
+        "lookahead": args.lookahead,
+        "max_iterations": args.max_iterations,
+        "step_tokens": args.step_tokens,
+    }
+    if args.policy:
+        options["policy"] = args.policy
+    if args.refine_all_rounds:  # only when asked, so that the keys of stored runs stay as they were
+        options["stop_on_repeat"] = False
+    return options
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    if args.bench == "reproduce":
+        try:
+            r = bench_reproduce(args.run, args.records, args.match, args.threads)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"ttscale: error: {e}", file=sys.stderr)
+            return 2
+        text = format_reproduce(r)
+    elif args.bench == "engine":
+        r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
+        text = format_engine(r)
+    elif args.bench == "probe":
+        r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
+        text = format_probe(r)
+    else:
+        a = args
+        r = bench_search(a.model, a.problems, a.n, a.beam_width, a.max_tokens, a.step_tokens, a.seed, a.strategy)
+        text = format_search(r)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2))
+    return 0
+
+
+def fit_optimal_command(args: argparse.Namespace) -> int:
+    records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
+    policy = fit_policy(
+        records,
+        args.n,
+        probe_n=args.probe_n,
+        scorer=scorer_name(args.scorer),
+        aggregation=args.aggregate,
+        signal=args.signal,
+        tolerance=args.tolerance,
+        strategies=[x.strip() for x in args.strategies.split(",") if x.strip()] if args.strategies else None,
+    )
+    policy.save(args.output)
+    shown = {k: v for k, v in policy.meta.items() if k != "calibration_ids"}
+    print(json.dumps({"bins": policy.bins, "table": policy.table, **shown}, indent=2))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    page = build_report(args.runs, tree, args.baseline, args.output.parent, args.title)
+    args.output.write_text(page, "utf-8")
+    print(f"report written to {args.output}")
+    return 0
+
+
+def models_command(args: argparse.Namespace) -> int:
+    name = args.name
+    if name:
+        print(model_path(name))
+        return 0
+    for spec in REGISTRY.values():
+        print(f"{spec.name:22s} {spec.description}\n{'':22s} install: {spec.install_hint}")
+    return 0
+
+
+def solve_command(args: argparse.Namespace) -> int:
+    gen = _generator(args)
+    problem = Problem(id="cli", question=args.problem)
+    scorer = make_scorer(args.scorer, gen)
+    result = run_strategy(args.strategy, problem, gen, scorer, args.n, _spec(args), _search_options(args))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    if args.show:
+        for k, cand in enumerate(result.candidates):
+            mark = "*" if k == result.chosen else " "
+            print(
+                f"{mark} [{k}] answer={cand.answer!r} score={cand.score:.3f} tokens={cand.n_tokens} "
+                f"({cand.finish_reason})"
+            )
+    c = result.compute
+    print(f"answer: {result.answer}")
+    print(f"strategy {result.strategy}, n={args.n}, scorer {args.scorer}/{args.aggregate}, seed {args.seed}")
+    print(
+        f"compute: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens computed, "
+        f"{c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, "
+        f"{c.wall_time:.1f} s, {c.flops:.3g} FLOPs"
+    )
+    return 0
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    strategies = tuple(s.strip() for s in args.strategy.split(",") if s.strip())
+    if args.question_field or args.answer_field:
+        # Resolve custom fields once so that a bad field name fails before the model loads.
+        load_dataset(args.dataset, args.question_field, args.answer_field)
+    searching = any(s in PER_BUDGET_STRATEGIES for s in strategies)
+    same_name = ("dataset", "model", "seed", "limit", "start", "levels", "question_field", "answer_field", "shard")
+    cfg = EvalConfig(
+        **_verifier_and_sampling(args, search=_search_options(args) if searching else {}),
+        **{k: getattr(args, k) for k in same_name},
+        ns=args.n,
+        strategies=strategies,
+    )
+    name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
+    model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")
+    shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
+    out = args.output or Path("runs") / f"{name}-{model}-n{cfg.pool_n}-seed{args.seed}{shard}"
+    try:
+        report = run_eval(
+            cfg,
+            lambda: _generator(args),
+            out,
+            progress=not args.no_progress,
+            n_boot=args.bootstrap,
+            generate=not args.report_only,
+            summary_name=args.summary,
+            compare=args.compare,
+            replay_policy=args.replay_optimal,
+            grow_pool=args.grow_pool,
+        )
+    except EvalError as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    partial = "" if report.complete else " (PARTIAL)"
+    print(
+        f"\n{report.n_problems} problems{partial}, {args.model}, N={','.join(map(str, cfg.ns))}, seed {args.seed}, "
+        f"verifier {args.scorer}/{args.aggregate}; accuracy % [95% CI]\n"
+    )
+    print(report.table)
+    c = report.compute
+    print(
+        f"\ncompute of everything run: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens "
+        f"computed, {c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, {c.wall_time:.0f} s"
+    )
+    plot_name = "plot" if args.summary == "summary" else args.summary
+    print(f"results: {out}/{args.summary}.md, {out}/{plot_name}.png, samples in {out}/samples.jsonl")
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    try:
+        r = merge_runs(args.output, args.shards)
+    except EvalError as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    print(f"merged {r.records} records from {len(args.shards)} shards into {args.output}")
+    if r.duplicates:
+        print(f"warning: {len(r.duplicates)} duplicated records kept once: {', '.join(r.duplicates[:5])}")
+    if r.missing:
+        print(f"warning: {len(r.missing)} problems have no result in any shard: {', '.join(r.missing[:10])}")
+    print("summarise with the shards' eval command and --output", args.output)
+    return 1 if r.missing else 0
+
+
+def recipe_command(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.file)
+    if args.dry_run:
+        p = plan(recipe)
+        print(f"{recipe.get('name', args.file)}\n{p.notes}\n")
+        for name, server in recipe["servers"].items():
+            print(f"# start the {name} server: {server.get('command', '(already running)')}")
+        print("\n".join(p.commands))
+        print(f"\n{p.problems} problems; at most {p.generation_requests:,} generation requests in all")
+        return 0
+    status = 0
+    for run in recipe["runs"]:
+        status = max(status, guarded(eval_command, build_parser().parse_args(eval_args(recipe, run, args.shard))))
+    return status
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    cfg = ServeConfig(
+        **_verifier_and_sampling(args, search=_search_options(args)),
+        model=args.server_model or args.model,
+        strategy=args.strategy,
+        n=args.n,
+        workers=args.workers,
+        queue_limit=args.queue,
+        timeout=args.timeout,
+        max_n=args.max_n,
+    )
+    if args.threads is None:  # each worker's engine gets its share of the cores, not all of them
+        args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    httpd = serve(cfg, lambda: _generator(args), args.host, args.port)
+    print(
+        f"ttscale serve: http://{args.host}:{args.port}/v1 ({cfg.model}, default {cfg.strategy} n={cfg.n})", flush=True
+    )
+    try:
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
+    return 0
+
+
+def train_probe_command(args: argparse.Namespace) -> int:
+    spec = get_spec(args.model)
+    samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
+    if not args.fit_only:
+        problems = training_problems(args.data, args.per_file, args.levels)
+        gen = LlamaCppGenerator(args.model, hidden_states=True, n_threads=args.threads)
+        params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
+        added = collect(problems, gen, args.k, params, samples, progress=not args.no_progress)
+        print(f"collected {added} new problems into {samples}")
+    records = read_records(samples)
+    probe = train(records, spec.sha256, l2=args.l2, seed=args.seed)
+    probe.save(args.output)
+    print(json.dumps(probe.meta, indent=2))
+    print(f"probe for {spec.name} written to {args.output}")
+    return 0
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "eval": eval_command,
+    "solve": solve_command,
+    "bench": bench_command,
+    "serve": serve_command,
+    "recipe": recipe_command,
+    "train-probe": train_probe_command,
+    "report": report_command,
+    "fit-optimal": fit_optimal_command,
+    "merge": merge_command,
+    "models": models_command,
+}
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a subcommand; a known failure becomes one line on stderr and exit status 2."""
+    try:
+        return run(args)
+    except (ModelError, FileNotFoundError, ValueError, RemoteError, RuntimeError) as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nttscale: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
+        return 130

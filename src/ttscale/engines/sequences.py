@@ -1,0 +1,97 @@
+"""One sequence being decoded, and the pure bookkeeping of each sampled token: its
+log-probability and self-certainty, its text, stop strings, the token limit, and where a
+step ends (where the probe's hidden state is read). No llama.cpp here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core import STEP_SEPARATOR, Completion
+
+STEP_BYTES = STEP_SEPARATOR.encode()
+
+
+@dataclass
+class Decoding:
+    slot: int
+    unit: int  # index of its work unit within the group
+    sampler: Any
+    sample: tuple[int, int]  # (prompt index, sample index) within the generate call
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    certainties: list[float] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    text: bytearray = field(default_factory=bytearray)
+    finish_reason: str | None = None
+    pending: int | None = None  # sampled, not yet fed to the model
+    hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+    def completion(self) -> Completion:
+        return Completion(
+            text=bytes(self.text).decode("utf-8", errors="replace"),
+            token_ids=self.token_ids,
+            logprobs=self.logprobs,
+            certainties=self.certainties,
+            token_offsets=self.offsets,
+            hidden=list(self.hidden),
+            finish_reason=self.finish_reason or "length",
+        )
+
+
+def add_token(
+    s: Decoding,
+    tok: int,
+    logprob: float,
+    certainty: float,
+    piece: bytes | None,
+    stops: list[bytes],
+    max_tokens: int,
+) -> bool:
+    """Record one sampled token (piece None: the end of sequence) and decide whether the
+    sequence is finished. Returns whether a step ends here (a blank line, or the end): where
+    the hidden state of the token before is captured."""
+    s.token_ids.append(tok)
+    s.logprobs.append(logprob)
+    s.certainties.append(certainty)
+    s.offsets.append(len(s.text))
+    s.pending = tok
+    if piece is None:
+        s.finish_reason = "eos"
+        return True
+    before = len(s.text)
+    s.text += piece
+    ends_step = s.text.find(STEP_BYTES, max(0, before - 1)) >= 0
+    for stop in stops:
+        at = s.text.find(stop, max(0, before - len(stop) + 1))
+        if at >= 0:
+            del s.text[at:]
+            s.finish_reason = "stop"
+            break
+    if s.finish_reason is None and len(s.token_ids) >= max_tokens:
+        s.finish_reason = "length"
+    return ends_step or s.finish_reason is not None
+
+
+def step_end_tokens(pieces: list[bytes], finish_reason: str) -> tuple[list[int], set[int]]:
+    """For a known text given as token pieces: each token's byte offset, and the tokens whose
+    hidden state sampling would have captured (the token before one that closes a step, and
+    the text's last, or the one before it for a text cut by the token limit)."""
+    data = bytearray()
+    offsets, wanted = [], set()
+    for k, piece in enumerate(pieces):
+        offsets.append(len(data))
+        before = len(data)
+        data += piece
+        if data.find(STEP_BYTES, max(0, before - 1)) >= 0:
+            wanted.add(k - 1)
+    if pieces:
+        wanted.add(len(pieces) - (2 if finish_reason == "length" else 1))
+    return offsets, wanted
+
+
+def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
+    peak = logits.max(axis=1)
+    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from ..core import Completion, Compute, Generation, Prompt, SamplingParams, model_flops, sample_seed
 
 # Client-side chat templates: the rendered prompt plus the partial answer go to /v1/completions.
@@ -67,8 +69,6 @@ class OpenAIGenerator:
         backoff: float = 1.0,
         supports_n: bool | None = None,
     ) -> None:
-        import jinja2
-
         if not urls:
             raise ValueError("at least one server URL is needed")
         self.urls = [u.rstrip("/") for u in urls]

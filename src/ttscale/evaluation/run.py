@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..core import Candidate, Compute, Generator, Problem
 from ..core.seeds import growth_seed, problem_seed
 from ..strategies.catalogue import run_strategy
@@ -191,8 +193,6 @@ def _complete_pool(
 def _run(
     todo: Sequence[tuple[Problem, str]], generator: Generator, cfg: EvalConfig, store: RunStore, progress: bool
 ) -> None:
-    from tqdm import tqdm  # the progress bar, only for runs that generate
-
     bar = tqdm(todo, desc=f"{cfg.dataset}", unit="run", disable=not progress, file=sys.stderr)
     tokens = 0
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ records back, and merging the directories of shards into one."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 import time
@@ -123,8 +124,6 @@ def _pool_size_binds(cfg: EvalConfig, write: bool, growing: bool, stored_n: int)
 def lock(path: Path) -> Any:
     """An exclusive lock held while the returned file stays open (released when the
     process ends, however it ends)."""
-    import fcntl  # POSIX only: imported where it is used
-
     f = open(path, "a")  # noqa: SIM115  (held open on purpose)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

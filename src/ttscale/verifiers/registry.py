@@ -10,6 +10,7 @@ from typing import Any
 from ..core import Scorer
 from .judge import LLMJudgeScorer
 from .model_free import MODEL_FREE
+from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
 
 SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
@@ -54,8 +55,6 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
     if needs_hidden_states(name):
         return ProbeScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if name.startswith("prm:"):
-        from .prm import TransformersPRM  # torch and transformers: an optional extra
-
         key, _, path = name[4:].partition("@")
         return TransformersPRM.load(key, path or None)
     raise ValueError(f"unknown scorer {name!r}; choose from {', '.join([*ALL_SCORERS, 'prm:KEY[@PATH]'])}")

@@ -56,3 +56,12 @@ def test_bad_rows_and_bad_files(tmp_path):
     empty.write_text("garbage\n")
     with pytest.raises(ValueError, match="no usable rows"):
         load_dataset(str(empty))
+
+
+def test_a_pathologically_nested_line_is_one_bad_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    good = json.dumps({"id": "a", "question": "1+1?", "answer": "2"})
+    path.write_text(good + "\n" + "[" * 100_000 + "\n" + good.replace('"a"', '"b"') + "\n")
+    ds = load_dataset(str(path))
+    assert [p.id for p in ds.problems] == ["a", "b"]
+    assert ds.errors == ["line 2: nested too deeply to read"]

@@ -336,6 +336,22 @@ def test_a_second_writer_is_refused_but_a_reader_may_look(tmp_path, fake_factory
     del writer
 
 
+def test_a_refused_writer_changes_nothing_in_the_run_directory(tmp_path, fake_factory):
+    from ttscale.evaluation import RunStore
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    writer = RunStore(tmp_path / "run", cfg_for(ds))  # holds the lock
+    with pytest.raises(EvalError, match="another ttscale process is writing"):  # a growth that loses the lock
+        run_eval(cfg_for(ds, ns=(8,)), make, tmp_path / "run", progress=False, n_boot=5, grow_pool=True)
+    writer.close()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before  # config.json not rewritten: the original command still runs
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+
+
 def test_merge_covers_the_union_of_slices_that_extend_each_other(tmp_path, fake_factory):
     from ttscale.evaluation import merge_runs
 

@@ -32,6 +32,12 @@ MSG = [{"role": "user", "content": "What is 2 + 3?"}]
         ({"messages": MSG, "ttscale": {"strategy": "mcts"}}, "unknown strategy"),
         ({"messages": MSG, "model": "m:nope"}, "unknown strategy"),
         ({"messages": MSG, "ttscale": {"scorer": "oracle"}}, "scorer"),
+        ({"messages": MSG, "ttscale": {"strategy": ["majority"]}}, "unknown strategy"),
+        # a request never names a server file: the error says nothing about whether it exists
+        ({"messages": MSG, "ttscale": {"scorer": "probe@/etc/passwd"}}, "unavailable scorer .*offers logprob"),
+        ({"messages": MSG, "ttscale": {"scorer": "probe@/dev/zero"}}, "unavailable scorer"),
+        ({"messages": MSG, "ttscale": {"scorer": "probe"}}, "unavailable scorer"),  # not started with the probe
+        ({"messages": MSG, "ttscale": {"scorer": "prm:skywork-1.5b@/models"}}, "unavailable scorer"),
         ({"messages": MSG, "max_tokens": 0}, "max_tokens"),
         ({"messages": MSG, "temperature": "hot"}, "temperature must be a number"),
         ({"messages": MSG, "stream": True}, "streaming"),
@@ -40,6 +46,12 @@ MSG = [{"role": "user", "content": "What is 2 + 3?"}]
 def test_every_field_is_validated(body, message):
     with pytest.raises(BadRequest, match=message):
         parse_request(body, CFG)
+
+
+def test_the_server_offers_its_own_verifier_and_the_free_ones():
+    probe_server = ServeConfig(model="m", scorer="probe")
+    assert parse_request({"messages": MSG, "ttscale": {"scorer": "probe"}}, probe_server).scorer == "probe"
+    assert parse_request({"messages": MSG, "ttscale": {"scorer": "self_certainty"}}, CFG).scorer == "self_certainty"
 
 
 def test_strategy_from_model_suffix_or_body():
@@ -99,6 +111,25 @@ def test_answer_usage_and_candidates(fake_server):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 400
+
+
+def raw_post(url, data):
+    req = urllib.request.Request(url + "/v1/chat/completions", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_hostile_bodies_get_an_answer_not_a_dropped_connection(fake_server):
+    status, body = raw_post(fake_server, b"[" * 60_000)  # json.loads recurses past Python's limit
+    assert status == 400 and "nests too deeply" in body["error"]["message"]
+    status, body = post(fake_server, {"messages": MSG, "ttscale": {"strategy": ["majority"]}})
+    assert status == 400 and "unknown strategy" in body["error"]["message"]
+    status, body = post(fake_server, {"messages": MSG, "ttscale": {"scorer": "probe@/etc/passwd"}})
+    assert status == 400 and "passwd" not in body["error"]["message"].replace("'probe@/etc/passwd'", "")
+    assert post(fake_server, {"messages": MSG})[0] == 200  # the server still answers
 
 
 def test_bounded_load_every_request_answered_or_refused(fake_server):

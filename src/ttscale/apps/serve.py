@@ -31,7 +31,8 @@ from ..core import Generator, Problem, SamplingParams
 from ..strategies.catalogue import CATALOGUE, run_strategy
 from ..strategies.spec import RunSpec
 from ..tasks.prompts import SYSTEM_PROMPT
-from ..verifiers.registry import known_scorer, make_scorer
+from ..verifiers.model_free import MODEL_FREE
+from ..verifiers.registry import make_scorer
 
 
 class BadRequest(ValueError):
@@ -80,6 +81,11 @@ class Job:
     future: Future = field(default_factory=Future)
 
 
+def allowed_scorers(cfg: ServeConfig) -> list[str]:
+    """The verifiers a request may name: the free ones, and the one the server was started with."""
+    return list(dict.fromkeys([*MODEL_FREE, cfg.scorer]))
+
+
 def parse_request(body: Any, cfg: ServeConfig) -> Job:
     """A validated job from a chat-completions body, or BadRequest saying what is wrong."""
     if not isinstance(body, dict):
@@ -113,8 +119,10 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= cfg.max_n:
         raise BadRequest(f"n (the budget) must be an integer from 1 to {cfg.max_n}")
     scorer = extra.get("scorer", cfg.scorer)
-    if not isinstance(scorer, str) or not known_scorer(scorer) or scorer.startswith("prm:"):
-        raise BadRequest(f"unknown or unavailable scorer {scorer!r}")
+    allowed = allowed_scorers(cfg)
+    if not isinstance(scorer, str) or scorer not in allowed:
+        # never a path from the request: the server only offers what it was started with
+        raise BadRequest(f"unavailable scorer {str(scorer)[:40]!r}; this server offers {', '.join(allowed)}")
     s = cfg.sampling
     max_tokens = _number(body, "max_tokens", s.max_tokens, int, 1, cfg.max_tokens_limit)
     temperature = _number(body, "temperature", s.temperature, float, 0.0, 2.0)
@@ -257,6 +265,8 @@ def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
                 job = parse_request(json.loads(self.rfile.read(length) or b"null"), cfg)
             except (BadRequest, json.JSONDecodeError, ValueError) as e:
                 return self._error(400, str(e), "invalid_request_error")
+            except RecursionError:
+                return self._error(400, "the body nests too deeply", "invalid_request_error")
             if not service.submit(job):
                 return self._error(429, "the server is busy: too many requests queued, retry later", "rate_limit")
             try:

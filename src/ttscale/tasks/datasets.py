@@ -62,6 +62,9 @@ def load_dataset(
         except (ValueError, KeyError, TypeError) as e:
             ds.errors.append(f"line {lineno}: {e}")
             continue
+        except RecursionError:  # a pathologically nested line: one bad row, not a dead dataset
+            ds.errors.append(f"line {lineno}: nested too deeply to read")
+            continue
         if problem.id in seen:
             ds.errors.append(f"line {lineno}: duplicate id {problem.id!r}")
             continue

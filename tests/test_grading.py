@@ -92,3 +92,48 @@ def test_last_boxed_matches_nested_braces():
     assert last_boxed("\\boxed{1} then \\fbox{2}") == "2"
     assert last_boxed("\\boxed{unclosed") is None
     assert last_boxed("no box") is None
+
+
+def test_a_pathological_answer_cannot_hang_grading_on_any_thread(monkeypatch):
+    import threading
+
+    from ttscale.tasks import grading
+    from ttscale.tasks.bounded import POOL
+
+    monkeypatch.setattr(grading, "DEADLINE_SECONDS", 1.0)  # the worker is killed after 1 s
+    before = POOL.timeouts
+    out = []
+    worker = threading.Thread(target=lambda: out.append(grading.equivalent("5", "10^{10^{10}} + 0")))
+    worker.start()
+    worker.join(60)
+    assert out == [False] and not worker.is_alive()
+    assert POOL.timeouts >= before  # a stuck worker was killed and replaced, or its alarm fired first
+    assert grading.equivalent("\\frac{3}{4}", "0.75")  # the pool still grades
+
+
+def test_a_worker_that_misses_its_deadline_is_replaced():
+    import time
+
+    from ttscale.tasks.bounded import BoundedPool
+
+    pool = BoundedPool(size=1)
+    try:
+        assert pool.call(time.sleep, (30,), deadline=0.5, fallback="late") == "late"
+        assert pool.timeouts == 1
+        assert pool.call(sorted, ([3, 1, 2],), deadline=30, fallback=None) == [1, 2, 3]
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_is_an_error_not_a_silent_fallback():
+    import os
+
+    from ttscale.tasks.bounded import BoundedPool, WorkerDied
+
+    pool = BoundedPool(size=1)
+    try:
+        with pytest.raises(WorkerDied, match="died while running _exit"):
+            pool.call(os._exit, (3,), deadline=30, fallback="never this")
+        assert pool.call(max, (2, 7), deadline=30, fallback=None) == 7  # a new worker takes over
+    finally:
+        pool.close()

@@ -2,11 +2,14 @@
 
 Answers travel as strings (what math-verify extracted, in LaTeX); equivalence is decided on
 the parsed expressions, so "1/2", "0.5" and "\\frac{1}{2}" are one answer. Every parse and
-comparison is time-bounded (math-verify's alarm; only possible on the main thread) and
-length-bounded, so grading never hangs on a pathological answer. A timed-out comparison
-counts as "not equivalent", which would make grading depend on how busy the machine is: so
-the bound is far above what a real comparison takes (under 2 s on a loaded 2-core machine),
-and answers that only time out (integer powers too large to evaluate) are caught before.
+comparison runs in a worker process (`bounded.POOL`) with a hard deadline, on whatever thread
+asks: sympy can hold the GIL for ever on an answer like 9^{9^{9^9}}, and a stuck worker is
+killed and replaced. Inside the worker, math-verify's own alarm bounds each step too, and
+answers are length-bounded. An answer that cannot be parsed in time is compared as a string.
+A timed-out comparison counts as "not equivalent", which would make grading depend on how busy
+the machine is: so the bounds are far above what a real comparison takes (under 2 s on a
+loaded 2-core machine), and answers that only time out (integer powers too large to evaluate)
+are caught before.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-TIMEOUT_SECONDS = 10
+from .bounded import POOL
+
+TIMEOUT_SECONDS = 10  # math-verify's alarm, inside a worker
+DEADLINE_SECONDS = 15.0  # the hard bound on one call, from outside
 MAX_ANSWER_CHARS = 300  # longer "answers" are compared as plain strings
 # an exponent of 5+ digits (2^{235423523}): sympy would try to compute the number
 _HUGE_POWER = re.compile(r"\^\s*\{?\s*\d{5,}")
@@ -30,11 +36,19 @@ def _timeout() -> int | None:
     return TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
 
 
+@lru_cache(maxsize=100_000)
 def extract_answer(text: str) -> str | None:
     """The final answer of a model's solution: the last \\boxed{} if any, else math-verify's
-    fallbacks ("the final answer is ...", the last expression)."""
+    fallbacks ("the final answer is ...", the last expression). None if there is none, or if
+    reading it does not finish within the deadline."""
     if not text.strip():
         return None
+    answer: str | None = POOL.call(_extract_here, (text,), DEADLINE_SECONDS, None)
+    return answer
+
+
+def _extract_here(text: str) -> str | None:
+    """extract_answer's work, in a worker process."""
     boxed = last_boxed(text)
     if boxed is not None:
         text = "\\boxed{" + boxed + "}"  # a solution that boxes twice means the last one
@@ -77,11 +91,31 @@ def _parsed(answer: str) -> tuple[Any, ...]:
     return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=_timeout()))
 
 
+@lru_cache(maxsize=100_000)
+def _parses(answer: str) -> bool:
+    """Whether an answer parses within the deadline (a worker process does it)."""
+    if len(answer) > MAX_ANSWER_CHARS or _HUGE_POWER.search(answer):
+        return False
+    return bool(POOL.call(_parses_here, (answer,), DEADLINE_SECONDS, False))
+
+
+def _parses_here(answer: str) -> bool:
+    return bool(_parsed(answer))
+
+
 @lru_cache(maxsize=200_000)
 def equivalent(a: str, b: str) -> bool:
-    """Mathematical equivalence of two answer strings; a string match short-circuits."""
+    """Mathematical equivalence of two answer strings; a string match short-circuits. Two
+    answers that do not both parse in time are equivalent only as strings."""
     if _normalise(a) == _normalise(b):
         return True
+    if not (_parses(a) and _parses(b)):
+        return False
+    return bool(POOL.call(_equivalent_here, (a, b), DEADLINE_SECONDS, False))
+
+
+def _equivalent_here(a: str, b: str) -> bool:
+    """equivalent's work, in a worker process."""
     pa, pb = _parsed(a), _parsed(b)
     if not pa or not pb:
         return False

@@ -65,3 +65,19 @@ def test_a_pathologically_nested_line_is_one_bad_row(tmp_path):
     ds = load_dataset(str(path))
     assert [p.id for p in ds.problems] == ["a", "b"]
     assert ds.errors == ["line 2: nested too deeply to read"]
+
+
+def test_bad_bytes_and_missing_answers_are_reported_not_hidden(tmp_path, capsys):
+    from ttscale.tasks.datasets import report_errors
+
+    path = tmp_path / "d.jsonl"
+    good = json.dumps({"id": "a", "question": "1+1?", "answer": "2"}).encode()
+    bad = b'{"id": "b", "question": "caf\xe9?", "answer": "1"}'  # latin-1, not UTF-8
+    blank = json.dumps({"id": "c", "question": "2+2?"}).encode()
+    path.write_bytes(good + b"\n" + bad + b"\n" + blank + b"\n")
+    ds = load_dataset(str(path))
+    assert [p.id for p in ds.problems] == ["a", "c"]
+    assert ds.errors == ["line 2: not UTF-8 text"] and ds.unanswered == [3]
+    report_errors(ds)
+    err = capsys.readouterr().err
+    assert "1 row(s) of d have no reference answer (lines 3)" in err and "line 2: not UTF-8 text" in err

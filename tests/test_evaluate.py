@@ -445,3 +445,10 @@ def test_a_merge_and_fit_optimal_read_a_grown_pool_not_the_line_it_superseded(tm
     assert report.records == 2 and not report.duplicates
     merged = [json.loads(x) for x in (tmp_path / "m" / "samples.jsonl").read_text().splitlines()]
     assert [len(r["candidates"]) for r in merged] == [4, 4]
+
+
+def test_an_output_that_is_a_file_is_a_clear_error(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=1)
+    (tmp_path / "taken").write_text("not a run")
+    with pytest.raises(EvalError, match="is a file, not a run directory"):
+        run_eval(cfg_for(ds), doubling_generator(fake_factory, {"loads": 0}), tmp_path / "taken", progress=False)

@@ -209,3 +209,27 @@ def test_client_side_templates_render_like_the_engine():
     gen = OpenAIGenerator(["http://127.0.0.1:9"], "m")
     text = gen.render(problem_prompt("Q?", system="S", partial="Step 1"))
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nStep 1"
+
+
+class _EmptyChoicesStub(_PoolingStub):
+    """A server that answers 200 with no completion at all."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        out = json.dumps({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 0}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+
+def test_a_server_answering_without_completions_is_an_error_not_an_empty_pool():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _EmptyChoicesStub)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        gen = OpenAIGenerator([f"http://127.0.0.1:{httpd.server_address[1]}"], "m", retries=0)
+        with pytest.raises(RemoteError, match="without any completion"):
+            gen.generate([problem_prompt("Q?")], 2, SamplingParams(max_tokens=8))
+    finally:
+        httpd.shutdown()

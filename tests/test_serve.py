@@ -193,3 +193,15 @@ def test_openai_client_against_a_real_ttscale_serve():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--queue", "0"], ["--queue", "-1"], ["--workers", "0"], ["--n", "0"], ["--max-n", "0"], ["--timeout", "0"]],
+)
+def test_serve_refuses_values_that_would_unbound_the_queue_or_stall_every_request(argv, capsys):
+    from ttscale.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", *argv])
+    assert "must be" in capsys.readouterr().err

@@ -53,6 +53,26 @@ def _positive_ints(what: str, example: str) -> Callable[[str], tuple[int, ...]]:
 _budgets = _positive_ints("budgets", "4,8,16")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model ({', '.join(REGISTRY)}) or a .gguf path")
     p.add_argument("--scorer", default="logprob", type=_scorer, help="verifier (see the list below)")
@@ -154,7 +174,7 @@ def solve_parser(sub: Any, fmt: Any) -> None:
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
     so.add_argument("problem", help="the problem text")
     so.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES)
-    so.add_argument("--n", type=int, default=8, help="the budget N")
+    so.add_argument("--n", type=_positive, default=8, help="the budget N")
     so.add_argument("--show", action="store_true", help="print every candidate with its score")
     so.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _add_common(so)
@@ -200,11 +220,11 @@ def serve_parser(sub: Any, fmt: Any) -> None:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES, help="default strategy")
-    sv.add_argument("--n", type=int, default=4, help="default budget")
-    sv.add_argument("--max-n", type=int, default=64, help="largest budget a request may ask for")
-    sv.add_argument("--workers", type=int, default=1, help="strategies running at once (one engine each)")
-    sv.add_argument("--queue", type=int, default=8, help="requests that may wait; beyond that, HTTP 429")
-    sv.add_argument("--timeout", type=float, default=300.0, help="seconds a request may take in all")
+    sv.add_argument("--n", type=_positive, default=4, help="default budget")
+    sv.add_argument("--max-n", type=_positive, default=64, help="largest budget a request may ask for")
+    sv.add_argument("--workers", type=_positive, default=1, help="strategies running at once (one engine each)")
+    sv.add_argument("--queue", type=_positive, default=8, help="requests that may wait; beyond that, HTTP 429")
+    sv.add_argument("--timeout", type=_seconds, default=300.0, help="seconds a request may take in all")
     _add_common(sv)
 
 

@@ -139,7 +139,9 @@ class OpenAIGenerator:
         compute = Compute()
         missing: list[tuple[int, int]] = []
         for job, reply in zip(jobs, replies, strict=True):
-            choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+            choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
+            if not choices:  # never an empty pool stored as if it were an answer
+                raise RemoteError(f"the server answered without any completion: {str(reply)[:200]}")
             rows[job.prompt_index] += [self._completion(c, params) for c in choices[: job.n]]
             compute = compute + _usage(reply, self.n_params)
             if len(choices) < job.n:  # the server ignores n: ask for the rest one by one

@@ -28,6 +28,8 @@ class RunStore:
         size, and each stored pool then gets its missing samples (`run.grow_pool`). A writer
         takes the lock before it writes anything, so a refused run changes nothing."""
         self.dir = out_dir
+        if out_dir.exists() and not out_dir.is_dir():
+            raise EvalError(f"{out_dir} is a file, not a run directory; choose another --output")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write = write
         self._lock: Any = lock(self.dir / ".lock") if write else None

@@ -28,6 +28,7 @@ class Dataset:
     name: str
     problems: list[Problem]
     errors: list[str] = field(default_factory=list)  # "line N: why", one per skipped row
+    unanswered: list[int] = field(default_factory=list)  # lines of rows kept without a reference answer
 
 
 def load_dataset(
@@ -47,7 +48,7 @@ def load_dataset(
             raise FileNotFoundError(
                 f"dataset {name_or_path!r} is neither a built-in ({', '.join(BUILTIN)}) nor a readable file"
             )
-        text = path.read_text("utf-8", errors="replace")
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")  # bad bytes: reported per line
         name = path.stem
     ds = Dataset(name=name, problems=[])
     seen: set[str] = set()
@@ -55,6 +56,8 @@ def load_dataset(
         if not line.strip():
             continue
         try:
+            if _undecodable(line):
+                raise ValueError("not UTF-8 text")
             row = json.loads(line)
             if not isinstance(row, dict):
                 raise ValueError("not a JSON object")
@@ -70,6 +73,8 @@ def load_dataset(
             continue
         seen.add(problem.id)
         ds.problems.append(problem)
+        if problem.gold is None:
+            ds.unanswered.append(lineno)
     if not ds.problems:
         raise ValueError(f"dataset {name_or_path!r} has no usable rows ({len(ds.errors)} malformed)")
     return ds
@@ -104,10 +109,21 @@ def _content_id(question: str) -> str:
     return "q-" + hashlib.sha1(question.encode()).hexdigest()[:12]
 
 
+def _undecodable(line: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in line)
+
+
 def report_errors(ds: Dataset, stream: TextIO | None = None, most: int = 10) -> None:
+    stream = stream or sys.stderr
+    if ds.unanswered:
+        lines = ", ".join(map(str, ds.unanswered[:most])) + (" ..." if len(ds.unanswered) > most else "")
+        print(
+            f"warning: {len(ds.unanswered)} row(s) of {ds.name} have no reference answer (lines {lines}): "
+            "they are sampled, and graded as wrong",
+            file=stream,
+        )
     if not ds.errors:
         return
-    stream = stream or sys.stderr
     print(f"warning: skipped {len(ds.errors)} malformed row(s) in {ds.name}:", file=stream)
     for e in ds.errors[:most]:
         print(f"  {e}", file=stream)

@@ -83,3 +83,30 @@ def test_default_model_is_registered_with_its_checksum():
     assert spec.size == 491_400_064
     assert spec.sha256.startswith("1d9614638d18")
     assert spec.sampling.temperature == 0.7 and spec.sampling.top_k == 20
+
+
+def test_a_corrupted_file_with_its_mtime_restored_is_verified_again(tiny_model):
+    spec, blob, _ = tiny_model
+    p = model_path("tiny")
+    st = p.stat()
+    p.write_bytes(b"GGUF" + b"\1" * (len(blob) - 4))  # same size, other content
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime back
+    again = model_path("tiny")  # the stamp no longer matches: hashed, found corrupt, rebuilt
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == spec.sha256
+
+
+def test_a_killed_assembly_leaves_nothing_behind_for_long(tiny_model):
+    p = model_path("tiny")
+    stale = p.with_suffix(".tmp999999")  # no such process
+    stale.write_bytes(b"half a model")
+    p.unlink()
+    model_path("tiny")
+    assert not stale.exists()
+
+
+def test_an_unusable_cache_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("TTSCALE_CACHE", str(blocker / "cache"))
+    with pytest.raises(ModelError, match="cannot use the model cache .*TTSCALE_CACHE"):
+        model_path("tiny")

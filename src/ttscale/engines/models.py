@@ -104,25 +104,59 @@ def _verify(spec: ModelSpec, path: Path) -> None:
         raise ModelError(f"{path}: sha256 {digest}, expected {spec.sha256}")
 
 
+def _stamp(path: Path) -> str:
+    """What a verified file's stamp holds. The change time and inode are in it because nothing
+    can set them back: a file rewritten with its old mtime restored gets verified again."""
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Temporary files of assemblies whose process is gone (killed mid-copy)."""
+    for tmp in target.parent.glob(target.stem + ".tmp*"):
+        pid = tmp.suffix.removeprefix(".tmp")
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def model_path(name: str = DEFAULT_MODEL) -> Path:
     """The verified GGUF of a registered model, assembling it from its chunks on first use.
-    A verified file leaves a stamp (size, mtime) beside it, so later loads skip the hash."""
+    A verified file leaves a stamp beside it, so later loads skip the hash."""
     spec = get_spec(name)
     target = cache_dir() / f"{spec.name}-{spec.sha256[:12]}.gguf"
+    try:
+        return _cached_or_assembled(spec, target)
+    except OSError as e:
+        raise ModelError(
+            f"cannot use the model cache {target.parent} ({e.strerror or e}); set TTSCALE_CACHE to a writable directory"
+        ) from None
+
+
+def _cached_or_assembled(spec: ModelSpec, target: Path) -> Path:
     stamp = target.with_suffix(".verified")
     if target.is_file():
-        st = target.stat()
-        if stamp.is_file() and stamp.read_text() == f"{st.st_size} {st.st_mtime_ns}":
+        if stamp.is_file() and stamp.read_text() == _stamp(target):
             return target
         try:
             _verify(spec, target)
         except ModelError:
             target.unlink()  # corrupt or partial: rebuild it from the chunks below
         else:
-            stamp.write_text(f"{st.st_size} {st.st_mtime_ns}")
+            stamp.write_text(_stamp(target))
             return target
     chunks = _chunk_paths(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as out:
@@ -140,8 +174,7 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
-    st = target.stat()
-    stamp.write_text(f"{st.st_size} {st.st_mtime_ns}")
+    stamp.write_text(_stamp(target))
     return target
 
 

@@ -31,7 +31,7 @@ def test_reproduce_reruns_stored_pools_and_searches_and_finds_a_changed_one(tmp_
     run_eval(cfg, lambda: FakeGenerator(script), run, progress=False, n_boot=5)
     built = []
 
-    def make(hidden):
+    def make(hidden, threads):
         built.append(hidden)
         return FakeGenerator(script)
 
@@ -61,6 +61,26 @@ def test_reproduce_redraws_a_grown_pool_as_it_was_grown(tmp_path):
     grown = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()][-1]
     assert len(grown["candidates"]) == 5 and grown["grown"][0]["scorer"] == "logprob"
 
-    r = bench_reproduce(run, records=10, make_generator=lambda hidden: FakeGenerator(script))
+    r = bench_reproduce(run, records=10, make_generator=lambda hidden, threads: FakeGenerator(script))
     assert r["reproduced_exactly"] == len(r["records"]) == 2
     assert all(row["samples"] == 5 for row in r["records"])
+
+
+def test_reproduce_uses_the_thread_count_each_record_was_sampled_with(tmp_path):
+    def script(prompt, seed):
+        return f"Step.\n\nTherefore, the final answer is $\\boxed{{{seed % 3}}}$."
+
+    ds = tmp_path / "d.jsonl"
+    ds.write_text("".join(json.dumps({"id": f"q{k}", "question": f"Q{k}?", "answer": "1"}) + "\n" for k in range(2)))
+    cfg = EvalConfig(dataset=str(ds), ns=(2,), model="fake", engine={"kind": "llama.cpp", "threads": 3})
+    run_eval(cfg, lambda: FakeGenerator(script), tmp_path / "run", progress=False, n_boot=5)
+    asked = []
+
+    def make(hidden, threads):
+        asked.append(threads)
+        return FakeGenerator(script)
+
+    assert bench_reproduce(tmp_path / "run", records=2, make_generator=make)["reproduced_exactly"] == 2
+    assert asked == [3]  # the recorded count, one engine for both records
+    bench_reproduce(tmp_path / "run", records=1, threads=1, make_generator=make)
+    assert asked == [3, 1]  # an explicit --threads wins

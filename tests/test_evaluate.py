@@ -452,3 +452,24 @@ def test_an_output_that_is_a_file_is_a_clear_error(tmp_path, fake_factory):
     (tmp_path / "taken").write_text("not a run")
     with pytest.raises(EvalError, match="is a file, not a run directory"):
         run_eval(cfg_for(ds), doubling_generator(fake_factory, {"loads": 0}), tmp_path / "taken", progress=False)
+
+
+def test_the_engine_is_recorded_and_a_run_is_never_extended_by_another_kind(tmp_path, fake_factory, capsys):
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    server = {"kind": "openai", "model": "qwen"}
+    run_eval(cfg_for(ds, limit=1, engine=server), make, tmp_path / "run", progress=False, n_boot=5)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    record = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
+    assert config["engine"] == server and record["engine"] == server
+    embedded = {"kind": "llama.cpp", "threads": 2}
+    with pytest.raises(EvalError, match="sampled by a server \\(qwen\\), and this command uses the embedded"):
+        run_eval(cfg_for(ds, engine=embedded), make, tmp_path / "run", progress=False, n_boot=5)
+    # the embedded engine on another thread count may extend its own run, and says so
+    run_eval(cfg_for(ds, limit=1, engine=embedded), make, tmp_path / "run2", progress=False, n_boot=5)
+    run_eval(cfg_for(ds, engine={**embedded, "threads": 1}), make, tmp_path / "run2", progress=False, n_boot=5)
+    assert "sampled with 2 thread(s), this run uses 1" in capsys.readouterr().err
+    threads = [
+        json.loads(line)["engine"]["threads"] for line in (tmp_path / "run2" / "samples.jsonl").read_text().splitlines()
+    ]
+    assert threads == [2, 1]  # each record keeps its own

@@ -6,6 +6,7 @@ machine at the same time, so the ratio is meaningful even where absolute speed i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -293,13 +294,14 @@ def bench_reproduce(
     records: int = 2,
     match: str = "",
     threads: int | None = None,
-    make_generator: Callable[[bool], Any] | None = None,
+    make_generator: Callable[[bool, int | None], Any] | None = None,
 ) -> dict[str, Any]:
     """Re-run stored records of an eval run (pools or tree searches) with this code on this
     machine, and compare them token for token with what the run stored: the seed and settings
-    a record carries must give back its samples. make_generator(hidden_states) builds the
-    engine (the run's model on `threads` CPU threads by default); self-refinement runs are not
-    re-run here."""
+    a record carries must give back its samples. make_generator(hidden_states, threads) builds
+    the engine: the run's model on `threads` CPU threads, by default the count the record was
+    sampled with (llama.cpp's arithmetic follows it), else every core. Self-refinement runs
+    are not re-run here."""
     ident = json.loads((run_dir / "config.json").read_text())["identity"]
     latest = read_records(run_dir / "samples.jsonl")
     chosen = [r for key, r in latest.items() if match in key and "|self_refine|" not in key][:records]
@@ -317,12 +319,14 @@ def bench_reproduce(
     )
     if base.identity() != ident:  # rebuilt from the identity: only the system prompt can differ
         raise ValueError(f"{run_dir} was run with another system prompt than this version's")
-    make = make_generator or (lambda hidden: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=threads))
+    make = make_generator or (lambda hidden, t: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=t))
     engines = _Engines(make)
     rows = []
     for old in chosen:
         t0 = time.perf_counter()
-        new = _redo(old, problems[old["id"]], base, engines)
+        sampled_with = (old.get("engine") or {}).get("threads")
+        count = threads if threads is not None else sampled_with
+        new = _redo(old, problems[old["id"]], base, functools.partial(engines, threads=count))
         before, after = [c["text"] for c in old["candidates"]], [c["text"] for c in new["candidates"]]
         rows.append(
             {
@@ -341,19 +345,20 @@ def bench_reproduce(
 
 
 class _Engines:
-    """One engine with hidden states and one without, each built when first needed."""
+    """Engines by (hidden states, thread count), each built when first needed and kept for the
+    records that follow (one model load per kind)."""
 
-    def __init__(self, make: Callable[[bool], Any]) -> None:
+    def __init__(self, make: Callable[[bool, int | None], Any]) -> None:
         self.make = make
-        self.built: dict[bool, Any] = {}
+        self.built: dict[tuple[bool, int | None], Any] = {}
 
-    def __call__(self, hidden: bool) -> Any:
-        if hidden not in self.built:
-            self.built[hidden] = self.make(hidden)
-        return self.built[hidden]
+    def __call__(self, hidden: bool, threads: int | None) -> Any:
+        if (hidden, threads) not in self.built:
+            self.built[(hidden, threads)] = self.make(hidden, threads)
+        return self.built[(hidden, threads)]
 
 
-def _redo(old: dict[str, Any], problem: Problem, base: EvalConfig, engines: _Engines) -> dict[str, Any]:
+def _redo(old: dict[str, Any], problem: Problem, base: EvalConfig, engines: Callable[[bool], Any]) -> dict[str, Any]:
     """A stored record drawn again the way it was drawn."""
     key = RecordKey.of(old)
     if key.kind == "pool":

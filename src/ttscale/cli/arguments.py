@@ -206,7 +206,9 @@ def bench_parser(sub: Any, fmt: Any) -> None:
     rp.add_argument("run", type=Path, help="an eval run directory")
     rp.add_argument("--records", type=int, default=2, help="how many of its records (the first that match)")
     rp.add_argument("--match", default="", help="only records whose key holds this, e.g. '|dvts|4|' or 'pool|'")
-    rp.add_argument("--threads", type=int, help="CPU threads of the engine (default: all)")
+    rp.add_argument(
+        "--threads", type=int, help="CPU threads (default: the count each record was sampled with, else every core)"
+    )
     rp.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
 

@@ -59,6 +59,13 @@ def _verifier_and_sampling(args: argparse.Namespace, search: dict[str, Any]) -> 
     return {"scorer": args.scorer, "aggregation": args.aggregate, "sampling": _sampling(args), "search": search}
 
 
+def _engine_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What will sample, as a run records it."""
+    if args.server:
+        return {"kind": "openai", "model": args.server_model or args.model}
+    return {"kind": "llama.cpp", "threads": args.threads or os.cpu_count() or 1}
+
+
 def _generator(args: argparse.Namespace) -> Any:
     if args.server:
         return OpenAIGenerator(
@@ -186,6 +193,7 @@ def eval_command(args: argparse.Namespace) -> int:
         **{k: getattr(args, k) for k in same_name},
         ns=args.n,
         strategies=strategies,
+        engine=_engine_identity(args),
     )
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
     model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")

@@ -91,6 +91,9 @@ class EvalConfig:
     answer_field: str | None = None
     search: dict[str, Any] = field(default_factory=dict)  # beam_width, lookahead, max_iterations, ...
     shard: tuple[int, int] | None = None  # (i, k): every k-th problem from the i-th, for several machines
+    # what samples: {"kind": "llama.cpp", "threads": T} or {"kind": "openai", "model": M}; kept
+    # with every record (llama.cpp's arithmetic follows the thread count) and in config.json
+    engine: dict[str, Any] | None = None
 
     @property
     def pool_n(self) -> int:

@@ -39,7 +39,8 @@ class ProblemFields(TypedDict):
 
 
 class _PoolOptional(TypedDict, total=False):
-    grown: list[dict[str, Any]]  # each growth: from, to, seed, scorer
+    engine: dict[str, Any]  # what sampled it (EvalConfig.engine); absent in runs before it was kept
+    grown: list[dict[str, Any]]  # each growth: from, to, seed, scorer, engine
     rescored: dict[str, dict[str, Any]]  # verifier added later -> what scoring cost
 
 
@@ -54,7 +55,11 @@ class PickRecord(TypedDict):
     correct: bool
 
 
-class SearchRecord(ProblemFields):
+class _SearchOptional(TypedDict, total=False):
+    engine: dict[str, Any]  # what sampled it (EvalConfig.engine)
+
+
+class SearchRecord(ProblemFields, _SearchOptional):
     key: str
     kind: str  # "search"
     strategy: str

@@ -59,7 +59,10 @@ def sample_problem(problem: Problem, generator: Generator, cfg: EvalConfig) -> P
     verifier (and of the configured one, if it needs a model)."""
     seed = problem_seed(cfg.seed, problem.id)
     samples, compute = draw_samples(problem, generator, cfg, cfg.pool_n, seed)
-    return pool_record(problem, cfg.model, cfg.run_spec(seed).params, compute, samples)
+    record = pool_record(problem, cfg.model, cfg.run_spec(seed).params, compute, samples)
+    if cfg.engine:
+        record["engine"] = cfg.engine
+    return record
 
 
 def grow_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg: EvalConfig) -> PoolRecord:
@@ -77,7 +80,9 @@ def grow_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg: E
         )
     seed = growth_seed(record["seed"], problem.id, have)
     samples, compute = draw_samples(problem, generator, cfg, cfg.pool_n - have, seed)
-    growth = {"from": have, "to": cfg.pool_n, "seed": seed, "scorer": cfg.scorer}
+    growth: dict[str, Any] = {"from": have, "to": cfg.pool_n, "seed": seed, "scorer": cfg.scorer}
+    if cfg.engine:
+        growth["engine"] = cfg.engine
     return {
         **record,
         "compute": (Compute.from_dict(record["compute"]) + compute).to_dict(),
@@ -108,8 +113,10 @@ def search_problem(
     seed = problem_seed(cfg.seed, problem.id)
     scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt)
     result = run_strategy(strategy, problem, generator, scorer, n, cfg.run_spec(seed), cfg.search)
-    key = cfg.search_key(problem.id, strategy, n)
-    return search_record(key, problem, cfg.model, seed, result, n), result.trace or []
+    record = search_record(cfg.search_key(problem.id, strategy, n), problem, cfg.model, seed, result, n)
+    if cfg.engine:
+        record["engine"] = cfg.engine
+    return record, result.trace or []
 
 
 def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, store: RunStore) -> list[SearchRecord]:

@@ -55,6 +55,7 @@ class RunStore:
                 "start": cfg.start,
                 "levels": list(cfg.levels) if cfg.levels else None,
                 "created": time.time(),
+                **({"engine": cfg.engine} if cfg.engine else {}),
             }
             cfg_path.write_text(json.dumps(meta, indent=2))
             return
@@ -74,6 +75,8 @@ class RunStore:
                 f"{self.dir} holds a run with different settings ({', '.join(diff)}); "
                 "use another --output or the original settings"
             )
+        if self.write:
+            _check_engine(self.dir, stored.get("engine"), cfg.engine)
         if stored.get("shard") != shard_text(cfg.shard):
             raise EvalError(f"{self.dir} holds shard {stored.get('shard')}, not {shard_text(cfg.shard)}")
         if growing:
@@ -111,6 +114,27 @@ class RunStore:
             append_jsonl(self.traces, {"key": record_key(record), "trace": trace})
         append_jsonl(self.samples, record)
         self.records[record_key(record)] = record
+
+
+def _check_engine(run_dir: Path, stored: dict[str, Any] | None, now: dict[str, Any] | None) -> None:
+    """A run sampled by one kind of engine is not extended by another; a change of thread
+    count is allowed (each record keeps its own) but said."""
+    if not stored or not now or stored == now:
+        return
+    if stored.get("kind") != now.get("kind") or stored.get("model") != now.get("model"):
+        raise EvalError(
+            f"{run_dir} was sampled by {_engine_text(stored)}, and this command uses {_engine_text(now)}; "
+            "use another --output, or the same engine"
+        )
+    print(
+        f"note: {run_dir} was sampled with {stored.get('threads')} thread(s), this run uses {now.get('threads')}: "
+        "llama.cpp's arithmetic follows the thread count, so each record keeps its own and reproduces with it",
+        file=sys.stderr,
+    )
+
+
+def _engine_text(engine: dict[str, Any]) -> str:
+    return "a server (" + str(engine.get("model")) + ")" if engine.get("kind") == "openai" else "the embedded llama.cpp"
 
 
 def identity_diff(stored: dict[str, Any], identity: dict[str, Any]) -> list[str]:

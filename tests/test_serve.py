@@ -11,11 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ttscale.apps.serve import BadRequest, ServeConfig, parse_request, serve
+from ttscale.apps.http import serve
+from ttscale.apps.serve import BadRequest, ServeConfig, parse_request
 from ttscale.core import SamplingParams
 from ttscale.testing import FakeGenerator
 
-CFG = ServeConfig(model="m", sampling=SamplingParams(max_tokens=64), max_n=16, max_input_chars=1000)
+CFG = ServeConfig(
+    model="m", sampling=SamplingParams(max_tokens=64), max_n=16, max_input_chars=1000, max_total_tokens=10_000
+)
 MSG = [{"role": "user", "content": "What is 2 + 3?"}]
 
 
@@ -40,7 +43,12 @@ MSG = [{"role": "user", "content": "What is 2 + 3?"}]
         ({"messages": MSG, "ttscale": {"scorer": "prm:skywork-1.5b@/models"}}, "unavailable scorer"),
         ({"messages": MSG, "max_tokens": 0}, "max_tokens"),
         ({"messages": MSG, "temperature": "hot"}, "temperature must be a number"),
-        ({"messages": MSG, "stream": True}, "streaming"),
+        ({"messages": MSG, "stream": "yes"}, "stream must be true or false"),
+        ({"messages": MSG, "n": 3}, "n must be 1"),
+        ({"messages": MSG, "model": "gpt-4"}, "unknown model 'gpt-4'"),
+        ({"messages": MSG, "ttscale": {"n": 16}, "max_tokens": 1000}, "exceeds this server's"),
+        ({"messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop must be"),
+        ({"messages": MSG, "top_k": -2}, "top_k must be between"),
     ],
 )
 def test_every_field_is_validated(body, message):
@@ -184,6 +192,16 @@ def test_openai_client_against_a_real_ttscale_serve():
         extra = r.model_extra["ttscale"]
         assert extra["strategy"] == "weighted_best_of_n" and len(extra["candidates"]) == 2
         assert r.usage.completion_tokens == extra["compute"]["generated_tokens"] > 0
+        stream = client.chat.completions.create(
+            model="qwen2.5-coder-0.5b:majority",
+            messages=[{"role": "user", "content": "What is 2 + 3?"}],
+            max_tokens=32,
+            stream=True,
+            extra_body={"ttscale": {"n": 2}},
+        )
+        chunks = list(stream)
+        assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].usage.completion_tokens > 0
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) or chunks[-1].model_extra["ttscale"]["note"]
         with pytest.raises(openai.BadRequestError, match="budget"):
             client.chat.completions.create(
                 model="qwen2.5-coder-0.5b",
@@ -205,3 +223,73 @@ def test_serve_refuses_values_that_would_unbound_the_queue_or_stall_every_reques
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", *argv])
     assert "must be" in capsys.readouterr().err
+
+
+def start(cfg, make):
+    httpd = serve(cfg, make, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def get(url, path, headers=None):
+    req = urllib.request.Request(url + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_api_key_health_and_metrics():
+    httpd, url = start(ServeConfig(model="fake", strategy="majority", n=2, api_key="sekret"), lambda: slow_fake(0))
+    try:
+        assert get(url, "/v1/models")[0] == 401
+        assert get(url, "/v1/models", {"Authorization": "Bearer sekret"})[0] == 200
+        assert get(url, "/health")[0] == 200  # a load balancer needs no key
+        req = urllib.request.Request(
+            url + "/v1/chat/completions",
+            data=json.dumps({"messages": MSG}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer wrong"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 401
+        status, text = get(url, "/metrics")
+        assert status == 200 and 'ttscale_requests_total{status="401"} 1' in text and "ttscale_queue_depth 0" in text
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_oversized_body_gets_413_and_the_server_goes_on(fake_server):
+    status, body = raw_post(
+        fake_server, json.dumps({"messages": [{"role": "user", "content": "x" * 300_000}]}).encode()
+    )
+    assert status == 413 and "over" in body["error"]["message"]
+    assert post(fake_server, {"messages": MSG})[0] == 200
+
+
+def test_streaming_with_the_openai_client(fake_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=fake_server + "/v1", api_key="none", timeout=30)
+    chunks = list(client.chat.completions.create(model="fake", messages=MSG, stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert "\\boxed" in text and chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["ttscale"]["answer"] in ("5", "6")
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_request_that_times_out_cancels_its_job():
+    cfg = ServeConfig(model="fake", strategy="beam_search", n=4, timeout=1.0, search={"max_iterations": 40})
+    httpd, url = start(cfg, lambda: slow_fake(0.4))  # 40 steps of 0.4 s: 16 s if nobody stopped it
+    try:
+        assert post(url, {"messages": MSG})[0] == 504
+        for _ in range(40):  # the worker stops at its next engine call
+            if json.loads(get(url, "/health")[1])["running"] == 0:
+                break
+            time.sleep(0.25)
+        assert json.loads(get(url, "/health")[1])["running"] == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,4 +1,5 @@
-"""`ttscale serve`: an OpenAI-compatible HTTP server whose answers come from a test-time strategy.
+"""`ttscale serve`'s service: what a chat-completions request asks (validated), the bounded
+queue and the workers that run strategies, and the reply. The HTTP layer on top is `http.py`.
 
 POST /v1/chat/completions picks the strategy and budget from the request: a model name
 suffix ("qwen2.5-coder-0.5b:beam_search") or an extra body field
@@ -8,23 +9,20 @@ candidates) and the verifier's tokens; `ttscale` in the reply carries the answer
 and, when asked, every candidate with its score.
 
 Work is bounded: a fixed number of workers run strategies, a queue of limited length holds
-the waiting requests, and a request that finds the queue full gets HTTP 429 at once. A
-request waits at most `timeout` seconds (HTTP 504). Every field is validated (HTTP 400 with a
-message). Only the standard library is used.
+the waiting requests, and a request that finds the queue full gets HTTP 429 at once. A job
+whose client gave up (a timeout or a disconnect) is cancelled: skipped if it still waits,
+stopped at its next engine call if it runs.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..core import Generator, Problem, SamplingParams
@@ -67,6 +65,12 @@ class ServeConfig:
     """The largest max_tokens a request may ask for."""
     max_input_chars: int = 20_000
     """The longest conversation a request may send."""
+    max_total_tokens: int = 65_536
+    """A request's budget times its max_tokens at most: what one request may make the engine generate."""
+    api_key: str | None = None
+    """When set, every route but /health needs "Authorization: Bearer <key>" (as vLLM's --api-key)."""
+    body_timeout: float = 30.0
+    """Seconds a client may take to send its request body."""
 
 
 @dataclass
@@ -78,7 +82,34 @@ class Job:
     scorer: str
     params: SamplingParams
     return_candidates: bool
+    stream: bool = False
     future: Future = field(default_factory=Future)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    progress: dict[str, Any] = field(default_factory=lambda: {"engine_calls": 0, "generated_tokens": 0})
+
+
+class JobCancelled(RuntimeError):
+    pass
+
+
+class _Watched:
+    """The worker's engine as one job sees it: every call first checks whether the job was
+    cancelled (its client gave up), and counts what it generated (progress for streaming)."""
+
+    def __init__(self, generator: Generator, job: Job) -> None:
+        self._generator = generator
+        self._job = job
+
+    def generate(self, prompts: Any, n: int, params: SamplingParams) -> Any:
+        if self._job.cancelled.is_set():
+            raise JobCancelled("the client gave up")
+        out = self._generator.generate(prompts, n, params)
+        self._job.progress["engine_calls"] += 1
+        self._job.progress["generated_tokens"] += out.compute.generated_tokens
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._generator, name)
 
 
 def allowed_scorers(cfg: ServeConfig) -> list[str]:
@@ -90,8 +121,11 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
     """A validated job from a chat-completions body, or BadRequest saying what is wrong."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    if body.get("stream"):
-        raise BadRequest("streaming is not supported")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be true or false")
+    if body.get("n", 1) != 1:
+        raise BadRequest("n must be 1 (one answer per request); the test-time budget is ttscale.n")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
@@ -111,7 +145,9 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
     extra = body.get("ttscale") or {}
     if not isinstance(extra, dict):
         raise BadRequest("ttscale must be an object")
-    model = str(body.get("model") or cfg.model)
+    model = body.get("model") or cfg.model
+    if not isinstance(model, str) or model.split(":", 1)[0] != cfg.model:
+        raise BadRequest(f"unknown model {str(model)[:60]!r}; this server answers as {cfg.model} (see /v1/models)")
     strategy = extra.get("strategy") or (model.split(":", 1)[1] if ":" in model else cfg.strategy)
     if not isinstance(strategy, str) or strategy not in CATALOGUE:
         raise BadRequest(f"unknown strategy {strategy!r}; choose from {', '.join(CATALOGUE)}")
@@ -128,8 +164,12 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
     temperature = _number(body, "temperature", s.temperature, float, 0.0, 2.0)
     top_p = _number(body, "top_p", s.top_p, float, 0.0, 1.0)
     seed = _number(body, "seed", s.seed, int, 0, 2**31 - 1)
+    top_k = _number(body, "top_k", s.top_k, int, 0, 1000)
+    stop = _stop(body.get("stop"))
+    if n * max_tokens > cfg.max_total_tokens:
+        raise BadRequest(f"n x max_tokens = {n * max_tokens} exceeds this server's {cfg.max_total_tokens}")
     try:
-        params = SamplingParams(temperature=temperature, top_p=top_p, top_k=s.top_k, max_tokens=max_tokens, seed=seed)
+        params = SamplingParams(temperature, top_p, top_k, max_tokens, stop, seed)
     except ValueError as e:
         raise BadRequest(str(e)) from None
     return Job(
@@ -140,7 +180,18 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
         scorer=scorer,
         params=params,
         return_candidates=bool(extra.get("return_candidates", False)),
+        stream=stream,
     )
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    """OpenAI's stop: a string or up to 4 strings."""
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in stops):
+        raise BadRequest("stop must be a string or a list of at most 4 non-empty strings of at most 64 characters")
+    return tuple(stops)
 
 
 def _number(body: dict[str, Any], key: str, default: Any, kind: type, lo: float, hi: float) -> Any:
@@ -159,6 +210,7 @@ class Service:
 
     def __init__(self, cfg: ServeConfig, make_generator: Callable[[], Generator]) -> None:
         self.cfg = cfg
+        self.running = 0  # jobs a worker is on now
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=cfg.queue_limit)
         self.generators = [make_generator() for _ in range(cfg.workers)]
         self.threads = [threading.Thread(target=self._work, args=(g,), daemon=True) for g in self.generators]
@@ -175,17 +227,21 @@ class Service:
     def _work(self, generator: Generator) -> None:
         while True:
             job = self.queue.get()
-            if not job.future.set_running_or_notify_cancel():
+            if job.cancelled.is_set() or not job.future.set_running_or_notify_cancel():
                 continue  # its client gave up while it waited
+            self.running += 1
             try:
                 spec = RunSpec(
                     job.params, job.system, self.cfg.aggregation, int(self.cfg.search.get("step_tokens", 256))
                 )
-                scorer = make_scorer(job.scorer, generator, job.system)
-                result = run_strategy(job.strategy, job.problem, generator, scorer, job.n, spec, self.cfg.search)
+                watched: Any = _Watched(generator, job)
+                scorer = make_scorer(job.scorer, watched, job.system)
+                result = run_strategy(job.strategy, job.problem, watched, scorer, job.n, spec, self.cfg.search)
                 job.future.set_result(result)
-            except Exception as e:  # reported to the client as a 500
+            except Exception as e:  # reported to the client as a 500 (or dropped: it gave up)
                 job.future.set_exception(e)
+            finally:
+                self.running -= 1
 
 
 def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
@@ -219,71 +275,11 @@ def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
             "seed": job.params.seed,
         },
     }
+    if chosen is None:  # an empty content is not silent
+        body["ttscale"]["note"] = f"no candidate reached an answer ({len(result.candidates)} tried)"
     if job.return_candidates:
         body["ttscale"]["candidates"] = [
             {"text": x.text, "answer": x.answer, "score": x.score, "step_scores": x.step_scores}
             for x in result.candidates
         ]
     return body
-
-
-def make_handler(service: Service) -> type[BaseHTTPRequestHandler]:
-    cfg = service.cfg
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, kind: str) -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") != "/v1/models":
-                return self._error(404, f"no route {self.path}", "not_found")
-            ids = [cfg.model] + [f"{cfg.model}:{s}" for s in CATALOGUE]
-            self._send(
-                200, {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "ttscale"} for i in ids]}
-            )
-
-        def do_POST(self) -> None:
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                return self._error(404, f"no route {self.path}", "not_found")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > cfg.max_input_chars * 4 + 65536:
-                    raise BadRequest("request body too large")
-                job = parse_request(json.loads(self.rfile.read(length) or b"null"), cfg)
-            except (BadRequest, json.JSONDecodeError, ValueError) as e:
-                return self._error(400, str(e), "invalid_request_error")
-            except RecursionError:
-                return self._error(400, "the body nests too deeply", "invalid_request_error")
-            if not service.submit(job):
-                return self._error(429, "the server is busy: too many requests queued, retry later", "rate_limit")
-            try:
-                result = job.future.result(timeout=cfg.timeout)
-            except FutureTimeout:
-                job.future.cancel()
-                return self._error(504, f"no answer within {cfg.timeout:.0f} s", "timeout")
-            except Exception as e:
-                return self._error(500, f"{type(e).__name__}: {e}", "server_error")
-            self._send(200, response_body(job, result, cfg.model))
-
-    return Handler
-
-
-def serve(cfg: ServeConfig, make_generator: Callable[[], Generator], host: str, port: int) -> ThreadingHTTPServer:
-    """Build the server (call serve_forever on it); the workers start at once."""
-    service = Service(cfg, make_generator)
-    httpd = ThreadingHTTPServer((host, port), make_handler(service))
-    httpd.daemon_threads = True
-    return httpd

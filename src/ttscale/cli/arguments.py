@@ -227,6 +227,7 @@ def serve_parser(sub: Any, fmt: Any) -> None:
     sv.add_argument("--workers", type=_positive, default=1, help="strategies running at once (one engine each)")
     sv.add_argument("--queue", type=_positive, default=8, help="requests that may wait; beyond that, HTTP 429")
     sv.add_argument("--timeout", type=_seconds, default=300.0, help="seconds a request may take in all")
+    sv.add_argument("--api-key", help="require this Bearer token on every route but /health (as vLLM's --api-key)")
     _add_common(sv)
 
 

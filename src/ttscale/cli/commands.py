@@ -20,9 +20,10 @@ from ..apps.bench import (
     format_reproduce,
     format_search,
 )
+from ..apps.http import serve
 from ..apps.recipe import eval_args, load_recipe, plan
 from ..apps.report import build_report
-from ..apps.serve import ServeConfig, serve
+from ..apps.serve import ServeConfig
 from ..apps.train_probe import collect, read_records, train, training_problems
 from ..core import Problem, SamplingParams
 from ..engines.llamacpp import LlamaCppGenerator
@@ -272,6 +273,7 @@ def serve_command(args: argparse.Namespace) -> int:
         queue_limit=args.queue,
         timeout=args.timeout,
         max_n=args.max_n,
+        api_key=args.api_key,
     )
     if args.threads is None:  # each worker's engine gets its share of the cores, not all of them
         args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))

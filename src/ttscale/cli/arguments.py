@@ -210,6 +210,11 @@ def bench_parser(sub: Any, fmt: Any) -> None:
         "--threads", type=int, help="CPU threads (default: the count each record was sampled with, else every core)"
     )
     rp.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    ld = bsub.add_parser("serve", help="a bounded load test of ttscale serve on 127.0.0.1 (fake engine, hostile mix)")
+    ld.add_argument("--clients", type=_positive, default=200, help="concurrent clients")
+    ld.add_argument("--requests", type=_positive, default=1000, help="requests in all")
+    ld.add_argument("--hostile-every", type=_positive, default=10, help="every K-th request is hostile")
+    ld.add_argument("--json", type=Path, help="also write the raw figures to this file")
 
 
 def serve_parser(sub: Any, fmt: Any) -> None:

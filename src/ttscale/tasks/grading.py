@@ -26,8 +26,13 @@ from .bounded import POOL
 TIMEOUT_SECONDS = 10  # math-verify's alarm, inside a worker
 DEADLINE_SECONDS = 15.0  # the hard bound on one call, from outside
 MAX_ANSWER_CHARS = 300  # longer "answers" are compared as plain strings
-# an exponent of 5+ digits (2^{235423523}): sympy would try to compute the number
-_HUGE_POWER = re.compile(r"\^\s*\{?\s*\d{5,}")
+# answers sympy would try to compute digit by digit: compared as strings, before any worker is
+# asked (the workers' deadline is the backstop for whatever these miss)
+_HUGE_POWER = re.compile(
+    r"\^\s*\{?\s*\d{5,}"  # an exponent of 5+ digits
+    r"|\^\s*\{[^{}]*\^"  # a tower: an exponent with an exponent inside (9^{9^{9^9}})
+    r"|(\d{4,}|\^\s*\{[^{}]*\}\s*\))\s*!"  # the factorial of a huge number ((10^{100})!)
+)
 _PRED_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
 

@@ -473,3 +473,32 @@ def test_the_engine_is_recorded_and_a_run_is_never_extended_by_another_kind(tmp_
         json.loads(line)["engine"]["threads"] for line in (tmp_path / "run2" / "samples.jsonl").read_text().splitlines()
     ]
     assert threads == [2, 1]  # each record keeps its own
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"identity": 3}', "\udcff"])
+def test_a_malformed_config_is_a_clear_error(tmp_path, fake_factory, text):
+    ds = write_dataset(tmp_path / "d.jsonl", n=1)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(EvalError, match="config.json is (corrupt|not a run's config)"):
+        run_eval(cfg_for(ds), doubling_generator(fake_factory, {"loads": 0}), tmp_path / "run", progress=False)
+
+
+def test_a_problem_the_engine_refuses_is_named(tmp_path, fake_factory):
+    ds = write_dataset(tmp_path / "d.jsonl", n=2)
+
+    def make():
+        gen = fake_factory(["4"])
+        real = gen.generate
+
+        def generate(prompts, n, params):
+            if "1 plus 1" in prompts[0].messages[-1][1]:
+                raise RuntimeError("prompt of 9000 tokens + max_tokens 64 exceeds n_ctx 4096")
+            return real(prompts, n, params)
+
+        gen.generate = generate
+        return gen
+
+    with pytest.raises(EvalError, match="problem q1 \\(pool\\|q1\\) failed: prompt of 9000 tokens"):
+        run_eval(cfg_for(ds), make, tmp_path / "run", progress=False)
+    assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 1  # q0's pool is kept

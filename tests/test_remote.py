@@ -233,3 +233,16 @@ def test_a_server_answering_without_completions_is_an_error_not_an_empty_pool():
             gen.generate([problem_prompt("Q?")], 2, SamplingParams(max_tokens=8))
     finally:
         httpd.shutdown()
+
+
+def test_eval_bounds_a_hanging_server_with_its_own_timeout_and_retries():
+    from ttscale.cli import build_parser
+    from ttscale.cli.commands import _generator
+
+    args = build_parser().parse_args(
+        ["eval", "--server", "http://127.0.0.1:9", "--server-timeout", "5", "--server-retries", "0"]
+    )
+    gen = _generator(args)
+    assert (gen.timeout, gen.retries) == (5.0, 0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--server-retries", "11"])

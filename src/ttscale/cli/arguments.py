@@ -94,7 +94,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     r.add_argument("--server-model", help="model name to send to the server (default: --model)")
     r.add_argument("--chat-template", default="chatml", help="chatml, llama3, or a Jinja template file")
     r.add_argument("--model-params", type=float, default=0, help="parameter count, for FLOP estimates")
-    r.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    r.add_argument("--concurrency", type=_positive, default=8, help="requests in flight at once")
+    r.add_argument("--server-timeout", type=_seconds, default=300.0, help="seconds one request may take")
+    r.add_argument(
+        "--server-retries", type=int, default=3, choices=range(11), metavar="0-10", help="retries of a failed request"
+    )
     s = p.add_argument_group("step-level search")
     s.add_argument("--beam-width", type=int, default=4, help="M: candidates per beam (beam search, DVTS)")
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")

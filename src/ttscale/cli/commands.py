@@ -76,6 +76,8 @@ def _generator(args: argparse.Namespace) -> Any:
             chat_template=args.chat_template,
             n_params=int(args.model_params),
             concurrency=args.concurrency,
+            timeout=args.server_timeout,
+            retries=args.server_retries,
         )
     return LlamaCppGenerator(
         args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads

@@ -212,7 +212,12 @@ def _run(
         rk = RecordKey.parse(key)
         if rk.kind == "search":
             bar.set_description(f"{cfg.dataset} {rk.strategy} n={rk.n}")
-        rec = _do(problem, key, generator, cfg, store)
+        try:
+            rec = _do(problem, key, generator, cfg, store)
+        except (ValueError, RuntimeError) as e:  # named, so that a resume stopping here says where and why
+            if isinstance(e, EvalError):
+                raise
+            raise EvalError(f"problem {problem.id} ({key}) failed: {e}") from e
         tokens += rec["compute"]["generated_tokens"]
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
 

@@ -61,8 +61,10 @@ class RunStore:
             return
         try:
             stored = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EvalError(f"{cfg_path} is corrupt ({e}); remove it or use another --output") from None
+        if not isinstance(stored, dict) or not isinstance(stored.get("identity", {}), dict):
+            raise EvalError(f"{cfg_path} is not a run's config; remove it or use another --output")
         stored_n = stored.get("identity", {}).get("n", 0)
         growing = grow and self.write and bool(cfg.pool_strategies) and stored_n < identity["n"]
         diff = [

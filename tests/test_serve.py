@@ -26,7 +26,7 @@ MSG = [{"role": "user", "content": "What is 2 + 3?"}]
     "body, message",
     [
         ([1, 2], "JSON object"),
-        ({"messages": []}, "non-empty"),
+        ({"messages": []}, "messages: List should have at least 1 item"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
         ({"messages": [{"role": "user", "content": "x" * 2000}]}, "exceed 1000"),
         ({"messages": [{"role": "system", "content": "x"}]}, "no user message"),
@@ -35,15 +35,18 @@ MSG = [{"role": "user", "content": "What is 2 + 3?"}]
         ({"messages": MSG, "ttscale": {"strategy": "mcts"}}, "unknown strategy"),
         ({"messages": MSG, "model": "m:nope"}, "unknown strategy"),
         ({"messages": MSG, "ttscale": {"scorer": "oracle"}}, "scorer"),
-        ({"messages": MSG, "ttscale": {"strategy": ["majority"]}}, "unknown strategy"),
+        ({"messages": MSG, "ttscale": {"strategy": ["majority"]}}, "ttscale.strategy: Input should be a valid string"),
+        ({"messages": MSG, "ttscale": {"n": True}}, "ttscale.n: Input should be a valid integer"),
+        ({"messages": MSG, "ttscale": {"beam": 3}}, "ttscale.beam: Extra inputs are not permitted"),
+        ({"messages": MSG, "temperature": True}, "temperature: Value error, must be a number"),
         # a request never names a server file: the error says nothing about whether it exists
         ({"messages": MSG, "ttscale": {"scorer": "probe@/etc/passwd"}}, "unavailable scorer .*offers logprob"),
         ({"messages": MSG, "ttscale": {"scorer": "probe@/dev/zero"}}, "unavailable scorer"),
         ({"messages": MSG, "ttscale": {"scorer": "probe"}}, "unavailable scorer"),  # not started with the probe
         ({"messages": MSG, "ttscale": {"scorer": "prm:skywork-1.5b@/models"}}, "unavailable scorer"),
         ({"messages": MSG, "max_tokens": 0}, "max_tokens"),
-        ({"messages": MSG, "temperature": "hot"}, "temperature must be a number"),
-        ({"messages": MSG, "stream": "yes"}, "stream must be true or false"),
+        ({"messages": MSG, "temperature": "hot"}, "temperature: Value error, must be a number"),
+        ({"messages": MSG, "stream": "yes"}, "stream: Input should be a valid boolean"),
         ({"messages": MSG, "n": 3}, "n must be 1"),
         ({"messages": MSG, "model": "gpt-4"}, "unknown model 'gpt-4'"),
         ({"messages": MSG, "ttscale": {"n": 16}, "max_tokens": 1000}, "exceeds this server's"),
@@ -134,7 +137,7 @@ def test_hostile_bodies_get_an_answer_not_a_dropped_connection(fake_server):
     status, body = raw_post(fake_server, b"[" * 60_000)  # json.loads recurses past Python's limit
     assert status == 400 and "nests too deeply" in body["error"]["message"]
     status, body = post(fake_server, {"messages": MSG, "ttscale": {"strategy": ["majority"]}})
-    assert status == 400 and "unknown strategy" in body["error"]["message"]
+    assert status == 400 and "valid string" in body["error"]["message"]
     status, body = post(fake_server, {"messages": MSG, "ttscale": {"scorer": "probe@/etc/passwd"}})
     assert status == 400 and "passwd" not in body["error"]["message"].replace("'probe@/etc/passwd'", "")
     assert post(fake_server, {"messages": MSG})[0] == 200  # the server still answers

@@ -23,7 +23,9 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..core import Generator, Problem, SamplingParams
 from ..strategies.catalogue import CATALOGUE, run_strategy
@@ -117,61 +119,87 @@ def allowed_scorers(cfg: ServeConfig) -> list[str]:
     return list(dict.fromkeys([*MODEL_FREE, cfg.scorer]))
 
 
-def parse_request(body: Any, cfg: ServeConfig) -> Job:
-    """A validated job from a chat-completions body, or BadRequest saying what is wrong."""
+def _a_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number")  # not a bool, not a string
+    return float(value)
+
+
+Number = Annotated[float, BeforeValidator(_a_number)]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Options(BaseModel):
+    """The request's "ttscale" field: what the OpenAI API has no word for."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    strategy: str | None = None
+    n: int | None = None
+    scorer: str | None = None
+    return_candidates: bool = False
+
+
+class ChatRequest(BaseModel):
+    """The part of an OpenAI chat-completions body this server reads (other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = None
+    stream: bool = False
+    n: int = 1
+    max_tokens: int | None = None
+    temperature: Number | None = None
+    top_p: Number | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    ttscale: Options | None = None
+
+
+def _shape(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest("stream must be true or false")
-    if body.get("n", 1) != 1:
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise BadRequest(f"{where}: {first['msg']}{more}") from None
+
+
+def parse_request(body: Any, cfg: ServeConfig) -> Job:
+    """A validated job from a chat-completions body, or BadRequest saying what is wrong: the
+    shape by pydantic (ChatRequest), the limits of this server here."""
+    req = _shape(body)
+    if req.n != 1:
         raise BadRequest("n must be 1 (one answer per request); the test-time budget is ttscale.n")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list")
-    for m in messages:
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("content"), str)
-            or m.get("role") not in ("system", "user", "assistant")
-        ):
-            raise BadRequest("each message needs a role (system, user, assistant) and a string content")
-    if sum(len(m["content"]) for m in messages) > cfg.max_input_chars:
+    if sum(len(m.content) for m in req.messages) > cfg.max_input_chars:
         raise BadRequest(f"the messages exceed {cfg.max_input_chars} characters")
-    users = [m["content"] for m in messages if m["role"] == "user"]
+    users = [m.content for m in req.messages if m.role == "user"]
     if not users or not users[-1].strip():
         raise BadRequest("there is no user message to answer")
-    system = next((m["content"] for m in messages if m["role"] == "system"), SYSTEM_PROMPT)
-    extra = body.get("ttscale") or {}
-    if not isinstance(extra, dict):
-        raise BadRequest("ttscale must be an object")
-    model = body.get("model") or cfg.model
-    if not isinstance(model, str) or model.split(":", 1)[0] != cfg.model:
-        raise BadRequest(f"unknown model {str(model)[:60]!r}; this server answers as {cfg.model} (see /v1/models)")
-    strategy = extra.get("strategy") or (model.split(":", 1)[1] if ":" in model else cfg.strategy)
-    if not isinstance(strategy, str) or strategy not in CATALOGUE:
-        raise BadRequest(f"unknown strategy {strategy!r}; choose from {', '.join(CATALOGUE)}")
-    n = extra.get("n", cfg.n)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= cfg.max_n:
+    system = next((m.content for m in req.messages if m.role == "system"), SYSTEM_PROMPT)
+    extra = req.ttscale or Options()
+    model = req.model or cfg.model
+    if model.split(":", 1)[0] != cfg.model:
+        raise BadRequest(f"unknown model {model[:60]!r}; this server answers as {cfg.model} (see /v1/models)")
+    strategy = extra.strategy or (model.split(":", 1)[1] if ":" in model else cfg.strategy)
+    if strategy not in CATALOGUE:
+        raise BadRequest(f"unknown strategy {strategy[:40]!r}; choose from {', '.join(CATALOGUE)}")
+    n = cfg.n if extra.n is None else extra.n
+    if not 1 <= n <= cfg.max_n:
         raise BadRequest(f"n (the budget) must be an integer from 1 to {cfg.max_n}")
-    scorer = extra.get("scorer", cfg.scorer)
+    scorer = extra.scorer or cfg.scorer
     allowed = allowed_scorers(cfg)
-    if not isinstance(scorer, str) or scorer not in allowed:
-        # never a path from the request: the server only offers what it was started with
-        raise BadRequest(f"unavailable scorer {str(scorer)[:40]!r}; this server offers {', '.join(allowed)}")
-    s = cfg.sampling
-    max_tokens = _number(body, "max_tokens", s.max_tokens, int, 1, cfg.max_tokens_limit)
-    temperature = _number(body, "temperature", s.temperature, float, 0.0, 2.0)
-    top_p = _number(body, "top_p", s.top_p, float, 0.0, 1.0)
-    seed = _number(body, "seed", s.seed, int, 0, 2**31 - 1)
-    top_k = _number(body, "top_k", s.top_k, int, 0, 1000)
-    stop = _stop(body.get("stop"))
-    if n * max_tokens > cfg.max_total_tokens:
-        raise BadRequest(f"n x max_tokens = {n * max_tokens} exceeds this server's {cfg.max_total_tokens}")
-    try:
-        params = SamplingParams(temperature, top_p, top_k, max_tokens, stop, seed)
-    except ValueError as e:
-        raise BadRequest(str(e)) from None
+    if scorer not in allowed:  # never a path from the request: only what the server was started with
+        raise BadRequest(f"unavailable scorer {scorer[:40]!r}; this server offers {', '.join(allowed)}")
+    params = _sampling(req, cfg, n)
     return Job(
         problem=Problem(id=f"req-{uuid.uuid4().hex[:8]}", question=users[-1]),
         system=system,
@@ -179,9 +207,35 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
         n=n,
         scorer=scorer,
         params=params,
-        return_candidates=bool(extra.get("return_candidates", False)),
-        stream=stream,
+        return_candidates=extra.return_candidates,
+        stream=req.stream,
     )
+
+
+def _sampling(req: ChatRequest, cfg: ServeConfig, n: int) -> SamplingParams:
+    s = cfg.sampling
+    max_tokens = _within("max_tokens", req.max_tokens, s.max_tokens, 1, cfg.max_tokens_limit)
+    if n * max_tokens > cfg.max_total_tokens:
+        raise BadRequest(f"n x max_tokens = {n * max_tokens} exceeds this server's {cfg.max_total_tokens}")
+    try:
+        return SamplingParams(
+            temperature=float(_within("temperature", req.temperature, s.temperature, 0.0, 2.0)),
+            top_p=float(_within("top_p", req.top_p, s.top_p, 0.0, 1.0)),
+            top_k=_within("top_k", req.top_k, s.top_k, 0, 1000),
+            max_tokens=max_tokens,
+            stop=_stop(req.stop),
+            seed=_within("seed", req.seed, s.seed, 0, 2**31 - 1),
+        )
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+def _within(key: str, value: Any, default: Any, lo: float, hi: float) -> Any:
+    if value is None:
+        return default
+    if not lo <= value <= hi:
+        raise BadRequest(f"{key} must be between {lo} and {hi}")
+    return value
 
 
 def _stop(value: Any) -> tuple[str, ...]:
@@ -192,17 +246,6 @@ def _stop(value: Any) -> tuple[str, ...]:
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in stops):
         raise BadRequest("stop must be a string or a list of at most 4 non-empty strings of at most 64 characters")
     return tuple(stops)
-
-
-def _number(body: dict[str, Any], key: str, default: Any, kind: type, lo: float, hi: float) -> Any:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise BadRequest(f"{key} must be {'an integer' if kind is int else 'a number'}")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{key} must be between {lo} and {hi}")
-    return kind(value)
 
 
 class Service:

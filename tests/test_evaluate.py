@@ -468,7 +468,7 @@ def test_the_engine_is_recorded_and_a_run_is_never_extended_by_another_kind(tmp_
     # the embedded engine on another thread count may extend its own run, and says so
     run_eval(cfg_for(ds, limit=1, engine=embedded), make, tmp_path / "run2", progress=False, n_boot=5)
     run_eval(cfg_for(ds, engine={**embedded, "threads": 1}), make, tmp_path / "run2", progress=False, n_boot=5)
-    assert "sampled with 2 thread(s), this run uses 1" in capsys.readouterr().err
+    assert "another engine setting (threads 2 -> 1)" in capsys.readouterr().err
     threads = [
         json.loads(line)["engine"]["threads"] for line in (tmp_path / "run2" / "samples.jsonl").read_text().splitlines()
     ]

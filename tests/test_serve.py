@@ -308,3 +308,29 @@ def test_the_load_bench_gets_an_answer_to_every_request_good_or_hostile():
         assert set(statuses) <= allowed[kind], (kind, statuses)
     assert sum(sum(s.values()) for s in r["statuses"].values()) == 60
     assert "connections reset or refused: 0" in format_serve(r)
+
+
+def test_a_body_that_never_arrives_gets_408_and_frees_the_server():
+    import socket
+
+    cfg = ServeConfig(model="fake", strategy="majority", n=2, body_timeout=1.0)
+    httpd, url = start(cfg, lambda: slow_fake(0))
+    try:
+        host, port = httpd.server_address[:2]
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"messages":'  # 12 of the 1,000 bytes it claims
+            )
+            reply = b""
+            while b"}}" not in reply:  # the headers and the JSON body may come in two segments
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 408") and "did not arrive" in reply
+        assert post(url, {"messages": MSG})[0] == 200  # and the server goes on
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -65,7 +66,8 @@ def _engine_identity(args: argparse.Namespace) -> dict[str, Any]:
     """What will sample, as a run records it."""
     if args.server:
         return {"kind": "openai", "model": args.server_model or args.model}
-    return {"kind": "llama.cpp", "threads": args.threads or os.cpu_count() or 1}
+    build = f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}"
+    return {"kind": "llama.cpp", "threads": args.threads or os.cpu_count() or 1, "build": build}
 
 
 def _generator(args: argparse.Namespace) -> Any:

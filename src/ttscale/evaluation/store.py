@@ -128,9 +128,12 @@ def _check_engine(run_dir: Path, stored: dict[str, Any] | None, now: dict[str, A
             f"{run_dir} was sampled by {_engine_text(stored)}, and this command uses {_engine_text(now)}; "
             "use another --output, or the same engine"
         )
+    changed = ", ".join(
+        f"{k} {stored.get(k)} -> {now.get(k)}" for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)
+    )
     print(
-        f"note: {run_dir} was sampled with {stored.get('threads')} thread(s), this run uses {now.get('threads')}: "
-        "llama.cpp's arithmetic follows the thread count, so each record keeps its own and reproduces with it",
+        f"note: {run_dir} was sampled with another engine setting ({changed}): llama.cpp's arithmetic follows the "
+        "thread count and the build, so each record keeps its own engine and reproduces with it",
         file=sys.stderr,
     )
 

@@ -334,3 +334,12 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_server():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_public_address_without_an_api_key_is_warned_about(capsys):
+    httpd = serve(ServeConfig(model="fake"), lambda: slow_fake(0), "0.0.0.0", 0)
+    httpd.server_close()
+    assert "serving on 0.0.0.0 without --api-key" in capsys.readouterr().err
+    httpd = serve(ServeConfig(model="fake", api_key="k"), lambda: slow_fake(0), "0.0.0.0", 0)
+    httpd.server_close()
+    assert "without --api-key" not in capsys.readouterr().err

@@ -299,9 +299,9 @@ def test_a_request_that_times_out_cancels_its_job():
 
 
 def test_the_load_bench_gets_an_answer_to_every_request_good_or_hostile():
-    from ttscale.apps.bench_serve import bench_serve, format_serve
+    from ttscale.apps.bench_serve import Load, bench_serve, format_serve
 
-    r = bench_serve(clients=20, requests=60, hostile_every=3, workers=1, queue=4)
+    r = bench_serve(Load(clients=20, requests=60, hostile_every=3, workers=1, queue=4))
     assert r["connection_failures"] == 0
     allowed = {"good": {"200", "429"}, "deep": {"400"}, "huge": {"413"}, "path": {"400"}, "grade": {"200", "429"}}
     for kind, statuses in r["statuses"].items():

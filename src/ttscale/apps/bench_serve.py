@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -60,39 +61,46 @@ def _send(url: str, body: bytes, timeout: float) -> tuple[int | str, float]:
     return status, time.perf_counter() - t0
 
 
-def bench_serve(
-    clients: int = 200,
-    requests: int = 1000,
-    hostile_every: int = 10,
-    workers: int = 2,
-    queue: int = 64,
-    delay: float = 0.01,
-) -> dict[str, Any]:
-    """`requests` requests from `clients` concurrent clients; every `hostile_every`-th is hostile."""
+ENGINE_DELAY_S = 0.01  # the fake engine's time per call: a little engine work per request
 
-    def make() -> FakeGenerator:
-        gen = FakeGenerator(_script)
-        real = gen.generate
 
-        def generate(prompts: Any, n: int, params: Any) -> Any:
-            time.sleep(delay)  # a little engine time per call
-            return real(prompts, n, params)
+@dataclass(frozen=True)
+class Load:
+    clients: int = 200  # concurrent clients
+    requests: int = 1000  # requests in all
+    hostile_every: int = 10  # every K-th request is hostile
+    workers: int = 2  # the server's workers
+    queue: int = 64  # the server's queue
 
-        gen.generate = generate  # type: ignore[method-assign]
-        return gen
 
-    cfg = ServeConfig(model="fake", strategy="majority", n=2, workers=workers, queue_limit=queue, timeout=60)
-    httpd = serve(cfg, make, "127.0.0.1", 0)
+def _fake_engine() -> FakeGenerator:
+    gen = FakeGenerator(_script)
+    real = gen.generate
+
+    def generate(prompts: Any, n: int, params: Any) -> Any:
+        time.sleep(ENGINE_DELAY_S)
+        return real(prompts, n, params)
+
+    gen.generate = generate  # type: ignore[method-assign]
+    return gen
+
+
+def bench_serve(load: Load = Load()) -> dict[str, Any]:
+    """`load.requests` requests from `load.clients` concurrent clients, every `hostile_every`-th hostile."""
+    cfg = ServeConfig(model="fake", strategy="majority", n=2, workers=load.workers, queue_limit=load.queue, timeout=60)
+    httpd = serve(cfg, _fake_engine, "127.0.0.1", 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat/completions"
     kinds = list(HOSTILE)
-    hostile = [kinds[k // hostile_every % len(kinds)] for k in range(requests)]
-    plan = [("good", GOOD) if k % hostile_every else (hostile[k], HOSTILE[hostile[k]]) for k in range(requests)]
+    hostile = [kinds[k // load.hostile_every % len(kinds)] for k in range(load.requests)]
+    plan = [
+        ("good", GOOD) if k % load.hostile_every else (hostile[k], HOSTILE[hostile[k]]) for k in range(load.requests)
+    ]
     try:
         _send(url, GOOD, 60)  # warm up: the grading workers start
         before = {"rss_kib": _rss_kib(), "threads": threading.active_count()}
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=clients) as pool:
+        with ThreadPoolExecutor(max_workers=load.clients) as pool:
             replies = list(pool.map(lambda kb: (kb[0], *_send(url, kb[1], 120)), plan))
         seconds = time.perf_counter() - t0
         time.sleep(1.0)  # let finished connections close
@@ -100,41 +108,32 @@ def bench_serve(
     finally:
         httpd.shutdown()
         httpd.server_close()
+    return {**asdict(load), "engine_delay_s": ENGINE_DELAY_S, "machine": f"{os.cpu_count()} cores",
+            "seconds": round(seconds, 2), **_tally(replies), "before": before, "after": after}  # fmt: skip
+
+
+def _tally(replies: list[tuple[str, int | str, float]]) -> dict[str, Any]:
     statuses: dict[str, dict[str, int]] = {}
     for kind, status, _ in replies:
         statuses.setdefault(kind, {}).setdefault(str(status), 0)
         statuses[kind][str(status)] += 1
     ok = np.array([s for kind, status, s in replies if kind == "good" and status == 200])
-    failed = sum(isinstance(status, str) for _, status, _ in replies)
     return {
-        "clients": clients,
-        "requests": requests,
-        "hostile_every": hostile_every,
-        "workers": workers,
-        "queue": queue,
-        "engine_delay_s": delay,
-        "machine": f"{os.cpu_count()} cores",
-        "seconds": round(seconds, 2),
         "statuses": statuses,
-        "connection_failures": failed,
+        "connection_failures": sum(isinstance(status, str) for _, status, _ in replies),
         "latency_ms_200": {
             "p50": round(1000 * float(np.percentile(ok, 50)), 1) if len(ok) else None,
             "p99": round(1000 * float(np.percentile(ok, 99)), 1) if len(ok) else None,
         },
-        "before": before,
-        "after": after,
     }
 
 
 def format_serve(r: dict[str, Any]) -> str:
-    lines = [
-        f"ttscale serve under load: {r['requests']} requests from {r['clients']} concurrent clients, every "
-        f"{r['hostile_every']}th hostile; {r['workers']} workers, queue {r['queue']}, fake engine "
-        f"({r['engine_delay_s']} s a call), {r['machine']}, {r['seconds']} s",
-        "",
-        "| request | replies by status |",
-        "|---|---|",
-    ]
+    setup = (
+        f"{r['requests']} requests from {r['clients']} concurrent clients, every {r['hostile_every']}th hostile; "
+        f"{r['workers']} workers, queue {r['queue']}, fake engine ({r['engine_delay_s']} s a call), {r['machine']}"
+    )
+    lines = [f"ttscale serve under load: {setup}, {r['seconds']} s", "", "| request | replies by status |", "|---|---|"]
     lines += [
         f"| {kind} | {', '.join(f'{s}: {n}' for s, n in sorted(st.items()))} |" for kind, st in r["statuses"].items()
     ]

@@ -21,7 +21,7 @@ from ..apps.bench import (
     format_reproduce,
     format_search,
 )
-from ..apps.bench_serve import bench_serve, format_serve
+from ..apps.bench_serve import Load, bench_serve, format_serve
 from ..apps.http import serve
 from ..apps.recipe import eval_args, load_recipe, plan
 from ..apps.report import build_report
@@ -112,7 +112,7 @@ def bench_command(args: argparse.Namespace) -> int:
         r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
         text = format_engine(r)
     elif args.bench == "serve":
-        r = bench_serve(args.clients, args.requests, args.hostile_every)
+        r = bench_serve(Load(args.clients, args.requests, args.hostile_every))
         text = format_serve(r)
     elif args.bench == "probe":
         r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)

@@ -499,6 +499,6 @@ def test_a_problem_the_engine_refuses_is_named(tmp_path, fake_factory):
         gen.generate = generate
         return gen
 
-    with pytest.raises(EvalError, match="problem q1 \\(pool\\|q1\\) failed: prompt of 9000 tokens"):
+    with pytest.raises(RuntimeError, match="problem q1 \\(pool\\|q1\\) failed: prompt of 9000 tokens"):
         run_eval(cfg_for(ds), make, tmp_path / "run", progress=False)
     assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 1  # q0's pool is kept

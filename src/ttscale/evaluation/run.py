@@ -197,6 +197,17 @@ def _complete_pool(
     return rec
 
 
+def _named(e: Exception, where: str) -> Exception:
+    """The same kind of error, its message prefixed with where it happened (a caller catching
+    RemoteError or EngineError still catches it)."""
+    if isinstance(e, EvalError) or where in str(e):
+        return e
+    try:
+        return type(e)(f"{where}: {e}")
+    except Exception:
+        return e
+
+
 def _run(
     todo: Sequence[tuple[Problem, str]], generator: Generator, cfg: EvalConfig, store: RunStore, progress: bool
 ) -> None:
@@ -215,9 +226,10 @@ def _run(
         try:
             rec = _do(problem, key, generator, cfg, store)
         except (ValueError, RuntimeError) as e:  # named, so that a resume stopping here says where and why
-            if isinstance(e, EvalError):
+            named = _named(e, f"problem {problem.id} ({key}) failed")
+            if named is e:
                 raise
-            raise EvalError(f"problem {problem.id} ({key}) failed: {e}") from e
+            raise named from e
         tokens += rec["compute"]["generated_tokens"]
         bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
 

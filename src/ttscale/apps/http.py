@@ -97,9 +97,14 @@ class _Refused(Exception):
         self.response = error(status, message, kind)
 
 
-async def _job_of(request: Request, cfg: ServeConfig) -> Job:
+def _unauthorized(request: Request, cfg: ServeConfig) -> JSONResponse | None:
+    """The 401 for a request without the server's API key; None when it may pass."""
     if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
-        raise _Refused(401, "a valid API key is needed: Authorization: Bearer <key>", "authentication_error")
+        return error(401, "a valid API key is needed: Authorization: Bearer <key>", "authentication_error")
+    return None
+
+
+async def _job_of(request: Request, cfg: ServeConfig) -> Job:
     try:
         data = await _body(request, cfg)
     except ClientDisconnect:
@@ -191,6 +196,8 @@ def make_app(service: Service) -> Starlette:
         return response
 
     async def _answer(request: Request) -> Response:
+        if (refused := _unauthorized(request, cfg)) is not None:
+            return refused
         try:
             job = await _job_of(request, cfg)
             if not service.submit(job):
@@ -205,8 +212,8 @@ def make_app(service: Service) -> Starlette:
         return JSONResponse(response_body(job, result, cfg.model))
 
     async def models(request: Request) -> Response:
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
-            return error(401, "a valid API key is needed: Authorization: Bearer <key>", "authentication_error")
+        if (refused := _unauthorized(request, cfg)) is not None:
+            return refused
         ids = [cfg.model] + [f"{cfg.model}:{s}" for s in CATALOGUE]
         return JSONResponse(
             {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "ttscale"} for i in ids]}

@@ -238,12 +238,12 @@ def _within(key: str, value: Any, default: Any, lo: float, hi: float) -> Any:
     return value
 
 
-def _stop(value: Any) -> tuple[str, ...]:
+def _stop(value: str | list[str] | None) -> tuple[str, ...]:
     """OpenAI's stop: a string or up to 4 strings."""
     if value is None:
         return ()
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in stops):
+    stops = [value] if isinstance(value, str) else value  # strings: the request model checked
+    if len(stops) > 4 or not all(0 < len(x) <= 64 for x in stops):
         raise BadRequest("stop must be a string or a list of at most 4 non-empty strings of at most 64 characters")
     return tuple(stops)
 
@@ -254,6 +254,7 @@ class Service:
     def __init__(self, cfg: ServeConfig, make_generator: Callable[[], Generator]) -> None:
         self.cfg = cfg
         self.running = 0  # jobs a worker is on now
+        self._count = threading.Lock()  # workers on several threads update `running`
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=cfg.queue_limit)
         self.generators = [make_generator() for _ in range(cfg.workers)]
         self.threads = [threading.Thread(target=self._work, args=(g,), daemon=True) for g in self.generators]
@@ -272,11 +273,10 @@ class Service:
             job = self.queue.get()
             if job.cancelled.is_set() or not job.future.set_running_or_notify_cancel():
                 continue  # its client gave up while it waited
-            self.running += 1
+            with self._count:
+                self.running += 1
             try:
-                spec = RunSpec(
-                    job.params, job.system, self.cfg.aggregation, int(self.cfg.search.get("step_tokens", 256))
-                )
+                spec = RunSpec.from_options(job.params, job.system, self.cfg.aggregation, self.cfg.search)
                 watched: Any = _Watched(generator, job)
                 scorer = make_scorer(job.scorer, watched, job.system)
                 result = run_strategy(job.strategy, job.problem, watched, scorer, job.n, spec, self.cfg.search)
@@ -284,7 +284,8 @@ class Service:
             except Exception as e:  # reported to the client as a 500 (or dropped: it gave up)
                 job.future.set_exception(e)
             finally:
-                self.running -= 1
+                with self._count:
+                    self.running -= 1
 
 
 def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:

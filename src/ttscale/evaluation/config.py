@@ -118,7 +118,7 @@ class EvalConfig:
     def run_spec(self, seed: int) -> RunSpec:
         """The spec every strategy of this run gets, seeded for one problem."""
         params = SamplingParams.from_dict({**self.sampling.to_dict(), "seed": seed})
-        return RunSpec(params, self.system_prompt, self.aggregation, int(self.search.get("step_tokens", 256)))
+        return RunSpec.from_options(params, self.system_prompt, self.aggregation, self.search)
 
     def identity(self) -> dict[str, Any]:
         """What must match for two runs to share a samples file. The limit, the strategies

@@ -30,7 +30,7 @@ from ..verifiers.registry import ALL_SCORERS, SCORERS, known_scorer, make_scorer
 from .config import EvalConfig, EvalError, RecordKey
 from .records import PoolRecord, SampleRecord, SearchRecord, candidates_of, pool_record, sample_record, search_record
 from .store import RunStore
-from .summary import EvalReport, needs_work, summarize
+from .summary import EvalReport, has_scores, needs_work, summarize
 
 
 def pool_scorers(cfg: EvalConfig) -> list[str]:
@@ -167,9 +167,8 @@ def _stored_refine_run(problem: Problem, cfg: EvalConfig, store: RunStore, top: 
     return best
 
 
-def _do(problem: Problem, key: str, generator: Generator, cfg: EvalConfig, store: RunStore) -> dict[str, Any]:
+def _do(problem: Problem, rk: RecordKey, generator: Generator, cfg: EvalConfig, store: RunStore) -> dict[str, Any]:
     """One piece of missing work, stored; returns its (first) record."""
-    rk = RecordKey.parse(key)
     if rk.kind == "pool":
         rec: Any = sample_problem(problem, generator, cfg)
         store.append(rec)
@@ -191,7 +190,7 @@ def _complete_pool(
     if len(rec["candidates"]) < cfg.pool_n:
         say(f"{cfg.dataset} growing pools to {cfg.pool_n}")
         rec = grow_pool(rec, problem, generator, cfg)
-    if not all(scorer_name(cfg.scorer) in c["scores"] for c in rec["candidates"]):
+    if not has_scores(rec, cfg.scorer):
         say(f"{cfg.dataset} rescoring with {cfg.scorer}")
         rec = rescore_pool(rec, problem, generator, cfg)
     return rec
@@ -224,7 +223,7 @@ def _run(
         if rk.kind == "search":
             bar.set_description(f"{cfg.dataset} {rk.strategy} n={rk.n}")
         try:
-            rec = _do(problem, key, generator, cfg, store)
+            rec = _do(problem, rk, generator, cfg, store)
         except (ValueError, RuntimeError) as e:  # named, so that a resume stopping here says where and why
             named = _named(e, f"problem {problem.id} ({key}) failed")
             if named is e:

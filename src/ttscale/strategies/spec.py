@@ -3,7 +3,9 @@ verifier and the budget. One object in place of the same four keywords on every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..core import SamplingParams, check_aggregation
 from ..tasks.prompts import SYSTEM_PROMPT
@@ -24,6 +26,11 @@ class RunSpec:
         check_aggregation(self.aggregation)
         if isinstance(self.step_tokens, bool) or not isinstance(self.step_tokens, int) or self.step_tokens < 1:
             raise ValueError(f"step_tokens must be a positive integer, not {self.step_tokens!r}")
+
+    @classmethod
+    def from_options(cls, params: SamplingParams, system: str, aggregation: str, options: Mapping[str, Any]) -> RunSpec:
+        """A run's spec, its step tokens taken from the run's search options when they set them."""
+        return cls(params, system, aggregation, int(options.get("step_tokens", cls.step_tokens)))
 
     def with_seed(self, seed: int) -> RunSpec:
         return replace(self, params=replace(self.params, seed=seed))

@@ -94,6 +94,7 @@ async def _body(request: Request, cfg: ServeConfig) -> bytes:
 class _Refused(Exception):
     def __init__(self, status: int, message: str, kind: str) -> None:
         super().__init__(message)
+        self.status = status
         self.response = error(status, message, kind)
 
 
@@ -117,22 +118,35 @@ async def _job_of(request: Request, cfg: ServeConfig) -> Job:
         raise _Refused(400, "the body nests too deeply", "invalid_request_error") from None
 
 
-async def _outcome(job: Job, request: Request, cfg: ServeConfig) -> Any:
-    """The job's result; cancels it when the client leaves or the timeout passes."""
-    waiting = asyncio.wrap_future(job.future)
-    deadline = time.monotonic() + cfg.timeout
-    while True:
+async def _waiting(job: Job, request: Request, cfg: ServeConfig) -> AsyncIterator[float]:
+    """The seconds waited, once a second while the job runs; returns when it is done (its
+    result or its error are then the future's). When the timeout passes or the client leaves,
+    the job is cancelled and _Refused raised (504, 499)."""
+    done = asyncio.wrap_future(job.future)
+    started = time.monotonic()
+    while not done.done():
         try:
-            return await asyncio.wait_for(asyncio.shield(waiting), 1.0)
+            await asyncio.wait_for(asyncio.shield(done), 1.0)
         except asyncio.TimeoutError:
-            if time.monotonic() > deadline:
+            if time.monotonic() - started > cfg.timeout:
                 _cancel(job)
                 raise _Refused(504, f"no answer within {cfg.timeout:.0f} s", "timeout") from None
             if await request.is_disconnected():
                 _cancel(job)
                 raise _Refused(499, "the client went away", "cancelled") from None
-        except CancelledError:
-            raise _Refused(499, "the job was cancelled", "cancelled") from None
+            yield time.monotonic() - started
+        except Exception:
+            return  # the job failed: its future holds the error
+
+
+async def _outcome(job: Job, request: Request, cfg: ServeConfig) -> Any:
+    """The job's result; cancels it when the client leaves or the timeout passes."""
+    async for _ in _waiting(job, request, cfg):
+        pass
+    try:
+        return job.future.result()
+    except CancelledError:
+        raise _Refused(499, "the job was cancelled", "cancelled") from None
 
 
 def _cancel(job: Job) -> None:
@@ -154,22 +168,13 @@ def _chunk(job: Job, model: str, delta: dict[str, Any], **extra: Any) -> str:
 
 async def _stream(job: Job, request: Request, cfg: ServeConfig) -> AsyncIterator[str]:
     yield _chunk(job, cfg.model, {"role": "assistant"})
-    waiting = asyncio.wrap_future(job.future)
-    started = time.monotonic()
-    while not waiting.done():
-        try:
-            await asyncio.wait_for(asyncio.shield(waiting), 1.0)
-        except asyncio.TimeoutError:
-            if time.monotonic() - started > cfg.timeout or await request.is_disconnected():
-                _cancel(job)
-                yield f"data: {json.dumps({'error': {'message': 'no answer in time', 'code': 504}})}\n\n"
-                return
-            progress = {**job.progress, "seconds": round(time.monotonic() - started, 1)}
-            yield _chunk(job, cfg.model, {}, ttscale={"progress": progress})
-        except Exception:
-            break  # the job failed: reported below
     try:
+        async for seconds in _waiting(job, request, cfg):
+            yield _chunk(job, cfg.model, {}, ttscale={"progress": {**job.progress, "seconds": round(seconds, 1)}})
         body = response_body(job, job.future.result(), cfg.model)
+    except _Refused as r:
+        yield f"data: {json.dumps({'error': {'message': str(r), 'code': r.status}})}\n\n"
+        return
     except Exception as e:
         yield f"data: {json.dumps({'error': {'message': f'{type(e).__name__}: {e}', 'code': 500}})}\n\n"
         return

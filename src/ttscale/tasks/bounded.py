@@ -55,9 +55,10 @@ class BoundedPool:
         self._free = threading.Condition()
         self.timeouts = 0  # calls that missed their deadline (their workers were replaced)
 
-    def call(self, fn: Callable[..., Any], args: tuple[Any, ...], deadline: float, fallback: Any) -> Any:
+    def call(self, fn: Callable[..., Any] | str, args: tuple[Any, ...], deadline: float, fallback: Any) -> Any:
         """fn(*args) in a worker; `fallback` if it does not return within `deadline` seconds.
-        fn must be importable by name (a module-level function of an installed module)."""
+        fn is a module-level function of an installed module, or its name "module:function",
+        which only the worker imports (so the parent need not load what fn needs)."""
         worker = self._take()
         try:
             worker.outbox.send((fn, args))
@@ -67,7 +68,8 @@ class BoundedPool:
             status, value = worker.inbox.recv()
         except (EOFError, OSError) as e:
             self._drop(worker, timed_out=False)
-            raise WorkerDied(f"a worker process died while running {fn.__name__} ({e})") from None
+            name = fn if isinstance(fn, str) else fn.__name__
+            raise WorkerDied(f"a worker process died while running {name} ({e})") from None
         self._give(worker)
         if status == "error":
             raise RuntimeError(value)

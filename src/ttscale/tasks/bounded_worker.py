@@ -3,6 +3,7 @@ reads (function, args) from file descriptor IN and answers on OUT until IN close
 
 from __future__ import annotations
 
+import importlib
 import sys
 from multiprocessing.connection import Connection
 
@@ -15,6 +16,9 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         except (EOFError, OSError):
             return
         try:
+            if isinstance(fn, str):  # "module:function", imported here, never in the parent
+                module, _, name = fn.partition(":")
+                fn = getattr(importlib.import_module(module), name)
             outbox.send(("ok", fn(*args)))
         except Exception as e:  # reported to the caller, who decides
             outbox.send(("error", f"{type(e).__name__}: {e}"))

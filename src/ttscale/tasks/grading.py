@@ -15,30 +15,23 @@ are caught before.
 from __future__ import annotations
 
 import re
-import threading
 from functools import lru_cache
-from typing import Any
-
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from .bounded import POOL
+
+CALLS = "ttscale.tasks.math_verify_calls"  # run by name in the workers: the parent never loads sympy
 
 TIMEOUT_SECONDS = 10  # math-verify's alarm, inside a worker
 DEADLINE_SECONDS = 15.0  # the hard bound on one call, from outside
 MAX_ANSWER_CHARS = 300  # longer "answers" are compared as plain strings
 # answers sympy would try to compute digit by digit: compared as strings, before any worker is
 # asked (the workers' deadline is the backstop for whatever these miss)
-_HUGE_POWER = re.compile(
+HUGE_ANSWER = re.compile(
     r"\^\s*\{?\s*\d{5,}"  # an exponent of 5+ digits
     r"|\^\s*\{[^{}]*\^"  # a tower: an exponent with an exponent inside (9^{9^{9^9}})
     r"|(\d{4,}|\^\s*\{[^{}]*\}\s*\))\s*!"  # the factorial of a huge number ((10^{100})!)
 )
-_PRED_CONFIG = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 _GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
-
-
-def _timeout() -> int | None:
-    return TIMEOUT_SECONDS if threading.current_thread() is threading.main_thread() else None
 
 
 @lru_cache(maxsize=100_000)
@@ -48,19 +41,8 @@ def extract_answer(text: str) -> str | None:
     reading it does not finish within the deadline."""
     if not text.strip():
         return None
-    answer: str | None = POOL.call(_extract_here, (text,), DEADLINE_SECONDS, None)
+    answer: str | None = POOL.call(f"{CALLS}:extract", (text,), DEADLINE_SECONDS, None)
     return answer
-
-
-def _extract_here(text: str) -> str | None:
-    """extract_answer's work, in a worker process."""
-    boxed = last_boxed(text)
-    if boxed is not None:
-        text = "\\boxed{" + boxed + "}"  # a solution that boxes twice means the last one
-    parsed = parse(text, extraction_config=list(_PRED_CONFIG), parsing_timeout=_timeout())
-    if len(parsed) < 2 or not str(parsed[1]).strip():
-        return None
-    return str(parsed[1]).strip()
 
 
 def last_boxed(text: str) -> str | None:
@@ -90,22 +72,11 @@ def gold_from_gsm8k(answer_field: str) -> str:
 
 
 @lru_cache(maxsize=100_000)
-def _parsed(answer: str) -> tuple[Any, ...]:
-    if len(answer) > MAX_ANSWER_CHARS or _HUGE_POWER.search(answer):
-        return ()
-    return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=_timeout()))
-
-
-@lru_cache(maxsize=100_000)
 def _parses(answer: str) -> bool:
     """Whether an answer parses within the deadline (a worker process does it)."""
-    if len(answer) > MAX_ANSWER_CHARS or _HUGE_POWER.search(answer):
+    if len(answer) > MAX_ANSWER_CHARS or HUGE_ANSWER.search(answer):
         return False
-    return bool(POOL.call(_parses_here, (answer,), DEADLINE_SECONDS, False))
-
-
-def _parses_here(answer: str) -> bool:
-    return bool(_parsed(answer))
+    return bool(POOL.call(f"{CALLS}:parses", (answer,), DEADLINE_SECONDS, False))
 
 
 @lru_cache(maxsize=200_000)
@@ -116,15 +87,7 @@ def equivalent(a: str, b: str) -> bool:
         return True
     if not (_parses(a) and _parses(b)):
         return False
-    return bool(POOL.call(_equivalent_here, (a, b), DEADLINE_SECONDS, False))
-
-
-def _equivalent_here(a: str, b: str) -> bool:
-    """equivalent's work, in a worker process."""
-    pa, pb = _parsed(a), _parsed(b)
-    if not pa or not pb:
-        return False
-    return bool(verify(list(pa), list(pb), timeout_seconds=_timeout()))
+    return bool(POOL.call(f"{CALLS}:equivalent", (a, b), DEADLINE_SECONDS, False))
 
 
 def is_correct(answer: str | None, gold: str | None) -> bool:

@@ -21,6 +21,7 @@ another user, and says so in the result.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -69,19 +70,20 @@ def isolation_available() -> bool:
 
 def run_python(code: str, *, stdin: str = "", limits: Limits = Limits(), unisolated: bool = False) -> RunResult:
     """Run `code` as a Python program, contained (see the module docstring)."""
-    if not isolation_available() and not unisolated:
+    isolated = not unisolated
+    if isolated and not isolation_available():
         raise SandboxError("isolating model-written code needs root here; pass unisolated=True to run it without")
     with tempfile.TemporaryDirectory(prefix="ttscale-sandbox-", dir=_base()) as work:
         root = Path(work)
         (root / "main.py").write_text(code, "utf-8")
         (root / "stdin.txt").write_text(stdin, "utf-8")
-        if isolation_available():
+        if isolated:
             os.chown(root, NOBODY, NOBODY)
         cmd = [
             sys.executable, "-I", str(LAUNCHER),
             str(root), str(limits.cpu_s), str(limits.memory_mb), str(limits.output_kb),
-            str(limits.open_files), str(limits.processes), "isolate" if not unisolated else "unisolated",
-            sys.executable if unisolated else program_python(),
+            str(limits.open_files), str(limits.processes), "isolate" if isolated else "unisolated",
+            program_python() if isolated else sys.executable,
         ]  # fmt: skip
         t0 = time.monotonic()
         with (
@@ -98,7 +100,7 @@ def run_python(code: str, *, stdin: str = "", limits: Limits = Limits(), unisola
             _kill_group(proc)
         seconds = time.monotonic() - t0
         stdout, stderr = _read(root / "out.txt", limits), _read(root / "err.txt", limits)
-    return _result(proc.returncode, stdout, stderr, timed_out, seconds, not unisolated)
+    return _result(proc.returncode, stdout, stderr, timed_out, seconds, isolated)
 
 
 def run_many(codes: Sequence[str], workers: int = 2, **kwargs: object) -> list[RunResult]:
@@ -107,6 +109,7 @@ def run_many(codes: Sequence[str], workers: int = 2, **kwargs: object) -> list[R
         return list(pool.map(lambda c: run_python(c, **kwargs), codes))  # type: ignore[arg-type]
 
 
+@functools.cache
 def _base() -> str:
     # not under /tmp: the sandbox mounts a fresh /tmp over it
     base = Path(os.environ.get("TTSCALE_SANDBOX_DIR") or "/var/cache/ttscale-sandbox")

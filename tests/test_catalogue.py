@@ -12,8 +12,8 @@ SPEC = RunSpec(SamplingParams(max_tokens=40, seed=2), step_tokens=16)
 ALL_OPTIONS = {"beam_width": 2, "max_iterations": 3, "lookahead": 1, "ess_threshold": 0.9, "unknown": 1}
 
 
-@pytest.mark.parametrize("name", list(CATALOGUE))
-def test_every_strategy_runs_by_name_and_ignores_options_it_does_not_take(name, fake_factory):
+@pytest.mark.parametrize("name", [n for n, e in CATALOGUE.items() if "math" in e.domains])
+def test_every_math_strategy_runs_by_name_and_ignores_options_it_does_not_take(name, fake_factory):
     r = run_strategy(name, PROBLEM, fake_factory(["7", "7", "8"]), LogProbScorer(), 4, SPEC, ALL_OPTIONS)
     assert r.strategy == name and r.candidates and r.compute.generated_tokens > 0
     if name in ("majority", "weighted_best_of_n", "compute_optimal"):  # votes over 7, 7, 8, 7

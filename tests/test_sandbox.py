@@ -20,10 +20,12 @@ HOSTILE = [
     ("a memory bomb", "x = bytearray(4 * 1024**3)", "memory", "MemoryError"),
     ("gigabytes of output", "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", "output", "File too large"),
     ("a write outside its directory", "open('/work/ttscale-escaped', 'w').write('x')", None, "Permission denied"),
-    ("the parent's environment", "import os\nopen(f'/proc/{os.getppid()}/environ').read()", None, "Permission denied"),
+    # the parent is not even visible: the program sees only its own process-id namespace
+    ("the parent's environment", f"open('/proc/{os.getpid()}/environ').read()", None, "No such file"),
     ("the parent's files", "print(open('/root/.bashrc').read())", None, "Permission denied"),
     ("a socket to 127.0.0.1", "import socket\nsocket.create_connection(('127.0.0.1', 80), 2)", None, "unreachable"),
-    ("killing its parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", None, "not permitted"),
+    ("killing its parent", f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)", None, "No such process"),
+    ("killing its parent's group", "import os, signal\nos.kill(0, signal.SIGKILL)", None, ""),
 ]  # fmt: skip
 
 

@@ -28,11 +28,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..core import Generator, Problem, SamplingParams
-from ..strategies.catalogue import CATALOGUE, run_strategy
+from ..strategies.catalogue import CATALOGUE, check_domain, run_strategy
 from ..strategies.spec import RunSpec
+from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE, code_problem, strip_fences
+from ..tasks.domain import CodeDomain, domain_of
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..verifiers.model_free import MODEL_FREE
-from ..verifiers.registry import make_scorer
+from ..verifiers.registry import CODE_SCORERS, make_scorer
 
 
 class BadRequest(ValueError):
@@ -114,9 +116,10 @@ class _Watched:
         return getattr(self._generator, name)
 
 
-def allowed_scorers(cfg: ServeConfig) -> list[str]:
-    """The verifiers a request may name: the free ones, and the one the server was started with."""
-    return list(dict.fromkeys([*MODEL_FREE, cfg.scorer]))
+def allowed_scorers(cfg: ServeConfig, task: str = "math") -> list[str]:
+    """The verifiers a request may name: the free ones (on code, the execution ones too), and
+    the one the server was started with."""
+    return list(dict.fromkeys([*MODEL_FREE, *(CODE_SCORERS if task == "code" else ()), cfg.scorer]))
 
 
 def _a_number(value: Any) -> float:
@@ -142,6 +145,9 @@ class Options(BaseModel):
     n: int | None = None
     scorer: str | None = None
     return_candidates: bool = False
+    task: Literal["math", "code"] = "math"
+    """code: the last user message is a function's signature and docstring to complete."""
+    entry_point: str | None = Field(default=None, max_length=200)
 
 
 class ChatRequest(BaseModel):
@@ -184,24 +190,30 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
     users = [m.content for m in req.messages if m.role == "user"]
     if not users or not users[-1].strip():
         raise BadRequest("there is no user message to answer")
-    system = next((m.content for m in req.messages if m.role == "system"), SYSTEM_PROMPT)
     extra = req.ttscale or Options()
+    default_system = CODE_SYSTEM_PROMPT if extra.task == "code" else SYSTEM_PROMPT
+    system = next((m.content for m in req.messages if m.role == "system"), default_system)
     model = req.model or cfg.model
     if model.split(":", 1)[0] != cfg.model:
         raise BadRequest(f"unknown model {model[:60]!r}; this server answers as {cfg.model} (see /v1/models)")
     strategy = extra.strategy or (model.split(":", 1)[1] if ":" in model else cfg.strategy)
     if strategy not in CATALOGUE:
         raise BadRequest(f"unknown strategy {strategy[:40]!r}; choose from {', '.join(CATALOGUE)}")
+    try:
+        check_domain(strategy, extra.task)
+        problem = _problem(users[-1], extra)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
     n = cfg.n if extra.n is None else extra.n
     if not 1 <= n <= cfg.max_n:
         raise BadRequest(f"n (the budget) must be an integer from 1 to {cfg.max_n}")
     scorer = extra.scorer or cfg.scorer
-    allowed = allowed_scorers(cfg)
+    allowed = allowed_scorers(cfg, extra.task)
     if scorer not in allowed:  # never a path from the request: only what the server was started with
         raise BadRequest(f"unavailable scorer {scorer[:40]!r}; this server offers {', '.join(allowed)}")
     params = _sampling(req, cfg, n)
     return Job(
-        problem=Problem(id=f"req-{uuid.uuid4().hex[:8]}", question=users[-1]),
+        problem=problem,
         system=system,
         strategy=strategy,
         n=n,
@@ -210,6 +222,13 @@ def parse_request(body: Any, cfg: ServeConfig) -> Job:
         return_candidates=extra.return_candidates,
         stream=req.stream,
     )
+
+
+def _problem(text: str, extra: Options) -> Problem:
+    pid = f"req-{uuid.uuid4().hex[:8]}"
+    if extra.task == "code":  # parsed, never run here: its code runs only in the sandbox
+        return code_problem(strip_fences(text), extra.entry_point, pid)
+    return Problem(id=pid, question=text)
 
 
 def _sampling(req: ChatRequest, cfg: ServeConfig, n: int) -> SamplingParams:
@@ -288,8 +307,17 @@ class Service:
                     self.running -= 1
 
 
+def _content(chosen: Any, answer: str | None, code: bool) -> str:
+    """The chosen solution; for a code task, the chosen program in a code block."""
+    if chosen is None:
+        return ""
+    return f"{FENCE}python\n{answer}{FENCE}" if code and answer else chosen.text
+
+
 def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
     chosen = result.candidates[result.chosen] if result.chosen is not None else None
+    domain = domain_of(job.problem)
+    code = isinstance(domain, CodeDomain)
     c = result.compute
     body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -299,7 +327,7 @@ def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": chosen.text if chosen else ""},
+                "message": {"role": "assistant", "content": _content(chosen, result.answer, code)},
                 "finish_reason": "stop" if chosen and chosen.finish_reason != "length" else "length",
             }
         ],
@@ -326,4 +354,9 @@ def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
             {"text": x.text, "answer": x.answer, "score": x.score, "step_scores": x.step_scores}
             for x in result.candidates
         ]
+        if isinstance(domain, CodeDomain):  # what each program did on the examples and the model's tests
+            for row, did in zip(
+                body["ttscale"]["candidates"], domain.describe([x.answer for x in result.candidates]), strict=True
+            ):
+                row.update(examples=did["examples"], tests=did["tests"])
     return body

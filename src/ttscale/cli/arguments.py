@@ -176,7 +176,15 @@ def eval_parser(sub: Any, fmt: Any) -> None:
 
 def solve_parser(sub: Any, fmt: Any) -> None:
     so = sub.add_parser("solve", help="answer one problem with a strategy", epilog=EPILOG, formatter_class=fmt)
-    so.add_argument("problem", help="the problem text")
+    so.add_argument("problem", help="the problem text; with --task code, a function's signature and docstring")
+    so.add_argument(
+        "--task",
+        choices=("math", "code"),
+        default="math",
+        help="code: complete the function; the program is run on its docstring's examples and on tests "
+        "the model writes, in the sandbox",
+    )
+    so.add_argument("--entry-point", help="code: the function to complete (default: the last one defined)")
     so.add_argument("--strategy", default="weighted_best_of_n", choices=ALL_STRATEGIES)
     so.add_argument("--n", type=_positive, default=8, help="the budget N")
     so.add_argument("--show", action="store_true", help="print every candidate with its score")

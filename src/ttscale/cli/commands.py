@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from ..evaluation.config import EvalConfig, EvalError
 from ..evaluation.policy import fit_policy
 from ..evaluation.run import run_eval
 from ..evaluation.store import merge_runs, read_run
-from ..strategies.catalogue import PER_BUDGET_STRATEGIES, run_strategy
+from ..strategies.catalogue import PER_BUDGET_STRATEGIES, check_domain, run_strategy
 from ..strategies.spec import RunSpec
+from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE, code_problem, is_code, strip_fences
 from ..tasks.datasets import load_dataset
+from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.prompts import SYSTEM_PROMPT
 from ..verifiers.registry import make_scorer, needs_hidden_states, scorer_name
 from .arguments import build_parser
 
@@ -165,13 +169,29 @@ def models_command(args: argparse.Namespace) -> int:
 
 
 def solve_command(args: argparse.Namespace) -> int:
+    try:
+        problem = _solve_problem(args)
+        check_domain(args.strategy, args.task)
+    except ValueError as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
     gen = _generator(args)
-    problem = Problem(id="cli", question=args.problem)
     scorer = make_scorer(args.scorer, gen)
-    result = run_strategy(args.strategy, problem, gen, scorer, args.n, _spec(args), _search_options(args))
+    spec = _spec(args)
+    if args.task == "code" and spec.system == SYSTEM_PROMPT:
+        spec = replace(spec, system=CODE_SYSTEM_PROMPT)
+    result = run_strategy(args.strategy, problem, gen, scorer, args.n, spec, _search_options(args))
+    domain = domain_of(problem)
+    described = domain.describe([c.answer for c in result.candidates]) if isinstance(domain, CodeDomain) else None
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        out = result.to_dict()
+        if described is not None:
+            out["behaviour"] = described
+        print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
+    if described is not None:
+        _show_programs(result, described, args.show)
+        return _print_compute(result, args)
     if args.show:
         for k, cand in enumerate(result.candidates):
             mark = "*" if k == result.chosen else " "
@@ -179,13 +199,46 @@ def solve_command(args: argparse.Namespace) -> int:
                 f"{mark} [{k}] answer={cand.answer!r} score={cand.score:.3f} tokens={cand.n_tokens} "
                 f"({cand.finish_reason})"
             )
-    c = result.compute
     print(f"answer: {result.answer}")
+    return _print_compute(result, args)
+
+
+def _solve_problem(args: argparse.Namespace) -> Problem:
+    if args.task == "code":
+        return code_problem(strip_fences(args.problem), args.entry_point, "cli")
+    return Problem(id="cli", question=args.problem)
+
+
+def _show_programs(result: Any, described: list[dict[str, Any]], every: bool) -> None:
+    """The chosen program, and with --show what each candidate did on the public tests."""
+    for k, (cand, d) in enumerate(zip(result.candidates, described, strict=True)):
+        if not every and k != result.chosen:
+            continue
+        mark = "*" if k == result.chosen else " "
+        if d["examples"] is None:
+            print(f"{mark} [{k}] no complete program ({cand.finish_reason})")
+            continue
+        ex = sum(e["passed"] for e in d["examples"])
+        ts = sum(t["passed"] for t in d["tests"])
+        print(
+            f"{mark} [{k}] examples {ex}/{len(d['examples'])}, own tests {ts}/{len(d['tests'])}, "
+            f"score {cand.score:.3f}, {cand.n_tokens} tokens"
+        )
+        for e in d["examples"] if every else []:
+            print(f"      {'ok  ' if e['passed'] else 'FAIL'} {e['call']} -> {e['got']}")
+    print("program:" if result.answer else "no program passed as an answer")
+    if result.answer:
+        print(result.answer)
+
+
+def _print_compute(result: Any, args: argparse.Namespace) -> int:
+    c = result.compute
     print(f"strategy {result.strategy}, n={args.n}, scorer {args.scorer}/{args.aggregate}, seed {args.seed}")
     print(
         f"compute: {c.generated_tokens} generated tokens, {c.prompt_tokens} prompt tokens computed, "
         f"{c.cached_prompt_tokens} from cache, {c.verifier_tokens} verifier tokens, "
         f"{c.wall_time:.1f} s, {c.flops:.3g} FLOPs"
+        + (f", {c.executed_tests} tests run ({c.execution_time:.1f} s)" if c.executed_tests else "")
     )
     return 0
 
@@ -204,6 +257,10 @@ def eval_command(args: argparse.Namespace) -> int:
         strategies=strategies,
         engine=_engine_identity(args),
     )
+    if is_code(load_dataset(args.dataset, args.question_field, args.answer_field).problems[0]):
+        cfg.system_prompt = CODE_SYSTEM_PROMPT  # a code set's own default
+        if FENCE not in cfg.sampling.stop:  # recorded with the run: a program ends with its block
+            cfg.sampling = replace(cfg.sampling, stop=(*cfg.sampling.stop, FENCE))
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
     model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")
     shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""

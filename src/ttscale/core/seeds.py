@@ -9,6 +9,7 @@ import hashlib
 SEARCH_EXPANSION_STRIDE = 7919  # a prime: the k-th expansion of a search draws fresh samples
 REFINE_ROUND_STRIDE = 104729  # a prime: each self-refinement round draws apart from the others
 CONTINUATION_OFFSET = 1  # compute_optimal's samples after its probe
+TESTS_OFFSET = 15485863  # a prime: the tests a model writes for a code problem
 
 
 def problem_seed(seed: int, problem_id: str) -> int:
@@ -45,6 +46,11 @@ def round_seed(seed: int, round_: int) -> int:
 def continuation_seed(seed: int) -> int:
     """The seed of what compute_optimal spends after its probe samples."""
     return seed + CONTINUATION_OFFSET
+
+
+def tests_seed(seed: int) -> int:
+    """The seed of the tests a model writes for a code problem, apart from its programs'."""
+    return seed + TESTS_OFFSET
 
 
 def fake_seed(seed: int, prompt_index: int, sample_index: int) -> int:

@@ -25,6 +25,9 @@ class Problem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+CODE_COMPUTE = ("executed_tests", "execution_time", "test_tokens")
+
+
 @dataclass
 class Compute:
     """What a piece of work cost. Prompt tokens are split into those the engine actually
@@ -34,7 +37,9 @@ class Compute:
     prompt_tokens: computed by the engine (prefill); cached_prompt_tokens: served from its KV
     cache; verifier_tokens: read by a verifier model (judge, PRM, a probe replaying stored
     text); wall_time: seconds on the machine that ran it; flops: 2 x parameters x tokens
-    computed, the verifier's included."""
+    computed, the verifier's included. Code tasks add: executed_tests, how many
+    (program, test) pairs ran in the sandbox, and execution_time, the sandbox seconds they
+    took; test_tokens, the tokens of tests the model wrote (counted in generated_tokens too)."""
 
     generated_tokens: int = 0
     prompt_tokens: int = 0
@@ -42,6 +47,9 @@ class Compute:
     verifier_tokens: int = 0
     wall_time: float = 0.0
     flops: float = 0.0
+    executed_tests: int = 0
+    execution_time: float = 0.0
+    test_tokens: int = 0
 
     def __add__(self, other: Compute) -> Compute:
         return Compute(
@@ -51,10 +59,17 @@ class Compute:
             verifier_tokens=self.verifier_tokens + other.verifier_tokens,
             wall_time=self.wall_time + other.wall_time,
             flops=self.flops + other.flops,
+            executed_tests=self.executed_tests + other.executed_tests,
+            execution_time=self.execution_time + other.execution_time,
+            test_tokens=self.test_tokens + other.test_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for k in CODE_COMPUTE:  # kept out of the records of tasks that run no code
+            if not d[k]:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Compute:

@@ -32,6 +32,11 @@ class PoolProblem:
     # the whole pool's cost; a subset is charged its share of the generated tokens
     flops: float = 0.0
     wall_time: float = 0.0
+    # code: the tests the model wrote, charged whole at every budget above 1 (every pick uses them);
+    # and what running the pool's programs on the public tests took, charged per sample
+    fixed_tokens: float = 0.0
+    executed_tests: float = 0.0
+    execution_time: float = 0.0
 
 
 @dataclass
@@ -47,6 +52,8 @@ class CurvePoint:
     # each problem's accuracy (expected over subset draws), in the run's problem order: saved,
     # so that a run on the same problems pairs with it (the headline's larger model)
     per_problem: np.ndarray | None = field(default=None, repr=False, compare=False)
+    executed_tests: float = 0.0  # code: (program, test) runs per problem
+    execution_time: float = 0.0  # code: sandbox seconds per problem
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -63,13 +70,28 @@ def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> P
     for key in ("flops", "wall_time"):
         spent[key] = spent.get(key, 0.0) + (extra or {}).get(key, 0.0)
     return PoolProblem(
-        groups=MATH.group([c.get("answer") for c in cands]),
+        groups=stored_groups(cands),
         correct=np.array([bool(c.get("correct")) for c in cands]),
         scores=[aggregate(c["scores"][scorer], aggregation) if c["scores"].get(scorer) else 0.0 for c in cands],
         tokens=np.array([sum(s["n_tokens"] for s in c["steps"]) for c in cands], dtype=float),
         flops=float(spent["flops"]),
         wall_time=float(spent["wall_time"]),
+        fixed_tokens=float(spent.get("test_tokens", 0)),
+        executed_tests=float(spent.get("executed_tests", 0)),
+        execution_time=float(spent.get("execution_time", 0.0)),
     )
+
+
+def stored_groups(candidates: Sequence[dict[str, Any]]) -> list[int | None]:
+    """Answer classes of stored samples: programs by the behaviour stored with them (the
+    replay runs nothing), math answers by equivalence."""
+    if candidates and all("behaviour" in c for c in candidates):
+        first: dict[str, int] = {}
+        keys = [
+            None if c.get("answer") is None or not c["behaviour"] else c["behaviour"]["signature"] for c in candidates
+        ]
+        return [None if k is None else first.setdefault(k, i) for i, k in enumerate(keys)]
+    return MATH.group([c.get("answer") for c in candidates])
 
 
 def budgets(n_max: int) -> list[int]:
@@ -86,6 +108,13 @@ def charged(pools: Sequence[PoolProblem], share: np.ndarray) -> tuple[float, flo
     flops = (share * np.array([p.flops for p in pools])).sum(axis=1).mean() / len(pools)
     wall = (share * np.array([p.wall_time for p in pools])).sum(axis=1).mean() / len(pools)
     return float(flops), float(wall)
+
+
+def executed(pools: Sequence[PoolProblem], n: int) -> tuple[float, float]:
+    """Mean tests run and sandbox seconds per problem when n of each pool's programs are."""
+    tests = float(np.mean([p.executed_tests * n / len(p.correct) for p in pools]))
+    seconds = float(np.mean([p.execution_time * n / len(p.correct) for p in pools]))
+    return tests, seconds
 
 
 def curves(
@@ -111,8 +140,8 @@ def curves(
             pool = pools[p]
             groups = [pool.groups[i] for i in subset]
             scores = [pool.scores[i] for i in subset]
-            tokens[b, p] = pool.tokens[subset].sum()
-            share[b, p] = tokens[b, p] / max(1.0, pool.tokens.sum())
+            share[b, p] = pool.tokens[subset].sum() / max(1.0, pool.tokens.sum())
+            tokens[b, p] = pool.tokens[subset].sum() + (pool.fixed_tokens if n > 1 else 0.0)
             hits["oracle"][b, p] = pool.correct[subset].any()
             for s in strategies:
                 k = PICKERS[s](groups, scores)
@@ -122,7 +151,8 @@ def curves(
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), rng)
             cost = charged(pools, share)
-            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost, h.mean(axis=0)))
+            ran = executed(pools, n)
+            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost, h.mean(axis=0), *ran))
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
     one = np.array([[1 / len(p.correct) for p in pools]])
@@ -163,13 +193,17 @@ def search_points(
     tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
     flops = float(np.mean([r["compute"]["flops"] for r in records]))
     wall = float(np.mean([r["compute"]["wall_time"] for r in records]))
-    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits)
+    tests = float(np.mean([r["compute"].get("executed_tests", 0) for r in records]))
+    seconds = float(np.mean([r["compute"].get("execution_time", 0.0) for r in records]))
+    return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits, tests, seconds)
 
 
 def search_picks(
     records: Sequence[dict[str, Any]], strategy: str, label: str, n: int, rng: np.random.Generator
 ) -> list[CurvePoint]:
-    """A search's own pick, then the majority and weighted votes over its final candidates."""
+    """A search's own pick, then the majority and weighted votes over its final candidates
+    (where its records have them: self_debug's rounds are not voted over)."""
+    votes = [r for r in ("majority", "weighted_best_of_n") if all(r in rec["picks"] for rec in records)]
     return [search_points(records, strategy + label, n, None, rng)] + [
-        search_points(records, f"{strategy}+{rule}{label}", n, rule, rng) for rule in ("majority", "weighted_best_of_n")
+        search_points(records, f"{strategy}+{rule}{label}", n, rule, rng) for rule in votes
     ]

@@ -4,10 +4,11 @@ here, and nowhere else; as TypedDicts they serialise to the same JSON they alway
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, TypedDict
 
 from ..core import Candidate, Compute, Problem, Result, SamplingParams
-from ..tasks.domain import MATH, Domain
+from ..tasks.domain import CodeDomain, domain_of
 
 
 class StepRecord(TypedDict):
@@ -18,7 +19,12 @@ class StepRecord(TypedDict):
     certainty_sum: float
 
 
-class SampleRecord(TypedDict):
+class _SampleOptional(TypedDict, total=False):
+    behaviour: dict[str, Any] | None  # code: what the program did on the public calls and tests
+    hidden_error: str | None  # code: why the hidden tests failed it (never shown to a strategy)
+
+
+class SampleRecord(_SampleOptional):
     """One sample of a pool: graded, with every verifier's step scores."""
 
     text: str
@@ -42,6 +48,7 @@ class _PoolOptional(TypedDict, total=False):
     engine: dict[str, Any]  # what sampled it (EvalConfig.engine); absent in runs before it was kept
     grown: list[dict[str, Any]]  # each growth: from, to, seed, scorer, engine
     rescored: dict[str, dict[str, Any]]  # verifier added later -> what scoring cost
+    tests: list[str]  # code: the asserts the model wrote for the problem
 
 
 class PoolRecord(ProblemFields, _PoolOptional):
@@ -83,10 +90,9 @@ def problem_fields(problem: Problem, model: str, seed: int) -> ProblemFields:
     }
 
 
-def sample_record(
-    c: Candidate, problem: Problem, scores: dict[str, list[float]], domain: Domain = MATH
-) -> SampleRecord:
-    return {
+def sample_record(c: Candidate, problem: Problem, scores: dict[str, list[float]]) -> SampleRecord:
+    domain = domain_of(problem)
+    record: SampleRecord = {
         "text": c.text,
         "answer": c.answer,
         "correct": domain.is_correct(c.answer, problem.gold),
@@ -94,24 +100,41 @@ def sample_record(
         "steps": [s.to_dict() for s in c.steps],  # type: ignore[misc]
         "scores": scores,
     }
+    if isinstance(domain, CodeDomain):
+        record.update(code_fields(domain, c.answer, problem.gold))  # type: ignore[typeddict-item]
+    return record
+
+
+def code_fields(domain: CodeDomain, program: str | None, gold: str | None) -> dict[str, Any]:
+    """What a program did: on the public calls and the model's tests (what the strategies
+    saw), and why the hidden tests failed it, if they did (what they never see)."""
+    (behaviour,), _ = domain.behaviours([program])
+    hidden = domain.outcome(program, gold)
+    return {
+        "behaviour": None if behaviour is None else {**asdict(behaviour), "signature": behaviour.signature},
+        "hidden_error": None if hidden.passed else (hidden.error or "wrong")[:500],
+    }
 
 
 def pool_record(
     problem: Problem, model: str, params: SamplingParams, compute: Compute, samples: list[SampleRecord]
 ) -> PoolRecord:
-    return {
+    record: PoolRecord = {
         **problem_fields(problem, model, params.seed),
         "sampling": params.to_dict(),
         "compute": compute.to_dict(),
         "candidates": samples,
     }
+    domain = domain_of(problem)
+    if isinstance(domain, CodeDomain):
+        record["tests"] = domain.tests or []
+    return record
 
 
-def search_record(
-    key: str, problem: Problem, model: str, seed: int, result: Result, n: int, domain: Domain = MATH
-) -> SearchRecord:
+def search_record(key: str, problem: Problem, model: str, seed: int, result: Result, n: int) -> SearchRecord:
     """A strategy's result, graded. Its stored settings hold inputs and outcome together
     (the layout every stored run has), without the picks, which get their own field."""
+    domain = domain_of(problem)
     picks = result.outcome.get("picks", {})
     stored = {**result.settings, **{k: v for k, v in result.outcome.items() if k != "picks"}}
     return {

@@ -22,20 +22,23 @@ from tqdm import tqdm
 
 from ..core import Candidate, Compute, Generator, Problem
 from ..core.seeds import growth_seed, problem_seed
-from ..strategies.catalogue import run_strategy
+from ..strategies.catalogue import ROUNDS, check_domain, run_strategy
 from ..strategies.pool import sample_pool
-from ..strategies.refine import first_rounds, run_from_stored
+from ..tasks.code import is_code
 from ..tasks.datasets import SelectionError, load_dataset, report_errors, select_problems
-from ..verifiers.registry import ALL_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
+from ..tasks.domain import CodeDomain, domain_of
+from ..verifiers.registry import ALL_SCORERS, CODE_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
 from .config import EvalConfig, EvalError, RecordKey
 from .records import PoolRecord, SampleRecord, SearchRecord, candidates_of, pool_record, sample_record, search_record
 from .store import RunStore
 from .summary import EvalReport, has_scores, needs_work, summarize
 
 
-def pool_scorers(cfg: EvalConfig) -> list[str]:
-    """Every model-free verifier, and the configured one if it needs a model."""
-    return list(SCORERS) + ([cfg.scorer] if cfg.scorer not in SCORERS else [])
+def pool_scorers(cfg: EvalConfig, problem: Problem | None = None) -> list[str]:
+    """Every model-free verifier (on code tasks, the execution ones too), and the configured
+    one if it is none of those."""
+    names = list(SCORERS) + (list(CODE_SCORERS) if problem is not None and is_code(problem) else [])
+    return names + ([cfg.scorer] if cfg.scorer not in names else [])
 
 
 def draw_samples(
@@ -43,12 +46,20 @@ def draw_samples(
 ) -> tuple[list[SampleRecord], Compute]:
     """n samples of one problem, graded, with the step scores of every pool verifier."""
     t0 = time.perf_counter()
-    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in pool_scorers(cfg)]
+    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in pool_scorers(cfg, problem)]
     candidates, compute = sample_pool(problem, generator, scorers[0], n, cfg.run_spec(seed))
     scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
     for s in scorers[1:]:
         scores[s.name], spent = s.score(problem, candidates)
-        compute = compute + Compute(verifier_tokens=spent.verifier_tokens, flops=spent.flops)
+        # what a verifier adds: its own tokens, and the tests it ran (or wrote) on code
+        compute = compute + Compute(
+            verifier_tokens=spent.verifier_tokens,
+            flops=spent.flops,
+            executed_tests=spent.executed_tests,
+            execution_time=spent.execution_time,
+            generated_tokens=spent.test_tokens,
+            test_tokens=spent.test_tokens,
+        )
     compute.wall_time = time.perf_counter() - t0
     samples = [sample_record(c, problem, {name: scores[name][k] for name in scores}) for k, c in enumerate(candidates)]
     return samples, compute
@@ -72,8 +83,9 @@ def grow_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg: E
     drawn at the larger size afresh holds other, equally valid samples. The compute is the
     sum of both draws."""
     have = len(record["candidates"])
+    restore_tests(problem, record)
     stored = set().union(*(c["scores"] for c in record["candidates"]))
-    if missing := sorted(stored - {scorer_name(s) for s in pool_scorers(cfg)}):
+    if missing := sorted(stored - {scorer_name(s) for s in pool_scorers(cfg, problem)}):
         raise EvalError(
             f"the pool of {problem.id} is scored by {', '.join(missing)}; grow it with that --scorer, "
             "so the new samples carry the same scores"
@@ -96,6 +108,7 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     apart under "rescored": a probe replaying stored text pays a prefill that live sampling
     with hidden states does not."""
     scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt)
+    restore_tests(problem, record)
     generator.reset()
     t0 = time.perf_counter()
     scores, spent = scorer.score(problem, candidates_of(record["candidates"]))
@@ -104,6 +117,14 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
         {**c, "scores": {**c["scores"], scorer.name: s}} for c, s in zip(record["candidates"], scores, strict=True)
     ]
     return {**record, "candidates": samples, "rescored": {**record.get("rescored", {}), scorer.name: spent.to_dict()}}
+
+
+def restore_tests(problem: Problem, record: PoolRecord) -> None:
+    """A stored code pool's tests back in the problem's domain: new samples are checked
+    against the tests the stored ones were."""
+    domain = domain_of(problem)
+    if isinstance(domain, CodeDomain) and "tests" in record:
+        domain.tests = list(record["tests"])
 
 
 def search_problem(
@@ -119,26 +140,28 @@ def search_problem(
     return record, result.trace or []
 
 
-def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, store: RunStore) -> list[SearchRecord]:
-    """self_refine at every budget from one run at the largest: round r depends only on
-    the rounds before it, so the first m rounds of that run are exactly a self_refine(m)
-    run. A stored run is reused rather than run again when it covers the largest budget:
-    it ran at least that many rounds, or it stopped on a repeat before running out of them
-    (a larger budget would have stopped there too)."""
+def rounds_problem(
+    problem: Problem, generator: Generator, cfg: EvalConfig, store: RunStore, strategy: str
+) -> list[SearchRecord]:
+    """A round strategy (self_refine, self_debug) at every budget from one run at the
+    largest: round r depends only on the rounds before it, so the first m rounds of that run
+    are exactly a budget-m run. A stored run is reused rather than run again when it serves
+    the largest budget (see each strategy's `reusable`)."""
     top = max(cfg.ns)
-    stored = _stored_refine_run(problem, cfg, store, top)
+    rounds = ROUNDS[strategy]
+    stored = _stored_rounds_run(problem, cfg, store, top, strategy)
     fresh = []
     if stored is None:
-        stored, _ = search_problem(problem, generator, cfg, "self_refine", top)
+        stored, _ = search_problem(problem, generator, cfg, strategy, top)
         fresh.append(stored)
     candidates = [Candidate.from_dict(c) for c in stored["candidates"]]
-    run = run_from_stored(stored["settings"], candidates, Compute.from_dict(stored["compute"]), stored["answer"])
-    derived = [first_rounds(run, n) for n in sorted(cfg.ns) if n != stored["n"]]
+    run = rounds.from_stored(stored["settings"], candidates, Compute.from_dict(stored["compute"]), stored["answer"])
+    derived = [rounds.first_rounds(run, n) for n in sorted(cfg.ns) if n != stored["n"]]
     for r in derived:  # marked so that a total of compute spent counts the run once
         r.outcome.setdefault("derived_from", stored["n"])
     records = [
         search_record(
-            cfg.search_key(problem.id, "self_refine", r.settings["n"]),
+            cfg.search_key(problem.id, strategy, r.settings["n"]),
             problem,
             cfg.model,
             stored["seed"],
@@ -150,19 +173,18 @@ def refine_problem(problem: Problem, generator: Generator, cfg: EvalConfig, stor
     return fresh + [r for r in records if r["key"] not in store.records]
 
 
-def _stored_refine_run(problem: Problem, cfg: EvalConfig, store: RunStore, top: int) -> SearchRecord | None:
-    stops = cfg.search.get("stop_on_repeat", True)
+def _stored_rounds_run(
+    problem: Problem, cfg: EvalConfig, store: RunStore, top: int, strategy: str
+) -> SearchRecord | None:
     best: Any = None
     for rec in store.records.values():
-        if rec.get("strategy") != "self_refine" or rec.get("id") != problem.id:
+        if rec.get("strategy") != strategy or rec.get("id") != problem.id:
             continue
-        settings = rec["settings"]
-        if rec["key"] != cfg.search_key(problem.id, "self_refine", rec["n"]) or "rounds" not in settings:
-            continue  # another verifier's or other settings' run, or one stored before rounds were kept
-        if settings.get("stop_on_repeat", False) != stops:
-            continue
-        stopped = settings.get("stopped_on_repeat", len(settings["rounds"]) < rec["n"])  # older runs: no flag
-        if (rec["n"] >= top or stopped) and (best is None or rec["n"] > best["n"]):
+        if rec["key"] != cfg.search_key(problem.id, strategy, rec["n"]):
+            continue  # another verifier's or other settings' run
+        if ROUNDS[strategy].reusable(rec["settings"], rec["n"], top, cfg.search) and (
+            best is None or rec["n"] > best["n"]
+        ):
             best = rec
     return best
 
@@ -172,8 +194,8 @@ def _do(problem: Problem, rk: RecordKey, generator: Generator, cfg: EvalConfig, 
     if rk.kind == "pool":
         rec: Any = sample_problem(problem, generator, cfg)
         store.append(rec)
-    elif rk.strategy == "self_refine":
-        records = refine_problem(problem, generator, cfg, store)
+    elif rk.strategy in ROUNDS:
+        records = rounds_problem(problem, generator, cfg, store, rk.strategy)
         for r in records:
             store.append(dict(r))
         rec = records[0]
@@ -215,7 +237,7 @@ def _run(
     t0 = time.perf_counter()
     for problem, key in bar:
         if store.records.get(key, {}).get("kind") == "search":
-            continue  # written beside a larger budget's run (self_refine)
+            continue  # written beside a larger budget's run (self_refine, self_debug)
         if key in store.records:
             store.append(_complete_pool(problem, store.records[key], generator, cfg, bar.set_description))
             continue
@@ -260,6 +282,12 @@ def run_eval(
         problems = select_problems(ds.problems, cfg.limit, cfg.shard, cfg.start, cfg.levels)
     except SelectionError as e:
         raise EvalError(str(e)) from None
+    kind = "code" if problems and is_code(problems[0]) else "math"
+    for s in cfg.strategies:
+        try:
+            check_domain(s, kind)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
     store = RunStore(out_dir, cfg, write=generate, grow=grow_pool)
     try:
         todo = [(p, k) for p in problems for k in cfg.work_keys(p.id) if needs_work(store.records.get(k), cfg)]

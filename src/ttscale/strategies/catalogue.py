@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Generator, Problem, Result, Scorer
-from . import optimal
+from . import debug, optimal, refine
+from .debug import self_debug
 from .picks import PICKERS
 from .pool import best_of_n, majority, weighted_best_of_n
 from .refine import self_refine
 from .search import beam_search, dvts, particle_filter
 from .spec import RunSpec
 
+BOTH = ("math", "code")
 INJECTED = ("run_strategy",)  # bound by the catalogue, never a user option
 POOL = "pool"
 PER_BUDGET = "per_budget"
@@ -33,6 +35,7 @@ class Entry:
     fn: Callable[..., Result]
     kind: str  # POOL or PER_BUDGET
     summary: str
+    domains: tuple[str, ...] = ("math",)  # the task domains it works on
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -46,6 +49,13 @@ def entry(name: str) -> Entry:
     if not isinstance(name, str) or name not in CATALOGUE:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(CATALOGUE)}")
     return CATALOGUE[name]
+
+
+def check_domain(name: str, domain: str) -> None:
+    """A ValueError when strategy `name` does not work on `domain` tasks, naming those that do."""
+    if domain not in entry(name).domains:
+        fits = [n for n, e in CATALOGUE.items() if domain in e.domains]
+        raise ValueError(f"{name} does not work on {domain} tasks; choose from {', '.join(fits)}")
 
 
 def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -76,17 +86,35 @@ compute_optimal = functools.update_wrapper(
 CATALOGUE: dict[str, Entry] = {
     e.name: e
     for e in (
-        Entry("majority", majority, POOL, "the most frequent answer (self-consistency)"),
-        Entry("best_of_n", best_of_n, POOL, "the verifier's best sample"),
-        Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers"),
+        Entry("majority", majority, POOL, "the most frequent answer (self-consistency)", BOTH),
+        Entry("best_of_n", best_of_n, POOL, "the verifier's best sample", BOTH),
+        Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers", BOTH),
         Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),
         Entry("dvts", dvts, PER_BUDGET, "diverse verifier tree search: n/M independent subtrees"),
         Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
         Entry("self_refine", self_refine, PER_BUDGET, "answer, then check and revise, n rounds"),
+        Entry("self_debug", self_debug, PER_BUDGET, "code: revise with what the failing example did", ("code",)),
         Entry("compute_optimal", compute_optimal, PER_BUDGET, "spend by estimated difficulty (a fitted policy)"),
     )
 }
 POOL_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == POOL)
 PER_BUDGET_STRATEGIES = tuple(name for name, e in CATALOGUE.items() if e.kind == PER_BUDGET)
 SEARCHES = ("beam_search", "dvts", "particle_filter")  # step-level tree searches
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """A strategy of rounds, each depending only on those before it: one run at the largest
+    budget gives every smaller one (its first m rounds). How to cut a run, rebuild a stored
+    one, and tell whether a stored run serves a budget."""
+
+    first_rounds: Callable[[Result, int], Result]
+    from_stored: Callable[..., Result]
+    reusable: Callable[[dict[str, Any], int, int, dict[str, Any]], bool]
+
+
+ROUNDS = {
+    "self_refine": Rounds(refine.first_rounds, refine.run_from_stored, refine.reusable),
+    "self_debug": Rounds(debug.first_rounds, debug.run_from_stored, debug.reusable),
+}
 assert set(POOL_STRATEGIES) == set(PICKERS), "every pool strategy is a pick rule replayed on the pool"

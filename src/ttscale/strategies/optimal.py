@@ -19,7 +19,7 @@ import numpy as np
 
 from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import continuation_seed
-from ..tasks.domain import MATH
+from ..tasks.domain import MATH, require_math
 from .picks import PICKERS, all_picks, answers_of, pick_from_pool
 from .pool import sample_pool
 from .spec import RunSpec
@@ -115,6 +115,7 @@ def compute_optimal(
     """policy: a fitted Policy, the path of one (`ttscale fit-optimal`), or None for the
     default (weighted Best-of-N whatever the difficulty, still with early stopping).
     run_strategy runs a search the policy names (the catalogue passes its own)."""
+    require_math(problem, "compute_optimal", "a pool strategy or self_debug")
     policy = Policy.load(policy) if isinstance(policy, str) else (policy or Policy())
     spec = spec or RunSpec()
     t0 = time.perf_counter()

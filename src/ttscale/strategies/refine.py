@@ -19,6 +19,7 @@ from typing import Any
 
 from ..core import Candidate, Compute, Generator, Problem, Prompt, Result, Scorer
 from ..core.seeds import round_seed
+from ..tasks.domain import require_math
 from .candidates import from_completion, score_candidates
 from .picks import PICKERS, all_picks, answers_of
 from .spec import RunSpec
@@ -45,6 +46,7 @@ def self_refine(
     revise_prompt: str = REVISE,
     stop_on_repeat: bool = True,
 ) -> Result:
+    require_math(problem, "self_refine", "self_debug (revision with execution feedback)")
     if pick not in (*PICKERS, "last"):  # before any round is paid for
         raise ValueError(f"unknown pick {pick!r}; choose from {', '.join([*PICKERS, 'last'])}")
     spec = spec or RunSpec()
@@ -124,3 +126,15 @@ def run_from_stored(
     inputs = {k: v for k, v in settings.items() if k not in OUTCOME_KEYS}
     outcome = {k: v for k, v in settings.items() if k in OUTCOME_KEYS}
     return Result("self_refine", answer, None, candidates, compute, inputs, outcome=outcome)
+
+
+def reusable(settings: dict[str, Any], n: int, top: int, options: dict[str, Any]) -> bool:
+    """Whether a stored run of budget n serves every budget up to top: it ran at least that
+    many rounds, or stopped on a repeat before running out of them (a larger budget would
+    have stopped there too), under the same stop rule."""
+    if "rounds" not in settings:
+        return False  # stored before rounds were kept
+    if settings.get("stop_on_repeat", False) != options.get("stop_on_repeat", True):
+        return False
+    stopped = settings.get("stopped_on_repeat", len(settings["rounds"]) < n)  # older runs: no flag
+    return n >= top or bool(stopped)

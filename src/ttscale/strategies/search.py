@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core import STEP_SEPARATOR, Candidate, Compute, Generator, Problem, Result, Scorer, Step, aggregate
 from ..core.seeds import expansion_seed
+from ..tasks.domain import require_math
 from ..tasks.grading import last_boxed
 from ..tasks.prompts import problem_prompt
 from ..tasks.steps import join_steps, split_steps
@@ -233,6 +234,7 @@ def tree_search(name: str, body: Body) -> Callable[..., Result]:
     def strategy(
         problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None, **options: Any
     ) -> Result:
+        require_math(problem, name, "a pool strategy or self_debug")
         pick = options.pop("pick", "best_of_n")
         t0 = time.perf_counter()
         generator.reset()

@@ -1,4 +1,5 @@
-"""Evaluation sets: MATH-500 and GSM8K test ship inside the package; any JSONL file works too.
+"""Evaluation sets: MATH-500, GSM8K test and HumanEval ship inside the package; any JSONL
+file works too (a code task's rows have `prompt`, `entry_point` and, to grade, `test`).
 And which problems of a set a run takes (a slice, some levels, one shard).
 
 A malformed row is reported with its line number and skipped: one bad line never kills a run.
@@ -6,6 +7,7 @@ A malformed row is reported with its line number and skipped: one bad line never
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import sys
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..core import Problem
+from .code import CodeError, code_problem
 from .grading import gold_from_gsm8k
 
-BUILTIN = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl"}
+BUILTIN = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "humaneval": "humaneval.jsonl.gz"}
 QUESTION_FIELDS = ("problem", "question", "prompt", "input")
 ANSWER_FIELDS = ("answer", "gold", "target")
 
@@ -40,7 +43,8 @@ def load_dataset(
     """A built-in name ("gsm8k", "math500") or a JSONL path. Field names default to the first
     present of the usual ones; GSM8K-style '#### n' answers are recognised by default."""
     if name_or_path in BUILTIN:
-        text = resources.files("ttscale").joinpath("data").joinpath(BUILTIN[name_or_path]).read_text("utf-8")
+        raw = resources.files("ttscale").joinpath("data").joinpath(BUILTIN[name_or_path]).read_bytes()
+        text = (gzip.decompress(raw) if BUILTIN[name_or_path].endswith(".gz") else raw).decode("utf-8")
         name = name_or_path
     else:
         path = Path(name_or_path)
@@ -81,6 +85,8 @@ def load_dataset(
 
 
 def _row_to_problem(row: dict, qf: str | None, af: str | None, gsm8k_answers: bool | None) -> Problem:
+    if "entry_point" in row:
+        return _code_row(row)
     qf = qf or next((f for f in QUESTION_FIELDS if f in row), None)
     if qf is None or qf not in row:
         raise KeyError(f"no question field (looked for {qf or ', '.join(QUESTION_FIELDS)})")
@@ -102,6 +108,22 @@ def _row_to_problem(row: dict, qf: str | None, af: str | None, gsm8k_answers: bo
     pid = str(row.get("unique_id") or row.get("id") or _content_id(question))
     meta = {k: row[k] for k in ("level", "subject") if k in row}
     return Problem(id=pid, question=question, gold=gold, meta=meta)
+
+
+def _code_row(row: dict) -> Problem:
+    """A code task (HumanEval's layout): the prompt to complete, the function's name, and the
+    hidden tests (a `check(candidate)` function) that grade it."""
+    for key in ("prompt", "entry_point"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise ValueError(f"a code row needs a non-empty string {key!r}")
+    test = row.get("test")
+    if test is not None and (not isinstance(test, str) or "def check" not in test):
+        raise ValueError("field 'test' must define check(candidate)")
+    pid = str(row.get("task_id") or row.get("id") or _content_id(row["prompt"]))
+    try:
+        return code_problem(row["prompt"], row["entry_point"], pid, test)
+    except CodeError as e:
+        raise ValueError(str(e)) from None
 
 
 def _content_id(question: str) -> str:

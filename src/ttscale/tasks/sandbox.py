@@ -4,14 +4,17 @@ separate, contained process and says what happened.
 The program runs as `python -I` (the system's Python, which `nobody` can run) in a fresh
 directory with an emptied environment, through a
 launcher (`sandbox_launch.py`) that, before it execs Python:
-- enters new network and mount namespaces: no interface is up, so no socket reaches anything,
-  and /tmp, /var/tmp, /dev/shm and /run/lock are fresh, empty tmpfs mounts that vanish with it;
+- enters new network, mount and process-id namespaces: no interface is up, so no socket
+  reaches anything; /tmp, /var/tmp, /dev/shm and /run/lock are fresh, empty tmpfs mounts
+  that vanish with it; /proc shows only its own processes, and when the program's first
+  process ends the kernel kills every process it left behind (none outlives its run);
 - drops from root to the unprivileged user `nobody`, so it reads none of the parent's
   files, cannot signal the parent, and the process-count limit holds;
 - sets limits on CPU seconds, address space, file size (what it may write, its output
   included), open files and processes.
-The parent waits at most `timeout_s` and then kills the whole process group. Output is
-written to files capped by the file-size limit, so gigabytes of it cost nothing.
+The parent waits at most `timeout_s` and then kills the whole process group. Input and
+output are anonymous files outside its directory (the output capped by the file-size
+limit, so gigabytes of it cost nothing).
 
 Isolation needs root (these machines run as root). Elsewhere `run_python` refuses, unless
 `unisolated=True` is passed, which runs the code with the limits but without namespaces or
@@ -32,6 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 NOBODY = 65534
 LAUNCHER = Path(__file__).with_name("sandbox_launch.py")  # run as a script: it imports no ttscale
@@ -73,10 +77,18 @@ def run_python(code: str, *, stdin: str = "", limits: Limits = Limits(), unisola
     isolated = not unisolated
     if isolated and not isolation_available():
         raise SandboxError("isolating model-written code needs root here; pass unisolated=True to run it without")
-    with tempfile.TemporaryDirectory(prefix="ttscale-sandbox-", dir=_base()) as work:
+    with (
+        tempfile.TemporaryDirectory(prefix="ttscale-sandbox-", dir=_base()) as work,
+        # stdin and the output are open files outside its directory, never paths inside it:
+        # a program may delete and recreate what its directory holds, not what is read back
+        tempfile.TemporaryFile() as inp,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
         root = Path(work)
         (root / "main.py").write_text(code, "utf-8")
-        (root / "stdin.txt").write_text(stdin, "utf-8")
+        inp.write(stdin.encode("utf-8"))
+        inp.seek(0)
         if isolated:
             os.chown(root, NOBODY, NOBODY)
         cmd = [
@@ -86,27 +98,28 @@ def run_python(code: str, *, stdin: str = "", limits: Limits = Limits(), unisola
             program_python() if isolated else sys.executable,
         ]  # fmt: skip
         t0 = time.monotonic()
-        with (
-            open(root / "stdin.txt", "rb") as inp,
-            open(root / "out.txt", "wb") as out,
-            open(root / "err.txt", "wb") as err,
-        ):
-            proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=err, cwd=root, env={}, start_new_session=True)
-            timed_out = False
-            try:
-                proc.wait(limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_group(proc)
+        proc = subprocess.Popen(cmd, stdin=inp, stdout=out, stderr=err, cwd=root, env={}, start_new_session=True)
+        timed_out = False
+        try:
+            proc.wait(limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        _kill_group(proc)
         seconds = time.monotonic() - t0
-        stdout, stderr = _read(root / "out.txt", limits), _read(root / "err.txt", limits)
+        stdout, stderr = _read(out, limits), _read(err, limits)
     return _result(proc.returncode, stdout, stderr, timed_out, seconds, isolated)
 
 
-def run_many(codes: Sequence[str], workers: int = 2, **kwargs: object) -> list[RunResult]:
-    """Several programs through a bounded pool of sandboxes, in order."""
+def run_many(
+    codes: Sequence[str], workers: int = 2, stdins: Sequence[str] | None = None, **kwargs: object
+) -> list[RunResult]:
+    """Several programs (each with its stdin, if given) through a bounded pool of sandboxes,
+    results in order."""
+    stdins = [""] * len(codes) if stdins is None else stdins
+    if len(stdins) != len(codes):
+        raise ValueError("one stdin per program")
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda c: run_python(c, **kwargs), codes))  # type: ignore[arg-type]
+        return list(pool.map(lambda c, i: run_python(c, stdin=i, **kwargs), codes, stdins))  # type: ignore[arg-type]
 
 
 @functools.cache
@@ -136,9 +149,9 @@ def program_python() -> str:
     raise SandboxError("no Python that an unprivileged user can run: set TTSCALE_SANDBOX_PYTHON")
 
 
-def _read(path: Path, limits: Limits) -> str:
-    with open(path, "rb") as f:
-        return f.read(limits.output_kb * 1024).decode("utf-8", errors="replace")
+def _read(f: IO[bytes], limits: Limits) -> str:
+    f.seek(0)
+    return f.read(limits.output_kb * 1024).decode("utf-8", errors="replace")
 
 
 def _result(code: int, stdout: str, stderr: str, timed_out: bool, seconds: float, isolated: bool) -> RunResult:

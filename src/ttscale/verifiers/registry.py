@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import Scorer
+from .execution import EXECUTION
 from .judge import LLMJudgeScorer
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
@@ -15,11 +16,14 @@ from .probe import ProbeScorer, probe_name
 
 SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
 MODEL_SCORERS = {
+    "examples": "code: the share of the docstring's examples the program passes",
+    "tests": "code: the share of the examples and the model's own tests it passes (CodeT)",
     "judge": "the policy model asked whether the last step is correct: P(Yes)",
     "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
 }
-ALL_SCORERS = [*SCORERS, "judge", "probe"]
+CODE_SCORERS = EXECUTION  # code tasks only: every code pool is scored by these too
+ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
 
 
@@ -48,6 +52,8 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
     probe needs the system prompt the solutions were sampled under, to replay stored ones."""
     if name in SCORERS:
         return SCORERS[name]()
+    if name in CODE_SCORERS:
+        return CODE_SCORERS[name](generator)
     if name == "judge":
         if not hasattr(generator, "next_token_logprobs"):
             raise ValueError("the judge scorer needs an engine that returns next-token log-probabilities")

@@ -340,3 +340,30 @@ def test_a_stored_run_reproduces_token_for_token_in_a_fresh_engine(tmp_path, eng
     r = bench_reproduce(tmp_path / "run", records=2)
     assert [row["key"].split("|")[0] for row in r["records"]] == ["pool", "search"]
     assert r["reproduced_exactly"] == 2, r["records"]
+
+
+CODE_TASK = '''def double(x: int) -> int:
+    """Return twice x.
+    >>> double(2)
+    4
+    """
+'''
+
+
+@pytest.mark.skipif(not __import__("ttscale").sandbox.isolation_available(), reason="the sandbox needs root")
+def test_code_tasks_on_the_real_model(engine):
+    """A pool with the model's own tests and a self-debugging run: real programs, really run."""
+    from ttscale.strategies.catalogue import run_strategy
+    from ttscale.tasks.code import CODE_SYSTEM_PROMPT, code_problem
+    from ttscale.tasks.domain import CodeDomain, domain_of
+    from ttscale.verifiers.registry import make_scorer
+
+    problem = code_problem(CODE_TASK, pid="double", tests="def check(candidate):\n    assert candidate(3) == 6\n")
+    spec = RunSpec(SamplingParams(max_tokens=64, seed=0), system=CODE_SYSTEM_PROMPT)
+    pool = run_strategy("weighted_best_of_n", problem, engine, make_scorer("tests", engine), 2, spec)
+    domain = domain_of(problem)
+    assert isinstance(domain, CodeDomain) and domain.tests is not None and pool.compute.test_tokens > 0
+    assert pool.answer is not None and "def double" in pool.answer and pool.compute.executed_tests > 0
+    assert domain.is_correct(pool.answer, problem.gold)  # a 0.5B model doubles a number
+    debug = run_strategy("self_debug", problem, engine, make_scorer("examples"), 2, spec)
+    assert debug.answer is not None and debug.outcome["rounds"] and debug.compute.executed_tests >= 1

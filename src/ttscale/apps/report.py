@@ -164,7 +164,8 @@ def _verifier(summary: dict[str, Any], strategy: str) -> str:
     """The verifier in a system's label, like " (probe/last)", for a strategy the run's
     verifier steered: two runs of one strategy under different verifiers stay apart.
     Compared points carry theirs already."""
-    if strategy in ("majority", "self_refine") or strategy.endswith(")"):  # self_refine picks its last answer
+    # self_refine picks its last answer, self_debug its last passing program
+    if strategy in ("majority", "self_refine", "self_debug") or strategy.endswith(")"):
         return ""
     return f" ({summary['scorer']}/{summary['aggregation']})"
 
@@ -216,15 +217,18 @@ def _vs_text(point: dict[str, Any]) -> str:
 
 
 def headline_table(points: Sequence[dict[str, Any]], baseline: str) -> str:
+    ran = any(p.get("executed_tests") for p in points)  # code: the tests each system ran, per problem
     lines = [
-        f"| system | N | accuracy % [95% CI] | vs {baseline}, paired | generated tokens | FLOPs | seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| system | N | accuracy % [95% CI] | vs {baseline}, paired | generated tokens | FLOPs | seconds |"
+        + (" tests run |" if ran else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if ran else ""),
     ]
     for p in points:
         vs = _vs_text(p)
         lines.append(
             f"| {p['system']} | {p['n']} | {100 * p['accuracy']:.1f} [{100 * p['ci_low']:.0f}-{100 * p['ci_high']:.0f}]"
             f" | {vs} | {p['generated_tokens']:.0f} | {p.get('flops', 0.0):.3g} | {p.get('wall_time', 0.0):.1f} |"
+            + (f" {p.get('executed_tests', 0.0):.1f} |" if ran else "")
         )
     return "\n".join(lines)
 

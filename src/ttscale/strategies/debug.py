@@ -27,6 +27,7 @@ from ..tasks.code import FENCE, Example, Verdict, example_tests
 from ..tasks.domain import CodeDomain, domain_of
 from .candidates import from_completion, score_candidates
 from .picks import answers_of, pick_best
+from .rounds import first_rounds_compute, stored_run
 from .spec import RunSpec
 
 OUTCOME_KEYS = ("rounds", "verifier", "passed_at", "rounds_saved", "derived_from", "feedback", "examples_passed")
@@ -114,19 +115,8 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     """A self_debug run cut to its first m rounds: what self_debug(m) with the same seed
     returns (a run that passed before round m is that run whole). The verifier's compute is
     charged per round."""
+    compute, ran = first_rounds_compute(run, m, wall_time)
     all_rounds = run.outcome["rounds"]
-    rounds = [Compute.from_dict(r) for r in all_rounds[:m]]
-    share = len(rounds) / len(all_rounds)
-    verifier = Compute.from_dict(run.outcome["verifier"])
-    compute = sum(rounds, Compute()) + Compute(
-        verifier_tokens=round(verifier.verifier_tokens * share),
-        flops=verifier.flops * share,
-        wall_time=verifier.wall_time * share,
-        executed_tests=round(verifier.executed_tests * share),
-        execution_time=verifier.execution_time * share,
-    )
-    if wall_time is not None:
-        compute.wall_time = wall_time
     candidates = run.candidates[:m]
     passed_at = run.outcome.get("passed_at")
     passed = passed_at is not None and passed_at < m
@@ -146,7 +136,7 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
         "examples_passed": shares,
         "passed_at": passed_at if passed else None,
         "picks": answers_of(candidates, picks),
-        "rounds_saved": m - len(rounds),
+        "rounds_saved": m - ran,
     }
     return Result.picked("self_debug", candidates, picks["last_passing"], compute, {**run.settings, "n": m}, outcome)
 
@@ -154,10 +144,8 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
 def run_from_stored(
     settings: dict[str, Any], candidates: list[Candidate], compute: Compute, answer: str | None
 ) -> Result:
-    """A stored self_debug run (its record's settings hold inputs and outcome together)."""
-    inputs = {k: v for k, v in settings.items() if k not in OUTCOME_KEYS}
-    outcome = {k: v for k, v in settings.items() if k in OUTCOME_KEYS}
-    return Result("self_debug", answer, None, candidates, compute, inputs, outcome=outcome)
+    """A stored self_debug run."""
+    return stored_run("self_debug", OUTCOME_KEYS, settings, candidates, compute, answer)
 
 
 def reusable(settings: dict[str, Any], n: int, top: int, options: dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ from ..core.seeds import round_seed
 from ..tasks.domain import require_math
 from .candidates import from_completion, score_candidates
 from .picks import PICKERS, all_picks, answers_of
+from .rounds import first_rounds_compute, stored_run
 from .spec import RunSpec
 
 REVISE = (
@@ -93,17 +94,8 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     stopped on a repeat before round m is that run whole). Verifier compute, spent on all
     rounds at once, is charged per round; wall time is the rounds' own plus the verifier's
     share, unless given."""
+    compute, ran = first_rounds_compute(run, m, wall_time)
     all_rounds = run.outcome["rounds"]
-    rounds = [Compute.from_dict(r) for r in all_rounds[:m]]
-    share = len(rounds) / len(all_rounds)
-    verifier = Compute.from_dict(run.outcome["verifier"])
-    compute = sum(rounds, Compute()) + Compute(
-        verifier_tokens=round(verifier.verifier_tokens * share),
-        flops=verifier.flops * share,
-        wall_time=verifier.wall_time * share,
-    )
-    if wall_time is not None:
-        compute.wall_time = wall_time
     candidates = run.candidates[:m]
     picks = all_picks(candidates)
     answered = [i for i, c in enumerate(candidates) if c.answer is not None]
@@ -111,10 +103,10 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
     chosen = picks.get(run.settings["pick"])
     outcome = {
         **run.outcome,
-        "stopped_on_repeat": bool(run.outcome.get("stopped_on_repeat")) and len(rounds) == len(run.candidates),
+        "stopped_on_repeat": bool(run.outcome.get("stopped_on_repeat")) and ran == len(run.candidates),
         "rounds": all_rounds[:m],
         "picks": answers_of(candidates, picks),
-        "rounds_saved": m - len(rounds),
+        "rounds_saved": m - ran,
     }
     return Result.picked("self_refine", candidates, chosen, compute, {**run.settings, "n": m}, outcome)
 
@@ -122,10 +114,8 @@ def first_rounds(run: Result, m: int, wall_time: float | None = None) -> Result:
 def run_from_stored(
     settings: dict[str, Any], candidates: list[Candidate], compute: Compute, answer: str | None
 ) -> Result:
-    """A stored self_refine run (its record's settings hold inputs and outcome together)."""
-    inputs = {k: v for k, v in settings.items() if k not in OUTCOME_KEYS}
-    outcome = {k: v for k, v in settings.items() if k in OUTCOME_KEYS}
-    return Result("self_refine", answer, None, candidates, compute, inputs, outcome=outcome)
+    """A stored self_refine run."""
+    return stored_run("self_refine", OUTCOME_KEYS, settings, candidates, compute, answer)
 
 
 def reusable(settings: dict[str, Any], n: int, top: int, options: dict[str, Any]) -> bool:

@@ -25,8 +25,9 @@ from ttscale.tasks.code import (
     program_of,
     strip_fences,
 )
+from ttscale.tasks.code_domain import CodeDomain
 from ttscale.tasks.datasets import load_dataset
-from ttscale.tasks.domain import CodeDomain, domain_of
+from ttscale.tasks.domain import domain_of
 from ttscale.tasks.sandbox import isolation_available
 from ttscale.verifiers.registry import make_scorer
 

@@ -355,7 +355,8 @@ def test_code_tasks_on_the_real_model(engine):
     """A pool with the model's own tests and a self-debugging run: real programs, really run."""
     from ttscale.strategies.catalogue import run_strategy
     from ttscale.tasks.code import CODE_SYSTEM_PROMPT, code_problem
-    from ttscale.tasks.domain import CodeDomain, domain_of
+    from ttscale.tasks.code_domain import CodeDomain
+    from ttscale.tasks.domain import domain_of
     from ttscale.verifiers.registry import make_scorer
 
     problem = code_problem(CODE_TASK, pid="double", tests="def check(candidate):\n    assert candidate(3) == 6\n")

@@ -31,7 +31,8 @@ from ..core import Generator, Problem, SamplingParams
 from ..strategies.catalogue import CATALOGUE, check_domain, run_strategy
 from ..strategies.spec import RunSpec
 from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE, code_problem, strip_fences
-from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.code_domain import CodeDomain
+from ..tasks.domain import domain_of
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..verifiers.model_free import MODEL_FREE
 from ..verifiers.registry import CODE_SCORERS, make_scorer

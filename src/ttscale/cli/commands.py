@@ -39,8 +39,9 @@ from ..evaluation.store import merge_runs, read_run
 from ..strategies.catalogue import PER_BUDGET_STRATEGIES, check_domain, run_strategy
 from ..strategies.spec import RunSpec
 from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE, code_problem, is_code, strip_fences
+from ..tasks.code_domain import CodeDomain
 from ..tasks.datasets import load_dataset
-from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.domain import domain_of
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..verifiers.registry import make_scorer, needs_hidden_states, scorer_name
 from .arguments import build_parser

@@ -8,7 +8,8 @@ from dataclasses import asdict
 from typing import Any, TypedDict
 
 from ..core import Candidate, Compute, Problem, Result, SamplingParams
-from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.code_domain import CodeDomain
+from ..tasks.domain import domain_of
 
 
 class StepRecord(TypedDict):

@@ -25,8 +25,9 @@ from ..core.seeds import growth_seed, problem_seed
 from ..strategies.catalogue import ROUNDS, check_domain, run_strategy
 from ..strategies.pool import sample_pool
 from ..tasks.code import is_code
+from ..tasks.code_domain import CodeDomain
 from ..tasks.datasets import SelectionError, load_dataset, report_errors, select_problems
-from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.domain import domain_of
 from ..verifiers.registry import ALL_SCORERS, CODE_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
 from .config import EvalConfig, EvalError, RecordKey
 from .records import PoolRecord, SampleRecord, SearchRecord, candidates_of, pool_record, sample_record, search_record

@@ -24,7 +24,8 @@ from typing import Any
 from ..core import Candidate, Compute, Generator, Problem, Prompt, Result, Scorer
 from ..core.seeds import round_seed
 from ..tasks.code import FENCE, Example, Verdict, example_tests
-from ..tasks.domain import CodeDomain, domain_of
+from ..tasks.code_domain import CodeDomain
+from ..tasks.domain import domain_of
 from .candidates import from_completion, score_candidates
 from .picks import answers_of, pick_best
 from .rounds import first_rounds_compute, stored_run

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core import Candidate, Compute, Generator, Problem, SamplingParams
-from ..tasks.domain import Behaviour, CodeDomain, domain_of
+from ..tasks.code_domain import Behaviour, CodeDomain
+from ..tasks.domain import domain_of
 
 NO_EVIDENCE = 0.5
 

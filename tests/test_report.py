@@ -91,7 +91,11 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     (head,) = json.loads((tmp_path / "h" / "headline.json").read_text())["slices"]
     assert head["name"] == "d-3" and head["problems"] == 3
     assert head["baseline"]["accuracy"] == 1.0
-    assert set(head["matches"]) == {"small majority", "small weighted_best_of_n (logprob/mean)"}
+    assert set(head["matches"]) == {
+        "small majority",
+        "small weighted_best_of_n (logprob/mean)",
+        "small oracle (pass@N)",
+    }
     # every system is paired with the baseline over the same problems: its closest point
     # is its best accuracy minus the baseline's, and here it falls short on every draw
     best = max((p for p in head["points"] if p["system"] == "small majority"), key=lambda p: p["accuracy"])
@@ -132,6 +136,28 @@ def test_headline_compares_runs_on_the_same_problems_against_a_baseline(tmp_path
     )
     with pytest.raises(ValueError, match="no baseline run covers the 1 problems"):
         build_report([tmp_path / "big", tmp_path / "x"], baselines=[tmp_path / "big"], out_dir=tmp_path / "h")
+
+
+def test_round_strategies_meet_resampling_at_matched_tokens():
+    from ttscale.apps.report import matched_tokens
+
+    def point(system, n, tokens, per_problem):
+        return {"system": system, "n": n, "generated_tokens": tokens, "per_problem": per_problem}
+
+    points = [
+        point("m self_debug", 1, 100, [0, 1, 0, 1]),
+        point("m self_debug", 2, 200, [1, 1, 0, 1]),
+        point("m best_of_n (examples/mean)", 1, 90, [0, 1, 0, 0]),
+        point("m best_of_n (examples/mean)", 2, 190, [0, 1, 1, 0]),
+        point("m best_of_n (examples/mean)", 4, 380, [1, 1, 1, 1]),
+        point("m greedy", 1, 80, [1, 1, 1, 1]),
+        point("m oracle (pass@N)", 4, 380, [1, 1, 1, 1]),
+    ]
+    rows = matched_tokens(points)
+    # resampling gets the smallest budget with at least as many tokens: 2 against 1, 4 against 2
+    assert [(r["n"], r["against_n"]) for r in rows] == [(1, 2), (2, 4)]
+    assert [r["against"] for r in rows] == ["m best_of_n (examples/mean)"] * 2  # not greedy, not the oracle
+    assert rows[0]["difference"] == 0.0 and rows[1]["difference"] == -0.25
 
 
 def test_report_command_creates_its_output_directory(tmp_path, capsys):

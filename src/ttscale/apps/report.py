@@ -135,7 +135,8 @@ def run_label(summary: dict[str, Any]) -> str:
 
 def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every curve point of every run, labelled with its model; a greedy run is one point
-    (its single sample), the "+rule" variants and the oracle are left out. A point that two
+    (its single sample), the "+rule" variants are left out, the oracle is kept as a reference
+    (some sample right: what a perfect pick reaches). A point that two
     views of one pool both hold (the same system, budget and figures) is listed once."""
     out: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
@@ -149,6 +150,8 @@ def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for summary in summaries:
         label = run_label(summary)
         for p in summary["points"]:
+            if p["strategy"] == "oracle" and not label.endswith("greedy"):  # pass@N: what selection can reach
+                add({**p, "system": f"{label} oracle (pass@N)"})
             if "+" in p["strategy"] or p["strategy"] == "oracle":
                 continue
             if label.endswith("greedy"):
@@ -214,6 +217,61 @@ def _points(vs: dict[str, Any]) -> str:
 
 def _vs_text(point: dict[str, Any]) -> str:
     return _points(point["vs_baseline"]) if "vs_baseline" in point else "–"
+
+
+ROUND_STRATEGIES = ("self_debug", "self_refine")
+
+
+def matched_tokens(points: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Each round strategy (self_debug, self_refine) against every pool system at matched
+    tokens: at each of its budgets, the pool system's smallest budget that generated at least
+    as many tokens per problem (so resampling is never given less), and the accuracy
+    difference paired over problems with a 95% bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    systems: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        systems.setdefault(p["system"], []).append(p)
+    rounds = [s for s in systems if any(f" {r}" in s for r in ROUND_STRATEGIES)]
+    pools = [s for s in systems if s not in rounds and not s.endswith(("greedy", "(pass@N)"))]
+    rows = []
+    for r in rounds:
+        for p in sorted(systems[r], key=lambda q: q["n"]):
+            for other in pools:
+                enough = [
+                    q
+                    for q in sorted(systems[other], key=lambda q: q["n"])
+                    if q["generated_tokens"] >= p["generated_tokens"]
+                ]
+                if not enough or p.get("per_problem") is None or enough[0].get("per_problem") is None:
+                    continue
+                q = enough[0]
+                if len(p["per_problem"]) != len(q["per_problem"]):
+                    continue
+                rows.append(
+                    {
+                        "system": r,
+                        "n": p["n"],
+                        "tokens": p["generated_tokens"],
+                        "against": other,
+                        "against_n": q["n"],
+                        "against_tokens": q["generated_tokens"],
+                        **paired_difference(p["per_problem"], q["per_problem"], rng),
+                    }
+                )
+    return rows
+
+
+def matched_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| system | N | tokens | against | its N | its tokens | difference, paired [95% CI] |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['system']} | {r['n']} | {r['tokens']:.0f} | {r['against']} | {r['against_n']} | "
+            f"{r['against_tokens']:.0f} | {_points(r)} |"
+        )
+    return "\n".join(lines)
 
 
 def headline_table(points: Sequence[dict[str, Any]], baseline: str) -> str:
@@ -289,6 +347,7 @@ def headline(run_dirs: Sequence[Path], baselines: Sequence[Path], out_dir: Path,
                 "points": points,
                 "baseline": base,
                 "matches": matching_budgets(points, base),
+                "matched_tokens": matched_tokens(points),
             }
         )
     md = f"# {title}\n\n" + "\n".join(_slice_md(s) for s in slices)
@@ -319,6 +378,12 @@ def _slice_md(s: dict[str, Any]) -> str:
         f"Smallest budget reaching {base['system']} ({100 * base['accuracy']:.1f}%), and each system's point "
         f"closest to it:\n\n{matches}\n\n"
         f"![accuracy against FLOPs](headline-{s['name']}.png)\n"
+        + (
+            "\nRound strategies against resampling at matched tokens (the pool system's smallest budget that "
+            f"generated at least as many tokens):\n\n{matched_table(s['matched_tokens'])}\n"
+            if s.get("matched_tokens")
+            else ""
+        )
     )
 
 

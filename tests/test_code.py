@@ -381,3 +381,7 @@ def test_an_eval_of_code_tasks_records_behaviour_tests_and_execution(tmp_path):
     assert debug[4]["settings"]["passed_at"] == 1 and debug[2]["settings"].get("derived_from") == 4
     best = next(p for p in report.points if p.strategy == "best_of_n" and p.n == 4)
     assert best.accuracy == 1.0 and best.executed_tests > 0
+    from ttscale.apps.bench import bench_reproduce
+
+    again = bench_reproduce(tmp_path / "run", records=10, make_generator=lambda hidden, threads: make())
+    assert again["reproduced_exactly"] == len(again["records"]) == 2  # both pools, their tests included

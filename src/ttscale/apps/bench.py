@@ -23,10 +23,11 @@ from ..evaluation.config import EvalConfig, RecordKey
 from ..evaluation.run import grow_pool, sample_problem, search_problem
 from ..evaluation.store import read_records
 from ..strategies.candidates import from_completion
-from ..strategies.catalogue import SEARCHES, run_strategy
+from ..strategies.catalogue import ROUNDS, SEARCHES, run_strategy
 from ..strategies.spec import RunSpec
+from ..tasks.code import CODE_SYSTEM_PROMPT
 from ..tasks.datasets import load_dataset
-from ..tasks.prompts import problem_prompt
+from ..tasks.prompts import SYSTEM_PROMPT, problem_prompt
 from ..verifiers.model_free import LogProbScorer
 from ..verifiers.probe import ProbeScorer
 from ..verifiers.registry import known_scorer, needs_hidden_states
@@ -300,24 +301,35 @@ def bench_reproduce(
     machine, and compare them token for token with what the run stored: the seed and settings
     a record carries must give back its samples. make_generator(hidden_states, threads) builds
     the engine: the run's model on `threads` CPU threads, by default the count the record was
-    sampled with (llama.cpp's arithmetic follows it), else every core. Self-refinement runs
-    are not re-run here."""
+    sampled with (llama.cpp's arithmetic follows it), else every core. Round strategies
+    (self-refinement, self-debugging) are not re-run here."""
     ident = json.loads((run_dir / "config.json").read_text())["identity"]
     latest = read_records(run_dir / "samples.jsonl")
-    chosen = [r for key, r in latest.items() if match in key and "|self_refine|" not in key][:records]
+    chosen = [r for key, r in latest.items() if match in key and not any(f"|{s}|" in key for s in ROUNDS)][:records]
     if not chosen:
         raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")
     problems = {p.id: p for p in load_dataset(ident["dataset"], *ident["fields"]).problems}
-    base = EvalConfig(
-        dataset=ident["dataset"],
-        ns=(ident["n"],),
-        model=ident["model"],
-        seed=ident["seed"],
-        sampling=SamplingParams.from_dict(ident["sampling"]),
-        question_field=ident["fields"][0],
-        answer_field=ident["fields"][1],
+    base = next(
+        (
+            cfg
+            for system in (SYSTEM_PROMPT, CODE_SYSTEM_PROMPT)  # rebuilt from the identity: only the prompt can differ
+            if (
+                cfg := EvalConfig(
+                    dataset=ident["dataset"],
+                    ns=(ident["n"],),
+                    model=ident["model"],
+                    seed=ident["seed"],
+                    sampling=SamplingParams.from_dict(ident["sampling"]),
+                    question_field=ident["fields"][0],
+                    answer_field=ident["fields"][1],
+                    system_prompt=system,
+                )
+            ).identity()
+            == ident
+        ),
+        None,
     )
-    if base.identity() != ident:  # rebuilt from the identity: only the system prompt can differ
+    if base is None:
         raise ValueError(f"{run_dir} was run with another system prompt than this version's")
     make = make_generator or (lambda hidden, t: LlamaCppGenerator(ident["model"], hidden_states=hidden, n_threads=t))
     engines = _Engines(make)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ttscale.core import Candidate, Problem, SamplingParams, Step
+from ttscale.sandbox import isolation_available
 from ttscale.strategies.spec import RunSpec
 from ttscale.tasks.prompts import problem_prompt
 from ttscale.tasks.steps import split_steps
@@ -350,7 +351,7 @@ CODE_TASK = '''def double(x: int) -> int:
 '''
 
 
-@pytest.mark.skipif(not __import__("ttscale").sandbox.isolation_available(), reason="the sandbox needs root")
+@pytest.mark.skipif(not isolation_available(), reason="the sandbox needs root")
 def test_code_tasks_on_the_real_model(engine):
     """A pool with the model's own tests and a self-debugging run: real programs, really run."""
     from ttscale.strategies.catalogue import run_strategy

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core import aggregate
-from ..strategies.picks import PICKERS
+from ..strategies.picks import replay
 from ..tasks.domain import MATH
 from ..util.stats import paired_difference, problem_ci, subset_draws
 
@@ -110,10 +110,10 @@ def charged(pools: Sequence[PoolProblem], share: np.ndarray) -> tuple[float, flo
     return float(flops), float(wall)
 
 
-def executed(pools: Sequence[PoolProblem], n: int) -> tuple[float, float]:
-    """Mean tests run and sandbox seconds per problem when n of each pool's programs are."""
-    tests = float(np.mean([p.executed_tests * n / len(p.correct) for p in pools]))
-    seconds = float(np.mean([p.execution_time * n / len(p.correct) for p in pools]))
+def executed(pools: Sequence[PoolProblem], read: np.ndarray) -> tuple[float, float]:
+    """Mean tests run and sandbox seconds per problem when read[p] of pool p's programs are."""
+    tests = float(np.mean([p.executed_tests * k / len(p.correct) for p, k in zip(pools, read, strict=True)]))
+    seconds = float(np.mean([p.execution_time * k / len(p.correct) for p, k in zip(pools, read, strict=True)]))
     return tests, seconds
 
 
@@ -133,26 +133,35 @@ def curves(
     n_problems = len(pools)
     for n in budgets(n_max):
         draws = n_boot
-        hits = {s: np.zeros((draws, n_problems)) for s in [*strategies, "oracle"]}
-        tokens = np.zeros((draws, n_problems))
-        share = np.zeros((draws, n_problems))
+        names = [*strategies, "oracle"]
+        hits = {s: np.zeros((draws, n_problems)) for s in names}
+        # per rule: a vote that stops early is charged only the samples it read
+        tokens = {s: np.zeros((draws, n_problems)) for s in names}
+        share = {s: np.zeros((draws, n_problems)) for s in names}
+        read = {s: np.zeros((draws, n_problems)) for s in names}
         for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, draws, rng):
             pool = pools[p]
             groups = [pool.groups[i] for i in subset]
             scores = [pool.scores[i] for i in subset]
-            share[b, p] = pool.tokens[subset].sum() / max(1.0, pool.tokens.sum())
-            tokens[b, p] = pool.tokens[subset].sum() + (pool.fixed_tokens if n > 1 else 0.0)
             hits["oracle"][b, p] = pool.correct[subset].any()
-            for s in strategies:
-                k = PICKERS[s](groups, scores)
-                hits[s][b, p] = k is not None and pool.correct[subset[k]]
+            picks = {s: replay(s, groups, scores) for s in strategies}
+            for s in names:
+                k, used = picks.get(s, (None, len(subset)))
+                if s != "oracle":
+                    hits[s][b, p] = k is not None and pool.correct[subset[k]]
+                spent = pool.tokens[subset[:used]].sum()
+                share[s][b, p] = spent / max(1.0, pool.tokens.sum())
+                tokens[s][b, p] = spent + (pool.fixed_tokens if n > 1 else 0.0)
+                read[s][b, p] = used
         for s, h in hits.items():
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), rng)
-            cost = charged(pools, share)
-            ran = executed(pools, n)
-            points.append(CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens.mean()), *cost, h.mean(axis=0), *ran))
+            cost = charged(pools, share[s])
+            ran = executed(pools, read[s].mean(axis=0))
+            points.append(
+                CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens[s].mean()), *cost, h.mean(axis=0), *ran)
+            )
     p1 = np.array([p.correct.mean() for p in pools])
     lo, hi = problem_ci(p1, rng)
     one = np.array([[1 / len(p.correct) for p in pools]])

@@ -17,8 +17,8 @@ from typing import Any
 from ..core import Generator, Problem, Result, Scorer
 from . import debug, optimal, refine
 from .debug import self_debug
-from .picks import PICKERS
-from .pool import best_of_n, majority, weighted_best_of_n
+from .picks import POOL_RULES
+from .pool import adaptive_majority, best_of_n, borda, esc, majority, weighted_best_of_n
 from .refine import self_refine
 from .search import beam_search, dvts, particle_filter
 from .spec import RunSpec
@@ -89,6 +89,15 @@ CATALOGUE: dict[str, Entry] = {
         Entry("majority", majority, POOL, "the most frequent answer (self-consistency)", BOTH),
         Entry("best_of_n", best_of_n, POOL, "the verifier's best sample", BOTH),
         Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers", BOTH),
+        Entry("borda", borda, POOL, "Borda voting: (N - rank + 1) votes by verifier rank", BOTH),
+        Entry("esc", esc, POOL, "majority, sampling in windows of 4 until one window agrees", BOTH),
+        Entry(
+            "adaptive_majority",
+            adaptive_majority,
+            POOL,
+            "majority, sampling 2 at a time until the leader is settled",
+            BOTH,
+        ),
         Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),
         Entry("dvts", dvts, PER_BUDGET, "diverse verifier tree search: n/M independent subtrees"),
         Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
@@ -117,4 +126,4 @@ ROUNDS = {
     "self_refine": Rounds(refine.first_rounds, refine.run_from_stored, refine.reusable),
     "self_debug": Rounds(debug.first_rounds, debug.run_from_stored, debug.reusable),
 }
-assert set(POOL_STRATEGIES) == set(PICKERS), "every pool strategy is a pick rule replayed on the pool"
+assert set(POOL_STRATEGIES) == set(POOL_RULES), "every pool strategy is a rule replayed on the pool"

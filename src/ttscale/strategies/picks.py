@@ -4,7 +4,9 @@ every rule on subsets of it without new generation."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ..core import Candidate
 from ..tasks.domain import MATH, Domain
@@ -67,4 +69,76 @@ def answers_of(candidates: list[Candidate], picks: dict[str, int | None]) -> dic
 
 def pick_from_pool(name: str, candidates: list[Candidate], domain: Domain = MATH) -> int | None:
     groups = domain.group([c.answer for c in candidates])
-    return PICKERS[name](groups, [c.score for c in candidates])
+    return replay(name, groups, [c.score for c in candidates])[0]
+
+
+# ---- rules that only a pool replays: Borda voting, and votes that stop sampling early -------
+BORDA_POWER = 1.0  # v(r) = (N - r + 1)^p (Kang et al., 2025, eq. 11); p = 1 is Borda's own count
+
+
+def pick_borda(groups: Groups, scores: Sequence[float], power: float = BORDA_POWER) -> int | None:
+    """Borda voting: candidates ranked by score (best first, ties by order), the r-th of N
+    gives its answer (N - r + 1)^p votes; the best-scored member of the winning answer."""
+    answered = [i for i, g in enumerate(groups) if g is not None]
+    ranked = sorted(answered, key=lambda i: (-scores[i], i))
+    votes = [0.0] * len(groups)
+    for r, i in enumerate(ranked, start=1):
+        votes[i] = float(len(ranked) - r + 1) ** power
+    return pick_weighted(groups, votes)
+
+
+def window_agrees(groups: Groups) -> bool:
+    """ESC (Li et al., 2024): the latest window of samples all give one answer."""
+    return len(groups) > 0 and groups[0] is not None and len(set(groups)) == 1
+
+
+def leader_is_settled(groups: Groups, threshold: float = 0.95) -> bool:
+    """Adaptive-Consistency's Beta rule (Aggarwal et al., 2023): with v1 votes for the
+    leading answer and v2 for the runner-up, the posterior probability that the leader's
+    share exceeds the runner-up's, P(X > 1/2) for X ~ Beta(v1 + 1, v2 + 1), passes the
+    threshold. For whole-number parameters that is P(Binomial(v1 + v2 + 1, 1/2) <= v1)."""
+    counts = sorted((groups.count(g) for g in set(groups) if g is not None), reverse=True)
+    if not counts:
+        return False
+    v1, v2 = counts[0], counts[1] if len(counts) > 1 else 0
+    trials = v1 + v2 + 1
+    return sum(math.comb(trials, j) for j in range(v1 + 1)) / 2**trials >= threshold
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """A vote that samples in rounds of `step` and stops once `settled` holds: on the latest
+    window (ESC) or on every sample so far (Adaptive-Consistency)."""
+
+    step: int
+    settled: Callable[[Groups], bool]
+    window: bool  # settled reads the latest round only
+
+    def settled_after(self, groups: Groups) -> bool:
+        """Whether the vote stops once it has read these samples (a whole number of rounds)."""
+        return self.settled(groups[-self.step :] if self.window else groups)
+
+    def stop_at(self, groups: Groups) -> int:
+        """How many of these samples (in their order) the vote reads before it stops."""
+        for used in range(self.step, len(groups), self.step):
+            if self.settled_after(groups[:used]):
+                return used
+        return len(groups)
+
+
+STOPPING: dict[str, Stopping] = {
+    "esc": Stopping(step=4, settled=window_agrees, window=True),
+    "adaptive_majority": Stopping(step=2, settled=leader_is_settled, window=False),
+}
+
+
+def replay(name: str, groups: Groups, scores: Sequence[float]) -> tuple[int | None, int]:
+    """A pool rule on a pool's samples in their order: the pick and how many it read."""
+    if name in STOPPING:
+        used = STOPPING[name].stop_at(groups)
+        return pick_majority(groups[:used], scores[:used]), used
+    rule = pick_borda if name == "borda" else PICKERS[name]
+    return rule(groups, scores), len(groups)
+
+
+POOL_RULES = (*PICKERS, "borda", *STOPPING)  # every rule a stored pool is replayed with

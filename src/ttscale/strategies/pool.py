@@ -1,17 +1,22 @@
 """Strategies over one pool of independent samples: majority vote (self-consistency),
-Best-of-N (highest verifier score) and weighted Best-of-N (verifier scores summed over
-equivalent answers). Each is a plain function (problem, generator, scorer, n, spec) -> Result;
-the pick itself is a pure rule of `picks`."""
+Best-of-N (highest verifier score), weighted Best-of-N (verifier scores summed over
+equivalent answers) and Borda voting (votes by verifier rank); and two votes that stop
+sampling once the answer is settled: ESC (a window of samples agrees) and adaptive majority
+(Adaptive-Consistency's Beta rule). Each is a plain function (problem, generator, scorer, n,
+spec) -> Result; the pick itself is a pure rule of `picks`, which an evaluation replays on a
+stored pool."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
+from ..core.seeds import round_seed
 from ..tasks.domain import domain_of
 from .candidates import from_completion, score_candidates
-from .picks import PICKERS, pick_from_pool
+from .picks import PICKERS, STOPPING, pick_from_pool, pick_majority
 from .spec import RunSpec
 
 
@@ -25,12 +30,20 @@ def sample_pool(
     params = domain.sampling(spec.params)
     prepared = domain.prepare(generator, params) if n > 1 else Compute()  # one sample: nothing to choose
     generator.reset()
-    gen = generator.generate([domain.prompt(spec.system)], n, params)
+    candidates, compute = _draw(problem, generator, n, replace(spec, params=params))
+    return candidates, prepared + compute + score_candidates(problem, candidates, scorer, spec.aggregation)
+
+
+def _draw(problem: Problem, generator: Generator, k: int, spec: RunSpec) -> tuple[list[Candidate], Compute]:
+    """k samples in one batch, checked by the domain (not scored)."""
+    domain = domain_of(problem)
+    gen = generator.generate([domain.prompt(spec.system)], k, spec.params)
     candidates = [from_completion(c, domain) for c in gen.completions[0]]
-    checked = domain.check([c.answer for c in candidates])
-    return candidates, prepared + gen.compute + checked + score_candidates(
-        problem, candidates, scorer, spec.aggregation
-    )
+    return candidates, gen.compute + domain.check([c.answer for c in candidates])
+
+
+def _settings(n: int, scorer: Scorer, spec: RunSpec) -> dict[str, object]:
+    return {"n": n, "scorer": scorer.name, "aggregation": spec.aggregation, "sampling": spec.params.to_dict()}
 
 
 def _pool_strategy(name: str) -> Callable[..., Result]:
@@ -40,14 +53,49 @@ def _pool_strategy(name: str) -> Callable[..., Result]:
         candidates, compute = sample_pool(problem, generator, scorer, n, spec)
         chosen = pick_from_pool(name, candidates, domain_of(problem))
         compute.wall_time = time.perf_counter() - t0  # sampling, scoring and voting
-        settings = {"n": n, "scorer": scorer.name, "aggregation": spec.aggregation, "sampling": spec.params.to_dict()}
-        return Result.picked(name, candidates, chosen, compute, settings)
+        return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec))
 
     strategy.__name__ = name
-    strategy.__doc__ = f"{name} over n independent samples. " + (PICKERS[name].__doc__ or "")
+    strategy.__doc__ = f"{name} over n independent samples. " + (PICKERS.get(name, pick_majority).__doc__ or "")
+    return strategy
+
+
+def _stopping_strategy(name: str) -> Callable[..., Result]:
+    """Sample in rounds (each with a seed of its own; the first round's are the pool's first
+    samples) and stop once the rule says the answer is settled, or at n samples; the pick is
+    the majority over what was drawn. The samples not drawn are reported as saved."""
+    rule = STOPPING[name]
+
+    def strategy(problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None) -> Result:
+        spec = spec or RunSpec()
+        t0 = time.perf_counter()
+        domain = domain_of(problem)
+        params = domain.sampling(spec.params)
+        compute = domain.prepare(generator, params) if n > 1 else Compute()
+        generator.reset()
+        candidates: list[Candidate] = []
+        while len(candidates) < n:
+            k = min(rule.step, n - len(candidates))
+            seeded = replace(spec, params=replace(params, seed=round_seed(params.seed, len(candidates) // rule.step)))
+            drawn, spent = _draw(problem, generator, k, seeded)
+            candidates, compute = candidates + drawn, compute + spent
+            groups = domain.group([c.answer for c in candidates])
+            if len(candidates) < n and rule.settled_after(groups):
+                break
+        compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
+        chosen = pick_majority(domain.group([c.answer for c in candidates]), [c.score for c in candidates])
+        compute.wall_time = time.perf_counter() - t0
+        outcome = {"samples": len(candidates), "samples_saved": n - len(candidates)}
+        return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec), outcome)
+
+    strategy.__name__ = name
+    strategy.__doc__ = (strategy.__doc__ or "") + (rule.settled.__doc__ or "")
     return strategy
 
 
 majority = _pool_strategy("majority")
 best_of_n = _pool_strategy("best_of_n")
 weighted_best_of_n = _pool_strategy("weighted_best_of_n")
+borda = _pool_strategy("borda")
+esc = _stopping_strategy("esc")
+adaptive_majority = _stopping_strategy("adaptive_majority")

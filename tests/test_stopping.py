@@ -1,0 +1,85 @@
+"""Votes that spend less: Borda voting, and ESC and adaptive majority, which stop sampling
+once the answer is settled; replayed on stored pools, and live."""
+
+import numpy as np
+import pytest
+
+from ttscale.core import Problem, SamplingParams
+from ttscale.evaluation.curves import PoolProblem, curves
+from ttscale.strategies.catalogue import run_strategy
+from ttscale.strategies.picks import STOPPING, leader_is_settled, pick_borda, replay, window_agrees
+from ttscale.strategies.spec import RunSpec
+from ttscale.testing import FakeGenerator
+from ttscale.verifiers.model_free import LogProbScorer
+
+BORDA = [
+    # (groups, scores, power, pick)
+    ([0, 1, 1], [0.9, 0.5, 0.4], 1.0, 0),  # ranks 1, 2, 3 give 3, 2, 1 votes: 3 against 2 + 1
+    ([0, 1, 1], [0.9, 0.5, 0.4], 0.5, 1),  # sqrt: 1.73 against 1.41 + 1
+    ([0, 1, None], [0.1, 0.2, 0.9], 1.0, 1),  # a candidate without an answer neither ranks nor votes
+    ([None, None], [0.5, 0.5], 1.0, None),
+    ([0, 0, 2], [0.2, 0.3, 0.9], 1.0, 1),  # the winning answer's best-scored member
+]
+
+
+@pytest.mark.parametrize(("groups", "scores", "power", "want"), BORDA)
+def test_borda_votes_by_rank(groups, scores, power, want):
+    assert pick_borda(groups, scores, power) == want
+
+
+SETTLED = [
+    # (groups so far, settled by the Beta rule at 0.95)
+    ([0, 0], False),  # P = 7/8
+    ([0, 0, 0], False),  # 15/16
+    ([0, 0, 0, 0], True),  # 31/32
+    ([0, 0, 0, 0, 1], False),  # one dissent: 57/64
+    ([0] * 6 + [1], True),
+    ([None, None, None, None], False),
+    ([0, 1, 0, 1, 0, 1, 0, 1], False),
+]
+
+
+@pytest.mark.parametrize(("groups", "settled"), SETTLED)
+def test_the_beta_rule_waits_for_a_clear_leader(groups, settled):
+    assert leader_is_settled(groups) is settled
+
+
+def test_esc_stops_at_the_first_window_that_agrees():
+    assert window_agrees([3, 3, 3, 3]) and not window_agrees([3, 3, 1, 3]) and not window_agrees([None] * 4)
+    esc = STOPPING["esc"]
+    assert esc.stop_at([0, 1, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0]) == 8  # the second window agrees
+    assert esc.stop_at([0, 1, 0, 0, 2, 2, 2, 1]) == 8  # none does: the whole budget
+    assert esc.stop_at([0, 0, 0, 0]) == 4  # a window as large as the budget reads it all
+    assert replay("esc", [5, 5, 5, 5, 1, 1, 1, 1], [0.0] * 8) == (0, 4)
+    assert replay("adaptive_majority", [2, 2, 2, 2, 1, 1], [0.0] * 6) == (0, 4)
+    assert replay("majority", [2, 1, 1], [0.0] * 3) == (1, 3)
+
+
+def test_a_vote_that_stops_early_is_charged_only_what_it_read():
+    # every sample of both problems agrees: adaptive majority stops after 4 of 8
+    pools = [
+        PoolProblem(groups=[0] * 8, correct=np.array([True] * 8), scores=[0.5] * 8, tokens=np.full(8, 10.0), flops=80.0)
+        for _ in range(2)
+    ]
+    points = {(p.strategy, p.n): p for p in curves(pools, ["majority", "adaptive_majority", "esc"], n_boot=4)}
+    assert points[("majority", 8)].generated_tokens == 80 and points[("majority", 8)].flops == 80
+    assert points[("adaptive_majority", 8)].generated_tokens == 40 and points[("adaptive_majority", 8)].flops == 40
+    assert points[("esc", 8)].generated_tokens == 40
+    assert points[("adaptive_majority", 8)].accuracy == points[("majority", 8)].accuracy == 1.0
+
+
+def test_live_stopping_samples_in_rounds_and_reports_what_it_saved():
+    def script(prompt, seed):
+        return "So.\n\nTherefore, the final answer is $\\boxed{7}$."
+
+    gen = FakeGenerator(script)
+    problem = Problem("p", "What is 3 plus 4?", gold="7")
+    spec = RunSpec(SamplingParams(max_tokens=40, seed=2))
+    r = run_strategy("adaptive_majority", problem, gen, LogProbScorer(), 16, spec)
+    assert r.answer == "7" and len(r.candidates) == 4 and r.outcome == {"samples": 4, "samples_saved": 12}
+    assert [call[1] for call in gen.calls] == [2, 2]  # two rounds of two
+    assert len({call[2].seed for call in gen.calls}) == 2  # each round its own seed
+    e = run_strategy("esc", problem, FakeGenerator(script), LogProbScorer(), 16, spec)
+    assert len(e.candidates) == 4 and e.outcome["samples_saved"] == 12
+    b = run_strategy("borda", problem, FakeGenerator(script), LogProbScorer(), 3, spec)
+    assert b.answer == "7" and len(b.candidates) == 3

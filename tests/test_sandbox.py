@@ -61,3 +61,23 @@ def test_without_isolation_it_refuses_unless_told(monkeypatch):
         sandbox.run_python("print(1)")
     r = sandbox.run_python("print(1)", limits=FAST, unisolated=True)
     assert r.ok and not r.isolated  # said in the result
+
+
+def test_nothing_it_leaves_running_outlives_it():
+    # a daemon in its own session escapes a process-group kill; the process-id namespace does not let it
+    import random
+    import subprocess
+
+    marker = f"59.{random.randrange(10**8):08d}"  # a sleep no other process has
+    program = (
+        f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execv('/bin/sleep', ['sleep', '{marker}'])\n"
+        "print('left')"
+    )
+    r = run_python(program, limits=FAST)
+    assert r.ok and r.stdout == "left\n" and r.seconds < 5
+    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout == ""
+
+
+def test_it_sees_only_its_own_processes():
+    r = run_python("import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))", limits=FAST)
+    assert r.ok and r.stdout.strip() == "[1, 2]"  # the namespace's init and the program itself

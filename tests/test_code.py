@@ -78,7 +78,7 @@ CHEATS = [
 @needs_sandbox
 @pytest.mark.parametrize(("what", "program"), CHEATS, ids=[c[0] for c in CHEATS])
 def test_a_wrong_program_cannot_pass_the_hidden_tests(what, program):
-    (outcomes,), spent = Runner().run(TASK, [program], hidden_tests(ADD_TESTS, "add"))
+    (outcomes,), spent = Runner().run(TASK, [program], hidden_tests(ADD_TESTS))
     assert not outcomes[0].passed and outcomes[0].error
     assert spent.executed_tests == 1 and spent.execution_time > 0
 
@@ -87,7 +87,7 @@ def test_a_wrong_program_cannot_pass_the_hidden_tests(what, program):
 def test_the_right_program_passes_and_the_tests_are_not_on_its_disk():
     peek = "import os\ndef add(a, b):\n    return sorted(os.listdir('.'))\n"
     runner = Runner()
-    (passed,), _ = runner.run(TASK, [RIGHT], hidden_tests(ADD_TESTS, "add"))
+    (passed,), _ = runner.run(TASK, [RIGHT], hidden_tests(ADD_TESTS))
     (looked,), _ = runner.run(TASK, [peek], probe_tests(["add(1, 2)"]))
     assert passed[0].passed
     assert looked[0].got == "[]"  # the judge removed its own script and the job before the program started
@@ -385,3 +385,18 @@ def test_an_eval_of_code_tasks_records_behaviour_tests_and_execution(tmp_path):
 
     again = bench_reproduce(tmp_path / "run", records=10, make_generator=lambda hidden, threads: make())
     assert again["reproduced_exactly"] == len(again["records"]) == 2  # both pools, their tests included
+
+
+def test_without_isolation_code_runs_only_when_told_and_says_so(monkeypatch, capsys):
+    from ttscale.tasks import sandbox
+    from ttscale.tasks.sandbox import SandboxError
+
+    monkeypatch.setattr(sandbox, "isolation_available", lambda: False)
+    with pytest.raises(SandboxError, match="TTSCALE_UNISOLATED_CODE=1"):
+        Runner().run(TASK, [RIGHT], hidden_tests(ADD_TESTS))
+    monkeypatch.setenv("TTSCALE_UNISOLATED_CODE", "1")
+    runner = Runner()
+    (right,), _ = runner.run(TASK, [RIGHT], hidden_tests(ADD_TESTS))
+    (cheat,), _ = runner.run(TASK, [CHEATS[0][1]], hidden_tests(ADD_TESTS))
+    assert right[0].passed and not cheat[0].passed  # the judge still keeps the program out
+    assert "WITHOUT isolation" in capsys.readouterr().err

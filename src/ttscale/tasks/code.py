@@ -13,7 +13,9 @@ import ast
 import doctest
 import hashlib
 import json
+import os
 import re
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import Compute, Problem, Prompt
+from .code_judge import MARK
 from .sandbox import Limits, RunResult, SandboxError, isolation_available, run_many
 
 CODE_SYSTEM_PROMPT = (
@@ -29,6 +32,7 @@ CODE_SYSTEM_PROMPT = (
 )
 FENCE = "```"
 JUDGE = Path(__file__).with_name("code_judge.py")
+UNISOLATED_ENV = "TTSCALE_UNISOLATED_CODE"
 TEST_TIMEOUT_S = 5.0  # one test (HumanEval's own harness allows 3 s)
 SEPARATORS = ("==>", "==", "➞", "=>", "->", "should return", "returns", "return", "=", ":")
 
@@ -231,7 +235,8 @@ def probe_tests(calls: list[str]) -> list[dict[str, Any]]:
     return [{"kind": "call", "expr": c, "want": None} for c in calls]
 
 
-def hidden_tests(test_code: str, entry_point: str) -> list[dict[str, Any]]:
+def hidden_tests(test_code: str) -> list[dict[str, Any]]:
+    """The task's own grader: code defining check(candidate), called with the program's function."""
     return [{"kind": "check", "code": test_code}]
 
 
@@ -239,21 +244,22 @@ def assert_tests(asserts: list[str]) -> list[dict[str, Any]]:
     return [{"kind": "assert", "code": a} for a in asserts]
 
 
-@dataclass
-class Execution:
-    outcomes: list[Verdict]
-    seconds: float
-    cached: bool = False
-
-
 class Runner:
     """Runs tests against programs in the sandbox, two at a time, each (program, tests) once
-    per process (a bounded cache). Charges what it actually ran."""
+    per process (a bounded cache). Charges what it actually ran.
 
-    def __init__(self, limits: Limits | None = None, workers: int = 2, cache_size: int = 4096):
+    Without root there is no isolation, and programs are refused, unless the environment
+    says TTSCALE_UNISOLATED_CODE=1: then they run with the limits but without namespaces or
+    another user, and a warning says so."""
+
+    def __init__(
+        self, limits: Limits | None = None, workers: int = 2, cache_size: int = 4096, unisolated: bool | None = None
+    ):
         # a whole job (every test of one program) may take a minute; each test has its own deadline
         self.limits = limits or Limits(timeout_s=60.0, cpu_s=30)
         self.workers, self.cache_size = workers, cache_size
+        self.unisolated = os.environ.get(UNISOLATED_ENV) == "1" if unisolated is None else unisolated
+        self._warned = False
         self._cache: OrderedDict[str, list[Verdict]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -267,11 +273,15 @@ class Runner:
         with self._lock:
             known = {k: self._cache[k] for k in keys if k is not None and k in self._cache}
         todo = {k: p for k, p in zip(keys, programs, strict=True) if k is not None and p is not None and k not in known}
+        if todo and self.unisolated and not self._warned:
+            self._warned = True
+            print(f"ttscale: WARNING: {UNISOLATED_ENV}=1: model-written code runs WITHOUT isolation", file=sys.stderr)
         results = run_many(
             [JUDGE.read_text("utf-8")] * len(todo),
-            stdins=[_job(task, p, tests) for p in todo.values()],
+            stdins=[_job(task, p, tests, self.unisolated) for p in todo.values()],
             workers=self.workers,
             limits=self.limits,
+            unisolated=self.unisolated,
         )
         fresh = {k: _outcomes(r, len(tests)) for k, r in zip(todo, results, strict=True)}
         with self._lock:
@@ -290,7 +300,7 @@ def _key(task: CodeTask, program: str, tests: list[dict[str, Any]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _job(task: CodeTask, program: str, tests: list[dict[str, Any]]) -> str:
+def _job(task: CodeTask, program: str, tests: list[dict[str, Any]], unisolated: bool) -> str:
     return json.dumps(
         {
             "prompt": task.prompt,
@@ -298,7 +308,7 @@ def _job(task: CodeTask, program: str, tests: list[dict[str, Any]]) -> str:
             "program": program,
             "tests": tests,
             "timeout": TEST_TIMEOUT_S,
-            "isolated": isolation_available(),
+            "isolated": isolation_available() and not unisolated,
         }
     )
 
@@ -307,9 +317,9 @@ def _outcomes(result: RunResult, n_tests: int) -> list[Verdict]:
     """The judge's verdicts; a judge that did not finish (the whole run out of time, say)
     fails every test, saying why."""
     for line in reversed(result.stdout.splitlines()):
-        if line.startswith("TTSCALE-JUDGE "):
+        if line.startswith(MARK):
             try:
-                rows = json.loads(line[len("TTSCALE-JUDGE ") :])
+                rows = json.loads(line[len(MARK) :])
             except ValueError:
                 break
             if isinstance(rows, list) and len(rows) == n_tests:

@@ -55,7 +55,6 @@ class CodeDomain:
         self.examples = self.task.examples
         self.runner = runner
         self.tests: list[str] | None = None  # the model's asserts, once written
-        self.test_tokens = 0
         self._lock = threading.Lock()
 
     def prompt(self, system: str, partial: str = "") -> Prompt:
@@ -78,7 +77,6 @@ class CodeDomain:
             if self.tests is not None:
                 return Compute()
             self.tests, spent = write_tests(self.task, generator, params)
-            self.test_tokens = spent.test_tokens
             return spent
 
     def public_tests(self) -> list[dict]:
@@ -126,7 +124,7 @@ class CodeDomain:
     def outcome(self, answer: str | None, gold: str | None) -> Verdict:
         if answer is None or not gold:
             return Verdict(False, None, "no program" if answer is None else "no hidden tests")
-        outcomes, _ = self.runner.run(self.task, [answer], hidden_tests(gold, self.task.entry_point))
+        outcomes, _ = self.runner.run(self.task, [answer], hidden_tests(gold))
         return outcomes[0][0]
 
 

@@ -76,7 +76,10 @@ def run_python(code: str, *, stdin: str = "", limits: Limits = Limits(), unisola
     """Run `code` as a Python program, contained (see the module docstring)."""
     isolated = not unisolated
     if isolated and not isolation_available():
-        raise SandboxError("isolating model-written code needs root here; pass unisolated=True to run it without")
+        raise SandboxError(
+            "isolating model-written code needs root here; pass unisolated=True to run it without "
+            "(code tasks: set TTSCALE_UNISOLATED_CODE=1)"
+        )
     with (
         tempfile.TemporaryDirectory(prefix="ttscale-sandbox-", dir=_base()) as work,
         # stdin and the output are open files outside its directory, never paths inside it:

@@ -400,3 +400,12 @@ def test_without_isolation_code_runs_only_when_told_and_says_so(monkeypatch, cap
     (cheat,), _ = runner.run(TASK, [CHEATS[0][1]], hidden_tests(ADD_TESTS))
     assert right[0].passed and not cheat[0].passed  # the judge still keeps the program out
     assert "WITHOUT isolation" in capsys.readouterr().err
+
+
+@needs_sandbox
+def test_self_debug_stops_when_a_revision_repeats_the_program():
+    problem = code_problem(ADD, pid="add-3", tests=ADD_TESTS)
+    r = self_debug(problem, FakeGenerator(_script([WRONG])), make_scorer("logprob"), 6, RunSpec())
+    assert len(r.candidates) == 2 and r.outcome["rounds_saved"] == 4 and r.outcome["passed_at"] is None
+    every = self_debug(problem, FakeGenerator(_script([WRONG])), make_scorer("logprob"), 3, stop_on_repeat=False)
+    assert len(every.candidates) == 3

@@ -6,6 +6,8 @@ programs it writes; a program that passes every example ends the run (the rounds
 reported as saved). On math the 0.5B model only copies itself when asked to check its own
 work; here it learns something it could not see: what its program actually does.
 
+A revision that repeats the program it was shown ends the run too (`stop_on_repeat`).
+
 The pick is the last program if it passed every example, otherwise the one that passed
 the most (the latest among equals). A task without examples has nothing to run: one
 program, the rest of the budget saved.
@@ -35,7 +37,18 @@ OUTCOME_KEYS = ("rounds", "verifier", "passed_at", "rounds_saved", "derived_from
 FIX = "Fix the function. Reply with the complete corrected function in one ```python code block."
 
 
-def self_debug(problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None) -> Result:
+def self_debug(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    stop_on_repeat: bool = True,
+) -> Result:
+    """stop_on_repeat: a revision that writes the program it was shown again, character for
+    character, ends the run (the small model then copies it round after round: seen on
+    HumanEval/10 with Qwen2.5-Coder-0.5B, four identical rounds); the rest is saved."""
     domain = domain_of(problem)
     if not isinstance(domain, CodeDomain):
         raise ValueError(f"self_debug revises programs: {problem.id} is not a code task (self_refine is the math one)")
@@ -68,13 +81,22 @@ def self_debug(problem: Problem, generator: Generator, scorer: Scorer, n: int, s
         if not tests:
             feedback.append(None)
             break  # nothing to run, nothing to learn from
+        repeated = round_ > 0 and candidate.answer is not None and candidate.answer == candidates[-2].answer
+        if stop_on_repeat and repeated:
+            feedback.append(None)
+            break
         message = describe_failure(candidate.answer, *failing) if failing else "The reply holds no complete function."
         feedback.append(message)
         history += [("assistant", first.partial + completion.text + FENCE), ("user", f"{message}\n\n{FIX}")]
     t_score = time.perf_counter()
     verifier = score_candidates(problem, candidates, scorer, spec.aggregation)
     verifier.wall_time = time.perf_counter() - t_score
-    settings = {"scorer": scorer.name, "aggregation": spec.aggregation, "sampling": spec.params.to_dict()}
+    settings = {
+        "scorer": scorer.name,
+        "aggregation": spec.aggregation,
+        "stop_on_repeat": stop_on_repeat,
+        "sampling": spec.params.to_dict(),
+    }
     outcome = {
         "rounds": [r.to_dict() for r in rounds],
         "verifier": verifier.to_dict(),

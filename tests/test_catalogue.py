@@ -26,7 +26,16 @@ def test_every_math_strategy_runs_by_name_and_ignores_options_it_does_not_take(n
 def test_the_kinds_partition_the_catalogue():
     assert set(POOL_STRATEGIES) | set(PER_BUDGET_STRATEGIES) == set(CATALOGUE)
     assert not set(POOL_STRATEGIES) & set(PER_BUDGET_STRATEGIES)
-    assert POOL_STRATEGIES == ("majority", "best_of_n", "weighted_best_of_n", "borda", "esc", "adaptive_majority")
+    assert POOL_STRATEGIES == (
+        "majority",
+        "best_of_n",
+        "weighted_best_of_n",
+        "borda",
+        "deepconf_low",
+        "deepconf_high",
+        "esc",
+        "adaptive_majority",
+    )
 
 
 @pytest.mark.parametrize(

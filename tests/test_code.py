@@ -31,6 +31,7 @@ from ttscale.tasks.domain import domain_of
 from ttscale.tasks.sandbox import isolation_available
 from ttscale.verifiers.registry import make_scorer
 
+FREE = ("logprob", "self_certainty", "conf_group", "conf_tail")  # every pool is scored by these
 needs_sandbox = pytest.mark.skipif(not isolation_available(), reason="the sandbox needs root")
 
 ADD = '''def add(a: int, b: int) -> int:
@@ -375,7 +376,7 @@ def test_an_eval_of_code_tasks_records_behaviour_tests_and_execution(tmp_path):
     assert [c["correct"] for c in pool["candidates"]] == [False, True, False, True]
     assert pool["candidates"][0]["hidden_error"].startswith("AssertionError")
     assert pool["candidates"][1]["behaviour"]["examples_passed"] == [True, True]
-    assert set(pool["candidates"][0]["scores"]) == {"logprob", "self_certainty", "examples", "tests"}
+    assert set(pool["candidates"][0]["scores"]) == {*FREE, "examples", "tests"}
     debug = {r["n"]: r for r in records if r.get("strategy") == "self_debug" and r["id"] == "add-0"}
     assert sorted(debug) == [1, 2, 4] and debug[4]["correct"] and not debug[1]["correct"]
     assert debug[4]["settings"]["passed_at"] == 1 and debug[2]["settings"].get("derived_from") == 4

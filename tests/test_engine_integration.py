@@ -119,6 +119,7 @@ def test_strategy_end_to_end_on_the_real_model(engine):
     )
     assert len(r.candidates) == 2
     assert all(0 < s <= 1 for c in r.candidates for s in c.step_scores)
+    assert all(c.confidence["lowest_group"] <= c.confidence["mean"] for c in r.candidates)  # DeepConf's, for free
     assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)
 
 

@@ -53,7 +53,7 @@ def test_eval_writes_records_summary_and_plot(tmp_path, fake_factory):
     assert r0["sampling"]["max_tokens"] == 64 and r0["sampling"]["temperature"] == 0.7
     assert r0["compute"]["generated_tokens"] > 0
     assert [c["correct"] for c in r0["candidates"]] == [True, True, True, False]
-    assert set(r0["candidates"][0]["scores"]) == {"logprob", "self_certainty"}
+    assert set(r0["candidates"][0]["scores"]) == {"logprob", "self_certainty", "conf_group", "conf_tail"}
     maj = next(p for p in report.points if p.strategy == "majority" and p.n == 4)
     assert maj.accuracy == 1.0
     p1 = next(p for p in report.points if p.strategy == "pass@1")
@@ -222,7 +222,10 @@ def test_a_stored_pool_is_rescored_by_another_verifier_without_sampling(tmp_path
     records = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["q0", "q1", "q2"]  # the writer compacted
     for r in records:
-        assert all(set(c["scores"]) == {"logprob", "self_certainty", "judge"} for c in r["candidates"])
+        assert all(
+            set(c["scores"]) == {"logprob", "self_certainty", "conf_group", "conf_tail", "judge"}
+            for c in r["candidates"]
+        )
         assert all(len(c["scores"]["judge"]) == len(c["steps"]) for c in r["candidates"])
         assert r["rescored"]["judge"]["verifier_tokens"] > 0
     summary = (tmp_path / "run" / "summary.md").read_text()

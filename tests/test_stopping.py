@@ -83,3 +83,39 @@ def test_live_stopping_samples_in_rounds_and_reports_what_it_saved():
     assert len(e.candidates) == 4 and e.outcome["samples_saved"] == 12
     b = run_strategy("borda", problem, FakeGenerator(script), LogProbScorer(), 3, spec)
     assert b.answer == "7" and len(b.candidates) == 3
+
+
+def test_trace_confidence_windows_and_tail():
+    from ttscale.tasks.confidence import GROUP_WINDOW, TAIL_TOKENS, trace_confidence
+
+    assert trace_confidence([]) == {}
+    short = trace_confidence([1.0, 3.0])  # shorter than a window: one group
+    assert short == {"lowest_group": 2.0, "tail": 2.0, "mean": 2.0}
+    dip = [5.0] * 100 + [1.0] * GROUP_WINDOW + [5.0] * 100
+    c = trace_confidence(dip)
+    assert c["lowest_group"] == 1.0 and c["tail"] == 5.0 and c["mean"] > 4
+    assert trace_confidence([0.0] * 10 + [2.0] * TAIL_TOKENS)["tail"] == 2.0
+
+
+def test_confidence_verifiers_read_the_trace_or_fall_back_to_steps():
+    from ttscale.core import Candidate, Step
+    from ttscale.verifiers.model_free import LowestGroupConfidence, TailConfidence
+
+    steps = [Step("a", n_tokens=2, certainty_sum=8.0), Step("b", n_tokens=2, certainty_sum=2.0)]
+    stored = Candidate("a\n\nb", steps, answer="1")  # no token-level confidences: steps stand in
+    live = Candidate("a\n\nb", steps, answer="1", confidence={"lowest_group": 0.5, "tail": 3.0, "mean": 2.5})
+    problem = Problem("p", "q")
+    assert LowestGroupConfidence().score(problem, [stored, live])[0] == [[1.0], [0.5]]
+    assert TailConfidence().score(problem, [stored, live])[0] == [[1.0], [3.0]]
+
+
+def test_deepconf_votes_among_its_most_confident_traces():
+    from ttscale.strategies.picks import pick_filtered
+
+    groups = [0, 0, 0, 1, 1]
+    scores = [0.1, 0.2, 0.1, 0.9, 0.8]
+    assert replay("majority", groups, scores)[0] == 0
+    assert pick_filtered(groups, scores, keep=0.4) == 3  # the two most confident both say 1
+    assert pick_filtered(groups, scores, keep=0.1) == 3  # at least one is kept
+    assert replay("deepconf_high", groups, scores)[0] == 3  # 5 kept: 0.4 against 1.7
+    assert pick_filtered([None, None], [1.0, 1.0], keep=0.5) is None

@@ -170,6 +170,9 @@ class Candidate:
     step_scores: list[float] = field(default_factory=list)
     score: float = float("nan")
     correct: bool | None = None
+    # DeepConf's trace confidences ("lowest_group", "tail", "mean"), from the sampling pass;
+    # empty for a text not sampled whole (a search node, a stored text without them)
+    confidence: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -180,6 +183,8 @@ class Candidate:
         d["steps"] = [s.to_dict() for s in self.steps]  # without hidden states: arrays, not JSON
         if math.isnan(self.score):
             d["score"] = None
+        if not self.confidence:  # the layout of records written before it was kept
+            del d["confidence"]
         return d
 
     @classmethod
@@ -193,6 +198,7 @@ class Candidate:
             step_scores=list(d.get("step_scores", [])),
             score=float("nan") if score is None else float(score),
             correct=d.get("correct"),
+            confidence=dict(d.get("confidence") or {}),
         )
 
 

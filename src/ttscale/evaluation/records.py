@@ -21,6 +21,7 @@ class StepRecord(TypedDict):
 
 
 class _SampleOptional(TypedDict, total=False):
+    confidence: dict[str, float]  # DeepConf's trace confidences (absent in runs before they were kept)
     behaviour: dict[str, Any] | None  # code: what the program did on the public calls and tests
     hidden_error: str | None  # code: why the hidden tests failed it (never shown to a strategy)
 
@@ -101,6 +102,8 @@ def sample_record(c: Candidate, problem: Problem, scores: dict[str, list[float]]
         "steps": [s.to_dict() for s in c.steps],  # type: ignore[misc]
         "scores": scores,
     }
+    if c.confidence:
+        record["confidence"] = c.confidence
     if isinstance(domain, CodeDomain):
         record.update(code_fields(domain, c.answer, problem.gold))  # type: ignore[typeddict-item]
     return record

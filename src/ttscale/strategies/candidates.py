@@ -4,6 +4,7 @@ search node). One rule for "has an answer" lives in the task domain."""
 from __future__ import annotations
 
 from ..core import Candidate, Completion, Compute, Problem, Scorer, Step, aggregate
+from ..tasks.confidence import trace_confidence
 from ..tasks.domain import MATH, Domain
 from ..tasks.steps import split_steps
 
@@ -18,7 +19,9 @@ def make_candidate(text: str, steps: list[Step], finish_reason: str, domain: Dom
 
 
 def from_completion(completion: Completion, domain: Domain = MATH) -> Candidate:
-    return make_candidate(completion.text, split_steps(completion), completion.finish_reason, domain)
+    c = make_candidate(completion.text, split_steps(completion), completion.finish_reason, domain)
+    c.confidence = trace_confidence(completion.certainties)
+    return c
 
 
 def score_candidates(problem: Problem, candidates: list[Candidate], scorer: Scorer, how: str = "mean") -> Compute:

@@ -18,7 +18,16 @@ from ..core import Generator, Problem, Result, Scorer
 from . import debug, optimal, refine
 from .debug import self_debug
 from .picks import POOL_RULES
-from .pool import adaptive_majority, best_of_n, borda, esc, majority, weighted_best_of_n
+from .pool import (
+    adaptive_majority,
+    best_of_n,
+    borda,
+    deepconf_high,
+    deepconf_low,
+    esc,
+    majority,
+    weighted_best_of_n,
+)
 from .refine import self_refine
 from .search import beam_search, dvts, particle_filter
 from .spec import RunSpec
@@ -90,6 +99,8 @@ CATALOGUE: dict[str, Entry] = {
         Entry("best_of_n", best_of_n, POOL, "the verifier's best sample", BOTH),
         Entry("weighted_best_of_n", weighted_best_of_n, POOL, "verifier scores summed over equal answers", BOTH),
         Entry("borda", borda, POOL, "Borda voting: (N - rank + 1) votes by verifier rank", BOTH),
+        Entry("deepconf_low", deepconf_low, POOL, "DeepConf: a weighted vote of the best-scored 10%", BOTH),
+        Entry("deepconf_high", deepconf_high, POOL, "DeepConf: a weighted vote of the best-scored 90%", BOTH),
         Entry("esc", esc, POOL, "majority, sampling in windows of 4 until one window agrees", BOTH),
         Entry(
             "adaptive_majority",

@@ -87,6 +87,15 @@ def pick_borda(groups: Groups, scores: Sequence[float], power: float = BORDA_POW
     return pick_weighted(groups, votes)
 
 
+def pick_filtered(groups: Groups, scores: Sequence[float], keep: float) -> int | None:
+    """DeepConf's offline vote (Fu et al., 2025): keep the best-scored share `keep` of the
+    answered candidates (at least one), then the score-weighted vote among them. With a
+    confidence verifier (conf_group, conf_tail) this is DeepConf-low (keep 10%) or -high (90%)."""
+    answered = [i for i, g in enumerate(groups) if g is not None]
+    kept = set(sorted(answered, key=lambda i: (-scores[i], i))[: max(1, math.ceil(keep * len(answered)))])
+    return pick_weighted([g if i in kept else None for i, g in enumerate(groups)], scores)
+
+
 def window_agrees(groups: Groups) -> bool:
     """ESC (Li et al., 2024): the latest window of samples all give one answer."""
     return len(groups) > 0 and groups[0] is not None and len(set(groups)) == 1
@@ -137,8 +146,15 @@ def replay(name: str, groups: Groups, scores: Sequence[float]) -> tuple[int | No
     if name in STOPPING:
         used = STOPPING[name].stop_at(groups)
         return pick_majority(groups[:used], scores[:used]), used
-    rule = pick_borda if name == "borda" else PICKERS[name]
-    return rule(groups, scores), len(groups)
+    return {**PICKERS, **VOTES}[name](groups, scores), len(groups)
 
 
-POOL_RULES = (*PICKERS, "borda", *STOPPING)  # every rule a stored pool is replayed with
+# votes besides the three every search reports: replayed on pools, run live as pool strategies
+VOTES: dict[str, Callable[[Groups, Sequence[float]], int | None]] = {
+    "borda": pick_borda,
+    "deepconf_low": lambda groups, scores: pick_filtered(groups, scores, keep=0.1),
+    "deepconf_high": lambda groups, scores: pick_filtered(groups, scores, keep=0.9),
+}
+for _name in ("deepconf_low", "deepconf_high"):
+    VOTES[_name].__doc__ = pick_filtered.__doc__
+POOL_RULES = (*PICKERS, *VOTES, *STOPPING)  # every rule a stored pool is replayed with

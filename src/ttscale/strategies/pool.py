@@ -16,7 +16,7 @@ from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
 from ..tasks.domain import domain_of
 from .candidates import from_completion, score_candidates
-from .picks import PICKERS, STOPPING, pick_from_pool, pick_majority
+from .picks import PICKERS, STOPPING, VOTES, pick_from_pool, pick_majority
 from .spec import RunSpec
 
 
@@ -56,7 +56,7 @@ def _pool_strategy(name: str) -> Callable[..., Result]:
         return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec))
 
     strategy.__name__ = name
-    strategy.__doc__ = f"{name} over n independent samples. " + (PICKERS.get(name, pick_majority).__doc__ or "")
+    strategy.__doc__ = f"{name} over n independent samples. " + ({**PICKERS, **VOTES}[name].__doc__ or "")
     return strategy
 
 
@@ -97,5 +97,7 @@ majority = _pool_strategy("majority")
 best_of_n = _pool_strategy("best_of_n")
 weighted_best_of_n = _pool_strategy("weighted_best_of_n")
 borda = _pool_strategy("borda")
+deepconf_low = _pool_strategy("deepconf_low")
+deepconf_high = _pool_strategy("deepconf_high")
 esc = _stopping_strategy("esc")
 adaptive_majority = _stopping_strategy("adaptive_majority")

@@ -42,7 +42,43 @@ class SelfCertaintyScorer(_StepStatScorer):
         return max(0.0, step.certainty_sum / step.n_tokens)
 
 
-MODEL_FREE: dict[str, type[_StepStatScorer]] = {
+class _TraceConfidenceScorer:
+    """DeepConf's trace confidence (`tasks/confidence.py`), one score per solution. A
+    solution stored without token-level confidences (runs before they were kept, or a search
+    node) is read at step level: its steps stand for the windows."""
+
+    name = ""
+    key = ""
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        return [[max(0.0, self.of(c))] for c in candidates], Compute()
+
+    def of(self, c: Candidate) -> float:
+        if self.key in c.confidence:
+            return c.confidence[self.key]
+        means = [s.certainty_sum / s.n_tokens for s in c.steps if s.n_tokens]
+        if not means:
+            return 0.0
+        return min(means) if self.key == "lowest_group" else means[-1]
+
+
+class LowestGroupConfidence(_TraceConfidenceScorer):
+    """The lowest mean self-certainty over any window of 32 tokens: the weakest stretch."""
+
+    name = "conf_group"
+    key = "lowest_group"
+
+
+class TailConfidence(_TraceConfidenceScorer):
+    """The mean self-certainty of the last 64 tokens, where the answer is written."""
+
+    name = "conf_tail"
+    key = "tail"
+
+
+MODEL_FREE: dict[str, type[_StepStatScorer] | type[_TraceConfidenceScorer]] = {
     LogProbScorer.name: LogProbScorer,
     SelfCertaintyScorer.name: SelfCertaintyScorer,
+    LowestGroupConfidence.name: LowestGroupConfidence,
+    TailConfidence.name: TailConfidence,
 }

@@ -370,3 +370,15 @@ def test_code_tasks_on_the_real_model(engine):
     assert domain.is_correct(pool.answer, problem.gold)  # a 0.5B model doubles a number
     debug = run_strategy("self_debug", problem, engine, make_scorer("examples"), 2, spec)
     assert debug.answer is not None and debug.outcome["rounds"] and debug.compute.executed_tests >= 1
+
+
+def test_the_engine_stops_a_sample_below_its_confidence_floor(engine):
+    from ttscale.core import Prompt
+
+    prompt = Prompt((("user", QUESTION),))
+    free = engine.generate([prompt], 2, SamplingParams(max_tokens=40, seed=3)).completions[0]
+    floor = max(c.certainties[0] for c in free) * 100  # above anything a window can reach
+    watched = engine.generate([prompt], 2, SamplingParams(max_tokens=40, seed=3, confidence_floor=floor))
+    for c in watched.completions[0]:
+        assert c.finish_reason == "low_confidence" and c.n_tokens == 32  # the first full window
+    assert watched.compute.generated_tokens == 64

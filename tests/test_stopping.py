@@ -119,3 +119,43 @@ def test_deepconf_votes_among_its_most_confident_traces():
     assert pick_filtered(groups, scores, keep=0.1) == 3  # at least one is kept
     assert replay("deepconf_high", groups, scores)[0] == 3  # 5 kept: 0.4 against 1.7
     assert pick_filtered([None, None], [1.0, 1.0], keep=0.5) is None
+
+
+def test_deepconf_online_stops_unconfident_samples_while_they_are_generated():
+    from ttscale.strategies.deepconf import deepconf_online
+
+    # the fake's certainty of a piece is -logprob: "hi" is confident (5), "lo" is not (0.1)
+    def logprob(piece):
+        return {"hi": -5.0, "lo": -0.1, "mid": -4.0}.get(piece.strip(), -1.0)
+
+    def script(prompt, seed):
+        first_call, j = seed // 1000 == 2, seed % 100  # the warm-up runs at the spec's seed, 2
+        if first_call:
+            word, answer = [("hi ", 7), ("mid ", 9), ("lo ", 8), ("lo ", 8)][j]
+        else:
+            word, answer = ("hi ", 7) if j < 2 else ("lo ", 8)
+        return word * 40 + f"so $\\boxed{{{answer}}}$."
+
+    gen = FakeGenerator(script, logprob=logprob)
+    problem = Problem("p", "What is 3 plus 4?", gold="7")
+    r = deepconf_online(problem, gen, LogProbScorer(), 12, RunSpec(SamplingParams(seed=2)), keep=0.5)
+    assert r.answer == "7"
+    floor = r.outcome["floor"]
+    assert 0.1 < floor < 4.0  # between the warm-up's kept two and its unconfident two
+    stopped = [c for c in r.candidates if c.finish_reason == "low_confidence"]
+    assert r.outcome["stopped_early"] == len(stopped) == 4  # two per round, two rounds after the warm-up
+    assert all(c.n_tokens == 32 and c.answer is None for c in stopped)  # stopped at the first full window
+    assert len(r.candidates) == 12 and r.outcome["kept"] == 2 + 4
+    assert r.compute.generated_tokens == sum(c.n_tokens for c in r.candidates)  # stopped tokens are charged
+    assert all(call[2].confidence_floor == floor for call in gen.calls[1:]) and gen.calls[0][2].confidence_floor is None
+    with pytest.raises(ValueError, match="cannot stop a sample by its confidence"):
+        from ttscale.engines.openai import OpenAIGenerator
+
+        OpenAIGenerator(["http://127.0.0.1:9"], "m").generate([], 1, SamplingParams(confidence_floor=1.0))
+
+
+def test_a_confidence_floor_is_checked_and_kept_out_of_old_records():
+    assert "confidence_floor" not in SamplingParams().to_dict()  # stored runs keep their identity
+    assert SamplingParams(confidence_floor=0.5).to_dict()["confidence_floor"] == 0.5
+    with pytest.raises(ValueError, match="confidence_floor"):
+        SamplingParams(confidence_floor=-1.0)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 MAX_SEED = 2**63 - 1
+CONFIDENCE_WINDOW = 32  # tokens over which a sample's confidence is watched (DeepConf's group)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class SamplingParams:
     """Strings that end a sample; the text is cut before the first one."""
     seed: int = 0
     """The call's seed: sample j of prompt i draws with a seed derived from (seed, i, j)."""
+    confidence_floor: float | None = None
+    """DeepConf's online stop: a sample whose mean self-certainty over its last
+    CONFIDENCE_WINDOW tokens falls below this ends there, finish reason "low_confidence"
+    (its tokens are still generated, and counted). None never stops one. An engine that
+    cannot watch its tokens refuses it."""
 
     def __post_init__(self) -> None:
         _number("temperature", self.temperature, 0.0, math.inf)
@@ -35,10 +41,14 @@ class SamplingParams:
             raise ValueError(f"stop must be a sequence of strings, not {self.stop!r}")
         if not isinstance(self.stop, tuple):
             object.__setattr__(self, "stop", tuple(self.stop))
+        if self.confidence_floor is not None:
+            _number("confidence_floor", self.confidence_floor, 0.0, math.inf)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if self.confidence_floor is None:  # the layout of every run stored before it existed
+            del d["confidence_floor"]
         return d
 
     @classmethod

@@ -12,7 +12,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from ..core import Completion, Compute, Generation, Prompt, SamplingParams, common_prefix, model_flops
+from ..core.sampling import CONFIDENCE_WINDOW
 from ..core.seeds import fake_seed
+from .sequences import low_confidence
 
 # (prompt, seed) -> full continuation text; seed = params.seed * 1000 + prompt index * 100 + sample
 # index, so `seed % 100` is the sample's index within its prompt and `seed % 1000 // 100` the prompt's
@@ -94,6 +96,10 @@ class FakeGenerator:
             if hit >= 0:
                 text = text[:hit]
                 finish = "stop"
+                break
+            floor = params.confidence_floor  # its certainty is -logprob: DeepConf's online stop
+            if floor is not None and low_confidence(lps, -sum(lps[-CONFIDENCE_WINDOW:]), floor):
+                finish = "low_confidence"
                 break
         return Completion(
             text=text.decode(),

@@ -395,7 +395,7 @@ class LlamaCppGenerator:
             tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
             piece = None if L.llama_vocab_is_eog(self._vocab, tok) else self.piece(tok)
             lp, cert = float(logits[row, tok] - lse[row]), float(certainty[row])
-            if add_token(s, tok, lp, cert, piece, stops, params.max_tokens):
+            if add_token(s, tok, lp, cert, piece, stops, params.max_tokens, params.confidence_floor):
                 self._capture(s, row)
         self.timing["sample_s"] += time.perf_counter() - t0
 

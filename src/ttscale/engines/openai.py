@@ -127,6 +127,11 @@ class OpenAIGenerator:
     # --- generation ------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Prompt], n: int, params: SamplingParams) -> Generation:
+        if params.confidence_floor is not None:
+            raise ValueError(
+                "an OpenAI-compatible server cannot stop a sample by its confidence (confidence_floor): "
+                "use the embedded engine for online DeepConf"
+            )
         t0 = time.perf_counter()
         texts = [self.render(p) for p in prompts]
         batched = self.supports_n is not False and n > 1

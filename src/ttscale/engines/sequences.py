@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..core import STEP_SEPARATOR, Completion
+from ..core.sampling import CONFIDENCE_WINDOW
 
 STEP_BYTES = STEP_SEPARATOR.encode()
 
@@ -28,6 +29,7 @@ class Decoding:
     finish_reason: str | None = None
     pending: int | None = None  # sampled, not yet fed to the model
     hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    window_sum: float = 0.0  # self-certainty of the last CONFIDENCE_WINDOW tokens, summed
 
     def completion(self) -> Completion:
         return Completion(
@@ -49,6 +51,7 @@ def add_token(
     piece: bytes | None,
     stops: list[bytes],
     max_tokens: int,
+    confidence_floor: float | None = None,
 ) -> bool:
     """Record one sampled token (piece None: the end of sequence) and decide whether the
     sequence is finished. Returns whether a step ends here (a blank line, or the end): where
@@ -56,6 +59,9 @@ def add_token(
     s.token_ids.append(tok)
     s.logprobs.append(logprob)
     s.certainties.append(certainty)
+    s.window_sum += certainty
+    if len(s.certainties) > CONFIDENCE_WINDOW:
+        s.window_sum -= s.certainties[-CONFIDENCE_WINDOW - 1]
     s.offsets.append(len(s.text))
     s.pending = tok
     if piece is None:
@@ -72,7 +78,18 @@ def add_token(
             break
     if s.finish_reason is None and len(s.token_ids) >= max_tokens:
         s.finish_reason = "length"
+    if (
+        s.finish_reason is None
+        and confidence_floor is not None
+        and low_confidence(s.certainties, s.window_sum, confidence_floor)
+    ):
+        s.finish_reason = "low_confidence"
     return ends_step or s.finish_reason is not None
+
+
+def low_confidence(certainties: list[float], window_sum: float, floor: float) -> bool:
+    """DeepConf's online test: a full window whose mean self-certainty is below the floor."""
+    return len(certainties) >= CONFIDENCE_WINDOW and window_sum / CONFIDENCE_WINDOW < floor
 
 
 def step_end_tokens(pieces: list[bytes], finish_reason: str) -> tuple[list[int], set[int]]:

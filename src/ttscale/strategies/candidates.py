@@ -8,7 +8,8 @@ from ..tasks.confidence import trace_confidence
 from ..tasks.domain import MATH, Domain
 from ..tasks.steps import split_steps
 
-INCOMPLETE = ("length", "open")  # cut short by the token limit; a search node still growing
+# cut short by the token limit or by a confidence floor (DeepConf online); a search node still growing
+INCOMPLETE = ("length", "low_confidence", "open")
 
 
 def make_candidate(text: str, steps: list[Step], finish_reason: str, domain: Domain = MATH) -> Candidate:

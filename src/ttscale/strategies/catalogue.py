@@ -17,6 +17,7 @@ from typing import Any
 from ..core import Generator, Problem, Result, Scorer
 from . import debug, optimal, refine
 from .debug import self_debug
+from .deepconf import deepconf_online
 from .picks import POOL_RULES
 from .pool import (
     adaptive_majority,
@@ -114,6 +115,13 @@ CATALOGUE: dict[str, Entry] = {
         Entry("particle_filter", particle_filter, PER_BUDGET, "particle filtering weighted by step scores"),
         Entry("self_refine", self_refine, PER_BUDGET, "answer, then check and revise, n rounds"),
         Entry("self_debug", self_debug, PER_BUDGET, "code: revise with what the failing example did", ("code",)),
+        Entry(
+            "deepconf_online",
+            deepconf_online,
+            PER_BUDGET,
+            "DeepConf online: a warm-up sets a floor, stop the rest below it",
+            BOTH,
+        ),
         Entry("compute_optimal", compute_optimal, PER_BUDGET, "spend by estimated difficulty (a fitted policy)"),
     )
 }

@@ -30,12 +30,13 @@ def sample_pool(
     params = domain.sampling(spec.params)
     prepared = domain.prepare(generator, params) if n > 1 else Compute()  # one sample: nothing to choose
     generator.reset()
-    candidates, compute = _draw(problem, generator, n, replace(spec, params=params))
+    candidates, compute = draw(problem, generator, n, replace(spec, params=params))
     return candidates, prepared + compute + score_candidates(problem, candidates, scorer, spec.aggregation)
 
 
-def _draw(problem: Problem, generator: Generator, k: int, spec: RunSpec) -> tuple[list[Candidate], Compute]:
-    """k samples in one batch, checked by the domain (not scored)."""
+def draw(problem: Problem, generator: Generator, k: int, spec: RunSpec) -> tuple[list[Candidate], Compute]:
+    """k samples in one batch, checked by the domain (not scored); no reset, so a later
+    round reuses the prompt's cached prefix."""
     domain = domain_of(problem)
     gen = generator.generate([domain.prompt(spec.system)], k, spec.params)
     candidates = [from_completion(c, domain) for c in gen.completions[0]]
@@ -77,7 +78,7 @@ def _stopping_strategy(name: str) -> Callable[..., Result]:
         while len(candidates) < n:
             k = min(rule.step, n - len(candidates))
             seeded = replace(spec, params=replace(params, seed=round_seed(params.seed, len(candidates) // rule.step)))
-            drawn, spent = _draw(problem, generator, k, seeded)
+            drawn, spent = draw(problem, generator, k, seeded)
             candidates, compute = candidates + drawn, compute + spent
             groups = domain.group([c.answer for c in candidates])
             if len(candidates) < n and rule.settled_after(groups):

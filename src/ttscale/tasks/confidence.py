@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-GROUP_WINDOW = 32
+from ..core.sampling import CONFIDENCE_WINDOW
+
+GROUP_WINDOW = CONFIDENCE_WINDOW  # the window the engine watches online, too
 TAIL_TOKENS = 64
 
 

@@ -1,0 +1,108 @@
+"""DeepConf online (Fu et al., 2025, "Deep Think with Confidence"): a few warm-up samples
+set a confidence floor; every later sample is watched while it is generated, and one whose
+confidence over its last 32 tokens falls below the floor is stopped there (its tokens are
+still charged). Sampling stops once the kept samples agree enough; the answer is the
+confidence-weighted vote of the kept ones.
+
+The floor is the warm-up samples' lowest group confidence at the (1 - keep) quantile: with
+keep = 0.1 (DeepConf-low) only a sample as confident as the warm-up's best tenth survives.
+Confidence is self-certainty (`tasks/confidence.py`), which the engine measures per token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
+from ..core.seeds import round_seed
+from ..tasks.domain import domain_of
+from .candidates import score_candidates
+from .picks import pick_weighted
+from .pool import draw
+from .spec import RunSpec
+
+
+def deepconf_online(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    warmup: int = 4,
+    keep: float = 0.1,
+    consensus: float = 0.95,
+    round_size: int = 4,
+) -> Result:
+    """n samples at most: `warmup` drawn whole, then rounds of `round_size` under the floor,
+    until the leading answer holds `consensus` of the kept samples' confidence."""
+    if not 0 < keep <= 1 or not 0 < consensus <= 1 or warmup < 1 or round_size < 1:
+        raise ValueError("deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1")
+    spec = spec or RunSpec()
+    t0 = time.perf_counter()
+    domain = domain_of(problem)
+    params = domain.sampling(spec.params)
+    compute = domain.prepare(generator, params) if n > 1 else Compute()
+    generator.reset()
+    first = min(warmup, n)
+    candidates, spent = draw(problem, generator, first, replace(spec, params=params))
+    compute = compute + spent
+    warm = [c.confidence.get("lowest_group", 0.0) for c in candidates]
+    floor = float(np.quantile(warm, 1 - keep)) if warm else 0.0
+    rounds = 0
+    while len(candidates) < n and _agreement([candidates[i] for i in _kept(candidates, floor)], domain) < consensus:
+        k = min(round_size, n - len(candidates))
+        watched = replace(params, seed=round_seed(params.seed, rounds + 1), confidence_floor=floor)
+        drawn, spent = draw(problem, generator, k, replace(spec, params=watched))
+        candidates, compute, rounds = candidates + drawn, compute + spent, rounds + 1
+    compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
+    kept = _kept(candidates, floor)
+    groups = domain.group([c.answer if i in kept else None for i, c in enumerate(candidates)])
+    weights = [c.confidence.get("lowest_group", 0.0) for c in candidates]
+    chosen = pick_weighted(groups, weights)
+    compute.wall_time = time.perf_counter() - t0
+    settings: dict[str, Any] = {
+        "n": n,
+        "warmup": warmup,
+        "keep": keep,
+        "consensus": consensus,
+        "round_size": round_size,
+        "scorer": scorer.name,
+        "aggregation": spec.aggregation,
+        "sampling": spec.params.to_dict(),
+    }
+    outcome = {
+        "floor": floor,
+        "samples": len(candidates),
+        "samples_saved": n - len(candidates),
+        "stopped_early": sum(c.finish_reason == "low_confidence" for c in candidates),
+        "kept": len(kept),
+    }
+    return Result.picked("deepconf_online", candidates, chosen, compute, settings, outcome)
+
+
+def _kept(candidates: list[Candidate], floor: float) -> set[int]:
+    """The samples that vote: finished (not stopped) and at least as confident as the floor."""
+    return {
+        i
+        for i, c in enumerate(candidates)
+        if c.finish_reason != "low_confidence" and c.confidence.get("lowest_group", 0.0) >= floor
+    }
+
+
+def _agreement(kept: list[Candidate], domain: Any) -> float:
+    """The leading answer's share of the kept samples' confidence."""
+    done = [c for c in kept if c.answer is not None]
+    if not done:
+        return 0.0
+    groups = domain.group([c.answer for c in done])
+    weight: dict[int, float] = {}
+    for c, g in zip(done, groups, strict=True):
+        if g is not None:
+            weight[g] = weight.get(g, 0.0) + c.confidence.get("lowest_group", 0.0)
+    total = sum(weight.values())
+    return max(weight.values()) / total if total > 0 else 0.0

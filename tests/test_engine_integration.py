@@ -382,3 +382,19 @@ def test_the_engine_stops_a_sample_below_its_confidence_floor(engine):
     for c in watched.completions[0]:
         assert c.finish_reason == "low_confidence" and c.n_tokens == 32  # the first full window
     assert watched.compute.generated_tokens == 64
+
+
+def test_the_thread_count_does_not_change_the_samples(engine):
+    """What lets `--threads auto` change the count mid-run: the same seed gives the same
+    tokens at 1 and at 2 threads (llama.cpp splits rows across threads, not sums)."""
+    import llama_cpp
+
+    prompt = [problem_prompt(QUESTION)]
+    params = SamplingParams(max_tokens=64, seed=11)
+    runs = []
+    for threads in (2, 1):
+        llama_cpp.llama_set_n_threads(engine._ctx, threads, threads)
+        engine.reset()
+        runs.append([c.token_ids for c in engine.generate(prompt, 4, params).completions[0]])
+    llama_cpp.llama_set_n_threads(engine._ctx, engine._threads, engine._threads)
+    assert runs[0] == runs[1]

@@ -27,6 +27,7 @@ from ..core import Completion, Compute, Generation, Prompt, SamplingParams, mode
 from .kv_slots import Slot, SlotError, SlotPlan, Unit, idle_slots, pack_units, plan_slots
 from .models import DEFAULT_MODEL, ModelError, resolve
 from .sequences import Decoding, add_token, logsumexp_rows, step_end_tokens
+from .threads import ThreadGovernor
 
 
 class EngineError(RuntimeError):
@@ -43,12 +44,14 @@ class LlamaCppGenerator:
         n_ctx: int = 32768,
         n_seq_max: int = 64,
         n_batch: int = 512,
-        n_threads: int | None = None,
+        n_threads: int | str | None = None,
         verbose: bool = False,
         hidden_states: bool = False,
     ) -> None:
         """hidden_states: also return the final hidden state at the end of every step, read
-        from the same decode that yields the logits (llama.cpp embeddings, no pooling)."""
+        from the same decode that yields the logits (llama.cpp embeddings, no pooling).
+        n_threads: a count (default every core), or "auto": every core the rest of the
+        machine leaves free, re-read about once a second (`threads.py`)."""
         import llama_cpp as L
         from llama_cpp import _logger
 
@@ -67,7 +70,13 @@ class LlamaCppGenerator:
         cp.n_batch = n_batch
         cp.n_ubatch = n_batch
         cp.n_seq_max = n_seq_max
-        threads = n_threads or os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        self._governor = ThreadGovernor(cores) if n_threads == "auto" else None
+        if isinstance(n_threads, str) and n_threads != "auto":
+            raise ValueError(f"n_threads must be a positive integer or 'auto', not {n_threads!r}")
+        threads = cores if n_threads in (None, "auto") else int(n_threads)
+        self._threads = threads
+        self.decodes_by_threads: dict[int, int] = {}  # how many decodes ran at each thread count
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.kv_unified = True  # shared prefixes live once in the cache, across sequences
@@ -350,6 +359,7 @@ class LlamaCppGenerator:
             b.seq_id[k][0] = slot
             b.logits[k] = 1 if logits else 0
         b.n_tokens = len(items)
+        self._govern()
         t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, b)
         if rc == 1:
@@ -363,6 +373,13 @@ class LlamaCppGenerator:
         self.timing["decode_s"] += time.perf_counter() - t0
         for slot, tok in items:
             self._slots[slot].tokens.append(tok)
+
+    def _govern(self) -> None:
+        """With n_threads="auto", decode with the cores the rest of the machine leaves free."""
+        if self._governor is not None and (t := self._governor.threads()) != self._threads:
+            self._L.llama_set_n_threads(self._ctx, t, t)
+            self._threads = t
+        self.decodes_by_threads[self._threads] = self.decodes_by_threads.get(self._threads, 0) + 1
 
     def _evict_idle(self) -> None:
         for k in idle_slots(self._slots, self._clock):

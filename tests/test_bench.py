@@ -84,3 +84,20 @@ def test_reproduce_uses_the_thread_count_each_record_was_sampled_with(tmp_path):
     assert asked == [3]  # the recorded count, one engine for both records
     bench_reproduce(tmp_path / "run", records=1, threads=1, make_generator=make)
     assert asked == [3, 1]  # an explicit --threads wins
+
+
+def test_the_contention_bench_runs_every_thread_count_alone_and_beside_a_busy_process():
+    import os
+
+    from ttscale.apps.bench import bench_contention, format_contention
+    from ttscale.testing import FakeGenerator
+
+    def make(threads):
+        gen = FakeGenerator(lambda prompt, seed: f"Steps.\n\nTherefore, the final answer is $\\boxed{{{seed % 3}}}$.")
+        gen.decodes_by_threads = {}
+        return gen
+
+    r = bench_contention("fake", n=2, max_tokens=16, make_generator=make)
+    assert [row["threads"] for row in r["rows"]] == [*range(1, (os.cpu_count() or 1) + 1), "auto"]
+    assert r["same_samples_everywhere"] and all(row["slowdown"] > 0 for row in r["rows"])
+    assert "beside busy tok/s" in format_contention(r)

@@ -10,6 +10,8 @@ import functools
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -100,6 +102,86 @@ def bench_engine(
         },
         "speedup": round(batched_tps / plain_tps, 2),
     }
+
+
+BUSY_LOOP = "while True:\n    pass\n"  # one core's worth of competing work
+
+
+def bench_contention(
+    model: str = DEFAULT_MODEL,
+    n: int = 8,
+    max_tokens: int = 64,
+    seed: int = 0,
+    neighbours: int = 1,
+    make_generator: Callable[[int | str], Any] | None = None,
+) -> dict[str, Any]:
+    """Decode speed alone and beside `neighbours` busy processes (each a Python loop taking
+    one core), at every fixed thread count and with --threads auto; the same samples each time."""
+    problem = load_dataset("math500").problems[0]
+    params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
+    prompt = problem_prompt(problem.question)
+    cores = os.cpu_count() or 1
+    rows = []
+    for threads in [*range(1, cores + 1), "auto"]:
+        gen = (make_generator or (lambda t: LlamaCppGenerator(model, n_threads=t, n_ctx=4096, n_seq_max=n)))(threads)
+        gen.generate([prompt], 1, params)  # warm the prompt cache
+        row: dict[str, Any] = {"threads": threads}
+        for setting in ("alone", "busy"):
+            loops = [
+                subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+                for _ in range(neighbours if setting == "busy" else 0)
+            ]
+            try:
+                time.sleep(1.5 if loops else 0.0)  # let an auto engine see them
+                gen.decodes_by_threads = {}
+                t0 = time.perf_counter()
+                out = gen.generate([prompt], n, params)
+                seconds = time.perf_counter() - t0
+            finally:
+                for p in loops:
+                    p.kill()
+                    p.wait()
+            row[setting] = {
+                "tok_per_s": round(out.compute.generated_tokens / seconds, 1),
+                "decodes_by_threads": dict(gen.decodes_by_threads),
+                "tokens": [c.token_ids for c in out.completions[0]],
+            }
+        row["slowdown"] = round(row["alone"]["tok_per_s"] / row["busy"]["tok_per_s"], 2)
+        rows.append(row)
+        if hasattr(gen, "close"):
+            gen.close()
+    best_alone = max(r["alone"]["tok_per_s"] for r in rows)
+    same = all(r[s]["tokens"] == rows[0]["alone"]["tokens"] for r in rows for s in ("alone", "busy"))
+    for r in rows:
+        r["busy_vs_best_alone"] = round(best_alone / r["busy"]["tok_per_s"], 2)
+        for setting in ("alone", "busy"):
+            del r[setting]["tokens"]
+    return {
+        "model": model,
+        "n": n,
+        "max_tokens": max_tokens,
+        "sampling": params.to_dict(),
+        "machine": f"{platform.machine()}, {cores} cores",
+        "neighbours": neighbours,
+        "rows": rows,
+        "same_samples_everywhere": same,
+    }
+
+
+def format_contention(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['model']}, {r['n']} samples x {r['max_tokens']} tokens, {r['machine']}, beside {r['neighbours']} busy "
+        f"process(es); the same samples at every thread count: {'yes' if r['same_samples_everywhere'] else 'NO'}",
+        "",
+        "| threads | alone tok/s | beside busy tok/s | slowdown | busy vs the best alone | decodes by threads (busy) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"| {row['threads']} | {row['alone']['tok_per_s']} | {row['busy']['tok_per_s']} | {row['slowdown']}x | "
+            f"{row['busy_vs_best_alone']}x | {row['busy']['decodes_by_threads']} |"
+        )
+    return "\n".join(lines)
 
 
 def format_engine(r: dict[str, Any]) -> str:

@@ -213,7 +213,13 @@ def bench_parser(sub: Any, fmt: Any) -> None:
             p.add_argument("--problems", type=int, default=problems)
         return p
 
-    bench("engine", "batched sampling of N sequences versus a plain one-at-a-time loop", 16, 128)
+    en = bench("engine", "batched sampling of N sequences versus a plain one-at-a-time loop", 16, 128)
+    en.add_argument(
+        "--contention",
+        type=int,
+        metavar="K",
+        help="instead: decode speed alone and beside K busy processes, at each thread count and --threads auto",
+    )
     se = bench("search", "KV-cache reuse of a tree search against re-prefilling every prefix", 8, 512, problems=3)
     se.add_argument("--strategy", default="beam_search", choices=SEARCHES)
     se.add_argument("--beam-width", type=int, default=4, help="beam search and DVTS")

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..apps.bench import (
+    bench_contention,
     bench_engine,
     bench_probe,
     bench_reproduce,
     bench_search,
+    format_contention,
     format_engine,
     format_probe,
     format_reproduce,
@@ -114,8 +116,14 @@ def bench_command(args: argparse.Namespace) -> int:
             return 2
         text = format_reproduce(r)
     elif args.bench == "engine":
-        r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
-        text = format_engine(r)
+        if args.contention:
+            r = bench_contention(
+                args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed, neighbours=args.contention
+            )
+            text = format_contention(r)
+        else:
+            r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
+            text = format_engine(r)
     elif args.bench == "serve":
         r = bench_serve(Load(args.clients, args.requests, args.hostile_every))
         text = format_serve(r)

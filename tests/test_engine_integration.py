@@ -375,10 +375,10 @@ def test_code_tasks_on_the_real_model(engine):
 def test_the_engine_stops_a_sample_below_its_confidence_floor(engine):
     from ttscale.core import Prompt
 
-    prompt = Prompt((("user", QUESTION),))
-    free = engine.generate([prompt], 2, SamplingParams(max_tokens=40, seed=3)).completions[0]
+    prompt = Prompt((("user", "Write a long story about a lighthouse keeper."),))  # longer than one window
+    free = engine.generate([prompt], 2, SamplingParams(max_tokens=48, seed=3)).completions[0]
     floor = max(c.certainties[0] for c in free) * 100  # above anything a window can reach
-    watched = engine.generate([prompt], 2, SamplingParams(max_tokens=40, seed=3, confidence_floor=floor))
+    watched = engine.generate([prompt], 2, SamplingParams(max_tokens=48, seed=3, confidence_floor=floor))
     for c in watched.completions[0]:
         assert c.finish_reason == "low_confidence" and c.n_tokens == 32  # the first full window
     assert watched.compute.generated_tokens == 64

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
+from ..core import Candidate, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
-from ..tasks.domain import domain_of
 from .candidates import score_candidates
 from .picks import pick_weighted
-from .pool import draw
+from .pool import begin, draw
 from .spec import RunSpec
 
 
@@ -44,12 +43,9 @@ def deepconf_online(
         raise ValueError("deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1")
     spec = spec or RunSpec()
     t0 = time.perf_counter()
-    domain = domain_of(problem)
-    params = domain.sampling(spec.params)
-    compute = domain.prepare(generator, params) if n > 1 else Compute()
-    generator.reset()
-    first = min(warmup, n)
-    candidates, spent = draw(problem, generator, first, replace(spec, params=params))
+    domain, sampled, compute = begin(problem, generator, n, spec)
+    params = sampled.params
+    candidates, spent = draw(problem, generator, min(warmup, n), sampled)
     compute = compute + spent
     warm = [c.confidence.get("lowest_group", 0.0) for c in candidates]
     floor = float(np.quantile(warm, 1 - keep)) if warm else 0.0
@@ -57,7 +53,7 @@ def deepconf_online(
     while len(candidates) < n and _agreement([candidates[i] for i in _kept(candidates, floor)], domain) < consensus:
         k = min(round_size, n - len(candidates))
         watched = replace(params, seed=round_seed(params.seed, rounds + 1), confidence_floor=floor)
-        drawn, spent = draw(problem, generator, k, replace(spec, params=watched))
+        drawn, spent = draw(problem, generator, k, replace(sampled, params=watched))
         candidates, compute, rounds = candidates + drawn, compute + spent, rounds + 1
     compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
     kept = _kept(candidates, floor)

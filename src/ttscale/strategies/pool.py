@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
-from ..tasks.domain import domain_of
+from ..tasks.domain import Domain, domain_of
 from .candidates import from_completion, score_candidates
 from .picks import PICKERS, STOPPING, VOTES, pick_from_pool, pick_majority
 from .spec import RunSpec
@@ -26,12 +26,21 @@ def sample_pool(
     """n independent complete solutions, decoded in one batch, checked as the domain checks
     them (code: run on the public calls and the model's own tests), scored by the verifier.
     Starts from a fresh engine cache, so the same seed gives the same pool whatever ran before."""
-    domain = domain_of(problem)
-    params = domain.sampling(spec.params)
-    prepared = domain.prepare(generator, params) if n > 1 else Compute()  # one sample: nothing to choose
-    generator.reset()
-    candidates, compute = draw(problem, generator, n, replace(spec, params=params))
+    _, sampled, prepared = begin(problem, generator, n, spec)
+    candidates, compute = draw(problem, generator, n, sampled)
     return candidates, prepared + compute + score_candidates(problem, candidates, scorer, spec.aggregation)
+
+
+def begin(problem: Problem, generator: Generator, n: int, spec: RunSpec) -> tuple[Domain, RunSpec, Compute]:
+    """The start of every sampling strategy: the problem's domain, the spec with the domain's
+    sampling (code: stop at the block's end), what preparing the domain cost (code: the
+    model writes its tests; one sample needs none: nothing to choose), and a fresh engine
+    cache, so the same seed gives the same samples whatever ran before."""
+    domain = domain_of(problem)
+    sampled = replace(spec, params=domain.sampling(spec.params))
+    prepared = domain.prepare(generator, sampled.params) if n > 1 else Compute()
+    generator.reset()
+    return domain, sampled, prepared
 
 
 def draw(problem: Problem, generator: Generator, k: int, spec: RunSpec) -> tuple[list[Candidate], Compute]:
@@ -70,14 +79,12 @@ def _stopping_strategy(name: str) -> Callable[..., Result]:
     def strategy(problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None) -> Result:
         spec = spec or RunSpec()
         t0 = time.perf_counter()
-        domain = domain_of(problem)
-        params = domain.sampling(spec.params)
-        compute = domain.prepare(generator, params) if n > 1 else Compute()
-        generator.reset()
+        domain, sampled, compute = begin(problem, generator, n, spec)
         candidates: list[Candidate] = []
         while len(candidates) < n:
             k = min(rule.step, n - len(candidates))
-            seeded = replace(spec, params=replace(params, seed=round_seed(params.seed, len(candidates) // rule.step)))
+            round_ = len(candidates) // rule.step
+            seeded = replace(sampled, params=replace(sampled.params, seed=round_seed(sampled.params.seed, round_)))
             drawn, spent = draw(problem, generator, k, seeded)
             candidates, compute = candidates + drawn, compute + spent
             groups = domain.group([c.answer for c in candidates])

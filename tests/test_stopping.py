@@ -7,7 +7,7 @@ import pytest
 from ttscale.core import Problem, SamplingParams
 from ttscale.evaluation.curves import PoolProblem, curves
 from ttscale.strategies.catalogue import run_strategy
-from ttscale.strategies.picks import STOPPING, leader_is_settled, pick_borda, replay, window_agrees
+from ttscale.strategies.picks import leader_is_settled, pick_borda, replay, stopping, window_agrees
 from ttscale.strategies.spec import RunSpec
 from ttscale.testing import FakeGenerator
 from ttscale.verifiers.model_free import LogProbScorer
@@ -46,13 +46,20 @@ def test_the_beta_rule_waits_for_a_clear_leader(groups, settled):
 
 def test_esc_stops_at_the_first_window_that_agrees():
     assert window_agrees([3, 3, 3, 3]) and not window_agrees([3, 3, 1, 3]) and not window_agrees([None] * 4)
-    esc = STOPPING["esc"]
+    esc = stopping("esc")
     assert esc.stop_at([0, 1, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0]) == 8  # the second window agrees
     assert esc.stop_at([0, 1, 0, 0, 2, 2, 2, 1]) == 8  # none does: the whole budget
     assert esc.stop_at([0, 0, 0, 0]) == 4  # a window as large as the budget reads it all
     assert replay("esc", [5, 5, 5, 5, 1, 1, 1, 1], [0.0] * 8) == (0, 4)
     assert replay("adaptive_majority", [2, 2, 2, 2, 1, 1], [0.0] * 6) == (0, 4)
     assert replay("majority", [2, 1, 1], [0.0] * 3) == (1, 3)
+    # a run's options set the parameters: windows of 2, a looser Beta rule
+    assert replay("esc", [5, 5, 5, 5, 1, 1, 1, 1], [0.0] * 8, {"esc_window": 2}) == (0, 2)
+    assert replay("adaptive_majority", [2, 2, 2, 2, 1, 1], [0.0] * 6, {"adaptive_threshold": 0.7}) == (0, 2)
+    with pytest.raises(ValueError, match="adaptive_threshold"):
+        stopping("adaptive_majority", {"adaptive_threshold": 0.2})
+    with pytest.raises(ValueError, match="esc_window"):
+        stopping("esc", {"esc_window": 0})
 
 
 def test_a_vote_that_stops_early_is_charged_only_what_it_read():
@@ -81,6 +88,8 @@ def test_live_stopping_samples_in_rounds_and_reports_what_it_saved():
     assert len({call[2].seed for call in gen.calls}) == 2  # each round its own seed
     e = run_strategy("esc", problem, FakeGenerator(script), LogProbScorer(), 16, spec)
     assert len(e.candidates) == 4 and e.outcome["samples_saved"] == 12
+    e2 = run_strategy("esc", problem, FakeGenerator(script), LogProbScorer(), 16, spec, {"esc_window": 2})
+    assert len(e2.candidates) == 2
     b = run_strategy("borda", problem, FakeGenerator(script), LogProbScorer(), 3, spec)
     assert b.answer == "7" and len(b.candidates) == 3
 
@@ -159,3 +168,26 @@ def test_a_confidence_floor_is_checked_and_kept_out_of_old_records():
     assert SamplingParams(confidence_floor=0.5).to_dict()["confidence_floor"] == 0.5
     with pytest.raises(ValueError, match="confidence_floor"):
         SamplingParams(confidence_floor=-1.0)
+
+
+def test_a_stopping_parameter_is_fitted_to_spend_least_within_the_tolerance():
+    from ttscale.evaluation.stopping_fit import fit_stopping
+
+    def pool(pid, answers, right):
+        cands = [
+            {"answer": a, "correct": a == right, "scores": {"logprob": [0.5]}, "steps": [{"n_tokens": 10}]}
+            for a in answers
+        ]
+        return {"id": pid, "compute": {"flops": 1.0, "wall_time": 1.0}, "candidates": cands}
+
+    # agreeing pools let every threshold stop early; the last pool's leader changes late
+    records = [pool(f"p{k}", ["7"] * 8, "7") for k in range(3)] + [
+        pool("late", ["1", "1", "2", "2", "2", "2", "2", "2"], "2")
+    ]
+    fit = fit_stopping(records, "adaptive_majority", 8, tolerance=0.0, n_boot=5)
+    rows = {r["adaptive_threshold"]: r for r in fit["grid"]}
+    assert rows[0.6]["token_share"] < rows[0.99]["token_share"] <= 1.0
+    assert all(r["difference"] >= 0.0 for r in fit["grid"] if r["adaptive_threshold"] == fit["chosen"])
+    assert fit["calibration_ids"] == ["p0", "p1", "p2", "late"] and fit["option"] == "adaptive_threshold"
+    with pytest.raises(ValueError, match="not a stopping vote"):
+        fit_stopping(records, "majority", 8)

@@ -107,6 +107,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     s = p.add_argument_group("step-level search")
     s.add_argument("--beam-width", type=int, default=4, help="M: candidates per beam (beam search, DVTS)")
+    s.add_argument("--esc-window", type=_positive, help="esc: samples per window (default 4)")
+    s.add_argument(
+        "--adaptive-threshold",
+        type=float,
+        help="adaptive_majority: the Beta rule's probability to stop at (default 0.95)",
+    )
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
     s.add_argument("--max-iterations", type=int, default=20, help="steps at most")
     s.add_argument("--step-tokens", type=int, default=256, help="tokens at most per step")
@@ -352,6 +358,19 @@ def models_parser(sub: Any, fmt: Any) -> None:
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
 
 
+def fit_stopping_parser(sub: Any, fmt: Any) -> None:
+    fs = sub.add_parser("fit-stopping", help="fit a stopping vote's window or threshold on calibration pools")
+    fs.add_argument("runs", type=Path, nargs="+", help="eval run directories holding pools of calibration problems")
+    fs.add_argument("--rule", required=True, choices=["esc", "adaptive_majority"])
+    fs.add_argument("--n", type=_positive, default=16, help="the budget it must hold majority's accuracy at")
+    fs.add_argument("--tolerance", type=float, default=0.015, help="accuracy it may lose against majority (paired)")
+    fs.add_argument("--scorer", default="logprob")
+    fs.add_argument("--aggregate", default="mean", choices=list(AGGREGATIONS))
+    fs.add_argument("--start", type=int, default=0, help="fit on the runs' problems from the START-th")
+    fs.add_argument("--limit", type=int, help="fit on LIMIT problems only (the rest stay held out)")
+    fs.add_argument("--output", type=Path, help="also write the fit here (.json)")
+
+
 PARSERS: dict[str, Callable[[Any, Any], None]] = {
     "eval": eval_parser,
     "solve": solve_parser,
@@ -361,6 +380,7 @@ PARSERS: dict[str, Callable[[Any, Any], None]] = {
     "train-probe": train_probe_parser,
     "report": report_parser,
     "fit-optimal": fit_optimal_parser,
+    "fit-stopping": fit_stopping_parser,
     "merge": merge_parser,
     "models": models_parser,
 }

@@ -37,6 +37,7 @@ from ..engines.openai import OpenAIGenerator, RemoteError
 from ..evaluation.config import EvalConfig, EvalError
 from ..evaluation.policy import fit_policy
 from ..evaluation.run import run_eval
+from ..evaluation.stopping_fit import fit_stopping
 from ..evaluation.store import merge_runs, read_run
 from ..strategies.catalogue import PER_BUDGET_STRATEGIES, check_domain, run_strategy
 from ..strategies.spec import RunSpec
@@ -107,6 +108,12 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _stopping_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The stopping votes' parameters, only where given (a run's keys keep their layout)."""
+    given = {"esc_window": args.esc_window, "adaptive_threshold": args.adaptive_threshold}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def bench_command(args: argparse.Namespace) -> int:
     if args.bench == "reproduce":
         try:
@@ -158,6 +165,20 @@ def fit_optimal_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def fit_stopping_command(args: argparse.Namespace) -> int:
+    records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
+    try:
+        fit = fit_stopping(records, args.rule, args.n, args.tolerance, scorer_name(args.scorer), args.aggregate)
+    except ValueError as e:
+        print(f"ttscale: error: {e}", file=sys.stderr)
+        return 2
+    if args.output:
+        args.output.write_text(json.dumps(fit, indent=2))
+    shown = {k: v for k, v in fit.items() if k != "calibration_ids"}
+    print(json.dumps({**shown, "calibration_problems": len(fit["calibration_ids"])}, indent=2))
+    return 0
+
+
 def report_command(args: argparse.Namespace) -> int:
     tree = (args.tree, args.tree_problem, args.tree_strategy) if args.tree else None
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +210,9 @@ def solve_command(args: argparse.Namespace) -> int:
     spec = _spec(args)
     if args.task == "code" and spec.system == SYSTEM_PROMPT:
         spec = replace(spec, system=CODE_SYSTEM_PROMPT)
-    result = run_strategy(args.strategy, problem, gen, scorer, args.n, spec, _search_options(args))
+    result = run_strategy(
+        args.strategy, problem, gen, scorer, args.n, spec, {**_search_options(args), **_stopping_options(args)}
+    )
     domain = domain_of(problem)
     described = domain.describe([c.answer for c in result.candidates]) if isinstance(domain, CodeDomain) else None
     if args.json:
@@ -260,7 +283,9 @@ def eval_command(args: argparse.Namespace) -> int:
     searching = any(s in PER_BUDGET_STRATEGIES for s in strategies)
     same_name = ("dataset", "model", "seed", "limit", "start", "levels", "question_field", "answer_field", "shard")
     cfg = EvalConfig(
-        **_verifier_and_sampling(args, search=_search_options(args) if searching else {}),
+        **_verifier_and_sampling(
+            args, search={**(_search_options(args) if searching else {}), **_stopping_options(args)}
+        ),
         **{k: getattr(args, k) for k in same_name},
         ns=args.n,
         strategies=strategies,
@@ -388,6 +413,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train-probe": train_probe_command,
     "report": report_command,
     "fit-optimal": fit_optimal_command,
+    "fit-stopping": fit_stopping_command,
     "merge": merge_command,
     "models": models_command,
 }

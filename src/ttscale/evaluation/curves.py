@@ -9,7 +9,7 @@ from the samples actually drawn, so curves against generated tokens are honest.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -122,9 +122,11 @@ def curves(
     strategies: Sequence[str],
     n_boot: int = 100,
     seed: int = 0,
+    options: Mapping[str, Any] | None = None,
 ) -> list[CurvePoint]:
     """Every strategy at every budget, plus pass@1 (mean sample accuracy) and oracle pass@n
-    (some sample in the subset is right), with 95% bootstrap intervals."""
+    (some sample in the subset is right), with 95% bootstrap intervals. `options` are the
+    run's (a stopping vote's window or threshold)."""
     if not pools:
         return []
     n_max = min(len(p.correct) for p in pools)
@@ -144,7 +146,7 @@ def curves(
             groups = [pool.groups[i] for i in subset]
             scores = [pool.scores[i] for i in subset]
             hits["oracle"][b, p] = pool.correct[subset].any()
-            picks = {s: replay(s, groups, scores) for s in strategies}
+            picks = {s: replay(s, groups, scores, options) for s in strategies}
             for s in names:
                 k, used = picks.get(s, (None, len(subset)))
                 if s != "oracle":

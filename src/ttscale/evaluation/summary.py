@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core import Compute, Problem
 from ..strategies.optimal import Policy
+from ..strategies.picks import STOPPING
 from ..verifiers.registry import scorer_name
 from .config import EvalConfig, EvalError, RecordKey
 from .curves import CurvePoint, curves, paired_differences, pool_from_record, search_picks
@@ -66,7 +67,7 @@ def _pool_part(
     records = [store.records[RecordKey.pool(p.id).format()] for p in done]
     t.quality = verifier_quality(records)
     pools = [pool_from_record(r, scorer_name(cfg.scorer), cfg.aggregation) for r in records]
-    t.points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed)
+    t.points += curves(pools, cfg.pool_strategies, n_boot=n_boot, seed=cfg.seed, options=cfg.search)
     if policy and pools:
         try:
             fitted = [Policy.load(path) for path in policy.split(",")]
@@ -108,12 +109,16 @@ def _compared_part(
     scorer, how = pair
     other = replace(cfg, scorer=scorer, aggregation=how)
     label = f" ({scorer}/{how})"
-    rules = [s for s in cfg.pool_strategies if s != "majority"]
+    rules = [s for s in cfg.pool_strategies if s != "majority" and s not in STOPPING]  # those that read scores
     pools = [store.records[RecordKey.pool(p.id).format()] for p in done] if rules else []
     scored = [r for r in pools if has_scores(r, scorer)]
     if rules and len(scored) == len(done):
         replayed = curves(
-            [pool_from_record(r, scorer_name(scorer), how) for r in pools], rules, n_boot=n_boot, seed=cfg.seed
+            [pool_from_record(r, scorer_name(scorer), how) for r in pools],
+            rules,
+            n_boot=n_boot,
+            seed=cfg.seed,
+            options=cfg.search,
         )
         t.points += [replace(pt, strategy=pt.strategy + label) for pt in replayed if pt.strategy in rules]
     elif rules:

@@ -4,9 +4,11 @@ every rule on subsets of it without new generation."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..core import Candidate
 from ..tasks.domain import MATH, Domain
@@ -135,16 +137,41 @@ class Stopping:
         return len(groups)
 
 
-STOPPING: dict[str, Stopping] = {
-    "esc": Stopping(step=4, settled=window_agrees, window=True),
-    "adaptive_majority": Stopping(step=2, settled=leader_is_settled, window=False),
+def esc_rule(window: int = 4) -> Stopping:
+    """ESC: rounds of `window` samples, stopping at the first round that agrees."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"esc_window must be a positive integer, not {window!r}")
+    return Stopping(step=window, settled=window_agrees, window=True)
+
+
+def adaptive_rule(threshold: float = 0.95) -> Stopping:
+    """Adaptive majority: rounds of 2, stopping once the Beta rule passes `threshold`."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.5 <= threshold <= 1:
+        raise ValueError(f"adaptive_threshold must be a number from 0.5 to 1, not {threshold!r}")
+    return Stopping(step=2, settled=functools.partial(leader_is_settled, threshold=float(threshold)), window=False)
+
+
+# each stopping vote: its rule, from the run's option that sets it (absent: the default)
+STOPPING: dict[str, tuple[Callable[..., Stopping], str]] = {
+    "esc": (esc_rule, "esc_window"),
+    "adaptive_majority": (adaptive_rule, "adaptive_threshold"),
 }
 
 
-def replay(name: str, groups: Groups, scores: Sequence[float]) -> tuple[int | None, int]:
-    """A pool rule on a pool's samples in their order: the pick and how many it read."""
+def stopping(name: str, options: Mapping[str, Any] | None = None) -> Stopping:
+    """A stopping vote's rule, with the run's setting of its parameter if it has one."""
+    make, key = STOPPING[name]
+    options = options or {}
+    return make(options[key]) if key in options else make()
+
+
+def replay(
+    name: str, groups: Groups, scores: Sequence[float], options: Mapping[str, Any] | None = None
+) -> tuple[int | None, int]:
+    """A pool rule on a pool's samples in their order: the pick and how many it read (the
+    run's options set a stopping vote's parameter)."""
     if name in STOPPING:
-        used = STOPPING[name].stop_at(groups)
+        used = stopping(name, options).stop_at(groups)
         return pick_majority(groups[:used], scores[:used]), used
     return {**PICKERS, **VOTES}[name](groups, scores), len(groups)
 

@@ -16,7 +16,7 @@ from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
 from ..tasks.domain import Domain, domain_of
 from .candidates import from_completion, score_candidates
-from .picks import PICKERS, STOPPING, VOTES, pick_from_pool, pick_majority
+from .picks import PICKERS, VOTES, Stopping, adaptive_rule, esc_rule, pick_from_pool, pick_majority
 from .spec import RunSpec
 
 
@@ -70,35 +70,52 @@ def _pool_strategy(name: str) -> Callable[..., Result]:
     return strategy
 
 
-def _stopping_strategy(name: str) -> Callable[..., Result]:
+def _stop_early(
+    name: str, rule: Stopping, problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None
+) -> Result:
     """Sample in rounds (each with a seed of its own; the first round's are the pool's first
     samples) and stop once the rule says the answer is settled, or at n samples; the pick is
     the majority over what was drawn. The samples not drawn are reported as saved."""
-    rule = STOPPING[name]
+    spec = spec or RunSpec()
+    t0 = time.perf_counter()
+    domain, sampled, compute = begin(problem, generator, n, spec)
+    candidates: list[Candidate] = []
+    while len(candidates) < n:
+        k = min(rule.step, n - len(candidates))
+        round_ = len(candidates) // rule.step
+        seeded = replace(sampled, params=replace(sampled.params, seed=round_seed(sampled.params.seed, round_)))
+        drawn, spent = draw(problem, generator, k, seeded)
+        candidates, compute = candidates + drawn, compute + spent
+        groups = domain.group([c.answer for c in candidates])
+        if len(candidates) < n and rule.settled_after(groups):
+            break
+    compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
+    chosen = pick_majority(domain.group([c.answer for c in candidates]), [c.score for c in candidates])
+    compute.wall_time = time.perf_counter() - t0
+    outcome = {"samples": len(candidates), "samples_saved": n - len(candidates)}
+    return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec), outcome)
 
-    def strategy(problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None) -> Result:
-        spec = spec or RunSpec()
-        t0 = time.perf_counter()
-        domain, sampled, compute = begin(problem, generator, n, spec)
-        candidates: list[Candidate] = []
-        while len(candidates) < n:
-            k = min(rule.step, n - len(candidates))
-            round_ = len(candidates) // rule.step
-            seeded = replace(sampled, params=replace(sampled.params, seed=round_seed(sampled.params.seed, round_)))
-            drawn, spent = draw(problem, generator, k, seeded)
-            candidates, compute = candidates + drawn, compute + spent
-            groups = domain.group([c.answer for c in candidates])
-            if len(candidates) < n and rule.settled_after(groups):
-                break
-        compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
-        chosen = pick_majority(domain.group([c.answer for c in candidates]), [c.score for c in candidates])
-        compute.wall_time = time.perf_counter() - t0
-        outcome = {"samples": len(candidates), "samples_saved": n - len(candidates)}
-        return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec), outcome)
 
-    strategy.__name__ = name
-    strategy.__doc__ = (strategy.__doc__ or "") + (rule.settled.__doc__ or "")
-    return strategy
+def esc(
+    problem: Problem, generator: Generator, scorer: Scorer, n: int, spec: RunSpec | None = None, *, esc_window: int = 4
+) -> Result:
+    """Majority, sampling in windows of `esc_window` until one window's answers all agree
+    (ESC, Li et al., 2024)."""
+    return _stop_early("esc", esc_rule(esc_window), problem, generator, scorer, n, spec)
+
+
+def adaptive_majority(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    adaptive_threshold: float = 0.95,
+) -> Result:
+    """Majority, sampling 2 at a time until the leading answer is settled by the Beta rule
+    at `adaptive_threshold` (Adaptive-Consistency, Aggarwal et al., 2023)."""
+    return _stop_early("adaptive_majority", adaptive_rule(adaptive_threshold), problem, generator, scorer, n, spec)
 
 
 majority = _pool_strategy("majority")
@@ -107,5 +124,3 @@ weighted_best_of_n = _pool_strategy("weighted_best_of_n")
 borda = _pool_strategy("borda")
 deepconf_low = _pool_strategy("deepconf_low")
 deepconf_high = _pool_strategy("deepconf_high")
-esc = _stopping_strategy("esc")
-adaptive_majority = _stopping_strategy("adaptive_majority")

@@ -173,15 +173,24 @@ def replay(
     if name in STOPPING:
         used = stopping(name, options).stop_at(groups)
         return pick_majority(groups[:used], scores[:used]), used
-    return {**PICKERS, **VOTES}[name](groups, scores), len(groups)
+    return VOTING_RULES[name](groups, scores), len(groups)
+
+
+def pick_deepconf_low(groups: Groups, scores: Sequence[float]) -> int | None:
+    """DeepConf-low: the score-weighted vote of the best-scored 10% (see `pick_filtered`)."""
+    return pick_filtered(groups, scores, keep=0.1)
+
+
+def pick_deepconf_high(groups: Groups, scores: Sequence[float]) -> int | None:
+    """DeepConf-high: the score-weighted vote of the best-scored 90% (see `pick_filtered`)."""
+    return pick_filtered(groups, scores, keep=0.9)
 
 
 # votes besides the three every search reports: replayed on pools, run live as pool strategies
 VOTES: dict[str, Callable[[Groups, Sequence[float]], int | None]] = {
     "borda": pick_borda,
-    "deepconf_low": lambda groups, scores: pick_filtered(groups, scores, keep=0.1),
-    "deepconf_high": lambda groups, scores: pick_filtered(groups, scores, keep=0.9),
+    "deepconf_low": pick_deepconf_low,
+    "deepconf_high": pick_deepconf_high,
 }
-for _name in ("deepconf_low", "deepconf_high"):
-    VOTES[_name].__doc__ = pick_filtered.__doc__
+VOTING_RULES = {**PICKERS, **VOTES}  # every rule that reads a whole pool
 POOL_RULES = (*PICKERS, *VOTES, *STOPPING)  # every rule a stored pool is replayed with

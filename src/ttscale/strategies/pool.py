@@ -16,7 +16,7 @@ from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
 from ..tasks.domain import Domain, domain_of
 from .candidates import from_completion, score_candidates
-from .picks import PICKERS, VOTES, Stopping, adaptive_rule, esc_rule, pick_from_pool, pick_majority
+from .picks import VOTING_RULES, Stopping, adaptive_rule, esc_rule, pick_from_pool, pick_majority
 from .spec import RunSpec
 
 
@@ -66,7 +66,7 @@ def _pool_strategy(name: str) -> Callable[..., Result]:
         return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec))
 
     strategy.__name__ = name
-    strategy.__doc__ = f"{name} over n independent samples. " + ({**PICKERS, **VOTES}[name].__doc__ or "")
+    strategy.__doc__ = f"{name} over n independent samples. " + (VOTING_RULES[name].__doc__ or "")
     return strategy
 
 

@@ -2,6 +2,8 @@
 
     python scripts/resummarise.py results/gsm8k-100/probe.json results/math500-l123-60/merged/search.json
     python scripts/resummarise.py --all          # every eval summary under results/
+    python scripts/resummarise.py --all --write  # ...and replace the committed view files
+
 
 Each view's summary JSON names everything `eval --report-only` needs (dataset slice, pool
 identity, strategies, budgets, verifier, compared pairs, replayed policies). The view is
@@ -78,7 +80,7 @@ def config_of(summary: dict[str, Any]) -> EvalConfig:
     )
 
 
-def check(view: Path) -> list[str]:
+def check(view: Path, write: bool = False) -> list[str]:
     committed = json.loads(view.read_text())
     cfg = config_of(committed)
     compare = tuple(tuple(c.rsplit("/", 1)) for c in committed.get("compared") or ())
@@ -99,6 +101,10 @@ def check(view: Path) -> list[str]:
             replay_policy=policy,
         )  # type: ignore[arg-type, return-value]
         fresh = json.loads((scratch / f"{view.stem}.json").read_text())
+        if write:  # the view's own files (summary, tables, plot); the run's files stay
+            for made in scratch.iterdir():
+                if made.name.startswith(view.stem + ".") or made.name.startswith(view.stem + "_"):
+                    shutil.copy(made, view.parent / made.name)
     return [d for key in FIGURES if key in committed for d in same(fresh.get(key), committed.get(key), key)]
 
 
@@ -118,11 +124,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("views", nargs="*", type=Path)
     ap.add_argument("--all", action="store_true", help="every eval summary under results/")
+    ap.add_argument("--write", action="store_true", help="replace each view's committed files with the fresh ones")
     args = ap.parse_args()
     views = all_views(Path("results")) if args.all else args.views
     bad = 0
     for view in views:
-        diffs = check(view)
+        diffs = check(view, args.write)
         bad += bool(diffs)
         print(f"{'same' if not diffs else 'DIFFERS'}  {view}" + "".join(f"\n    {d}" for d in diffs[:5]))
     print(f"{len(views) - bad} of {len(views)} views re-summarise to the committed figures")

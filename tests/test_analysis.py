@@ -116,9 +116,9 @@ def test_paired_differences_see_what_overlapping_intervals_hide():
     base = rng.uniform(0, 1, 200).round()  # problems vary a lot...
     better = base.copy()
     better[:20] = 1.0  # ...but the other strategy is never worse and sometimes better
-    better_ci = problem_ci(better, rng)
+    better_ci = problem_ci(better)
     points = [
-        CurvePoint("majority", 8, base.mean(), *problem_ci(base, rng), 100.0, per_problem=base),
+        CurvePoint("majority", 8, base.mean(), *problem_ci(base), 100.0, per_problem=base),
         CurvePoint("other", 8, better.mean(), *better_ci, 50.0, per_problem=better),
         CurvePoint("other", 4, better.mean(), *better_ci, 50.0, per_problem=better),  # no baseline at 4
     ]
@@ -129,3 +129,19 @@ def test_paired_differences_see_what_overlapping_intervals_hide():
     assert "*" in paired_table([row])
     # saved with the point, so that a run on the same problems pairs with it later (the headline)
     assert points[0].to_dict()["per_problem"] == base.tolist()
+
+
+def test_views_with_other_strategy_lists_replay_the_same_subsets():
+    # a compare view replays fewer rules over the same pool: the shared rule's points,
+    # intervals and per-problem hits must not move with what else the view computes
+    rng = np.random.default_rng(3)
+    pools = [
+        pool(list(rng.uniform(size=8) < 0.5), scores=list(rng.uniform(size=8)), tokens=50 + k) for k in range(30)
+    ]
+    wide = curves(pools, ["majority", "best_of_n", "weighted_best_of_n"], n_boot=30, seed=7)
+    narrow = curves(pools, ["weighted_best_of_n"], n_boot=30, seed=7)
+    for n in (1, 2, 4, 8):
+        a, b = at(wide, "weighted_best_of_n", n), at(narrow, "weighted_best_of_n", n)
+        assert (a.accuracy, a.ci_low, a.ci_high) == (b.accuracy, b.ci_low, b.ci_high)
+        assert np.array_equal(a.per_problem, b.per_problem)
+        assert at(wide, "oracle", n).accuracy == at(narrow, "oracle", n).accuracy

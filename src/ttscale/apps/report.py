@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
@@ -177,13 +176,12 @@ def against_baseline(points: Sequence[dict[str, Any]], baseline: dict[str, Any],
     """Each point's accuracy minus the baseline's, paired over the same problems, with a 95%
     bootstrap interval (as vs_baseline); summaries written before per-problem results were
     saved get none."""
-    rng = np.random.default_rng(seed)
     base = baseline.get("per_problem")
     for p in points:
         mine = p.get("per_problem")
         if base is None or mine is None or len(mine) != len(base) or p["system"] == baseline["system"]:
             continue
-        p["vs_baseline"] = paired_difference(mine, base, rng)
+        p["vs_baseline"] = paired_difference(mine, base, seed)
 
 
 def matching_budgets(points: Sequence[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -227,7 +225,6 @@ def matched_tokens(points: Sequence[dict[str, Any]], seed: int = 0) -> list[dict
     tokens: at each of its budgets, the pool system's smallest budget that generated at least
     as many tokens per problem (so resampling is never given less), and the accuracy
     difference paired over problems with a 95% bootstrap interval."""
-    rng = np.random.default_rng(seed)
     systems: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         systems.setdefault(p["system"], []).append(p)
@@ -255,7 +252,7 @@ def matched_tokens(points: Sequence[dict[str, Any]], seed: int = 0) -> list[dict
                         "against": other,
                         "against_n": q["n"],
                         "against_tokens": q["generated_tokens"],
-                        **paired_difference(p["per_problem"], q["per_problem"], rng),
+                        **paired_difference(p["per_problem"], q["per_problem"], seed),
                     }
                 )
     return rows

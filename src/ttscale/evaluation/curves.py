@@ -130,10 +130,12 @@ def curves(
     if not pools:
         return []
     n_max = min(len(p.correct) for p in pools)
-    rng = np.random.default_rng(seed)
     points: list[CurvePoint] = []
     n_problems = len(pools)
     for n in budgets(n_max):
+        # subsets from a stream of budget n's own (intervals draw from theirs): two views
+        # of one pool with other strategy lists (compare views) replay the very same subsets
+        subsets_rng = np.random.default_rng([seed, n])
         draws = n_boot
         names = [*strategies, "oracle"]
         hits = {s: np.zeros((draws, n_problems)) for s in names}
@@ -141,7 +143,7 @@ def curves(
         tokens = {s: np.zeros((draws, n_problems)) for s in names}
         share = {s: np.zeros((draws, n_problems)) for s in names}
         read = {s: np.zeros((draws, n_problems)) for s in names}
-        for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, draws, rng):
+        for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, draws, subsets_rng):
             pool = pools[p]
             groups = [pool.groups[i] for i in subset]
             scores = [pool.scores[i] for i in subset]
@@ -158,14 +160,14 @@ def curves(
         for s, h in hits.items():
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
-            lo, hi = problem_ci(h.mean(axis=0), rng)
+            lo, hi = problem_ci(h.mean(axis=0), seed)
             cost = charged(pools, share[s])
             ran = executed(pools, read[s].mean(axis=0))
             points.append(
                 CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens[s].mean()), *cost, h.mean(axis=0), *ran)
             )
     p1 = np.array([p.correct.mean() for p in pools])
-    lo, hi = problem_ci(p1, rng)
+    lo, hi = problem_ci(p1, seed)
     one = np.array([[1 / len(p.correct) for p in pools]])
     one_tokens = float(np.mean([p.tokens.mean() for p in pools]))
     points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one), p1))
@@ -178,7 +180,6 @@ def paired_differences(
     """Every strategy against the baseline at the same N on the same problems: the mean
     accuracy difference with a 95% bootstrap interval over problems (paired, so much tighter
     than the two curves' own intervals), and the ratio of generated tokens."""
-    rng = np.random.default_rng(seed)
     base = {p.n: p for p in points if p.strategy == baseline and p.per_problem is not None}
     rows = []
     for p in points:
@@ -190,17 +191,15 @@ def paired_differences(
         if np.array_equal(p.per_problem, b.per_problem) and p.generated_tokens == b.generated_tokens:
             continue  # the same thing (every rule agrees on one sample)
         ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
-        paired = paired_difference(p.per_problem, b.per_problem, rng, n_boot)
+        paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)
         rows.append({"strategy": p.strategy, "n": p.n, **paired, "token_ratio": ratio})
     return rows
 
 
-def search_points(
-    records: Sequence[dict[str, Any]], label: str, n: int, rule: str | None, rng: np.random.Generator
-) -> CurvePoint:
+def search_points(records: Sequence[dict[str, Any]], label: str, n: int, rule: str | None, seed: int) -> CurvePoint:
     """One point of a per-budget strategy: its own pick, or `rule`'s over its final candidates."""
     hits = np.array([bool(r["picks"][rule]["correct"] if rule else r["correct"]) for r in records], dtype=float)
-    lo, hi = problem_ci(hits, rng)
+    lo, hi = problem_ci(hits, seed)
     tokens = float(np.mean([r["compute"]["generated_tokens"] for r in records]))
     flops = float(np.mean([r["compute"]["flops"] for r in records]))
     wall = float(np.mean([r["compute"]["wall_time"] for r in records]))
@@ -209,12 +208,10 @@ def search_points(
     return CurvePoint(label, n, float(hits.mean()), lo, hi, tokens, flops, wall, hits, tests, seconds)
 
 
-def search_picks(
-    records: Sequence[dict[str, Any]], strategy: str, label: str, n: int, rng: np.random.Generator
-) -> list[CurvePoint]:
+def search_picks(records: Sequence[dict[str, Any]], strategy: str, label: str, n: int, seed: int) -> list[CurvePoint]:
     """A search's own pick, then the majority and weighted votes over its final candidates
     (where its records have them: self_debug's rounds are not voted over)."""
     votes = [r for r in ("majority", "weighted_best_of_n") if all(r in rec["picks"] for rec in records)]
-    return [search_points(records, strategy + label, n, None, rng)] + [
-        search_points(records, f"{strategy}+{rule}{label}", n, rule, rng) for rule in votes
+    return [search_points(records, strategy + label, n, None, seed)] + [
+        search_points(records, f"{strategy}+{rule}{label}", n, rule, seed) for rule in votes
     ]

@@ -147,14 +147,14 @@ def replay_compute_optimal(
         searches = {c["strategy"] for c in pol.table.values()} - set(PICKERS)
         if pol.default["strategy"] not in PICKERS or searches:
             raise ValueError(f"this policy names searches ({', '.join(sorted(searches))}): run compute_optimal live")
-    rng = np.random.default_rng(seed)
     points, spending = [], {}
     for n in budgets:
+        subsets_rng = np.random.default_rng([seed, n])  # the subsets curves() replays at n
         hits = np.zeros((n_boot, len(pools)))
         tokens = np.zeros_like(hits)
         share = np.zeros_like(hits)
         used_frac = np.zeros_like(hits)
-        for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, n_boot, rng):
+        for b, p, subset in subset_draws([len(pool.correct) for pool in pools], n, n_boot, subsets_rng):
             pool, policy = pools[p], policies[p]
             k = min(policy.probe_n, len(subset))
             probe = [pool.groups[i] for i in subset[:k]]
@@ -166,7 +166,7 @@ def replay_compute_optimal(
             tokens[b, p] = pool.tokens[used].sum()
             share[b, p] = tokens[b, p] / max(1.0, pool.tokens.sum())
             used_frac[b, p] = len(used) / n
-        lo, hi = problem_ci(hits.mean(axis=0), rng)
+        lo, hi = problem_ci(hits.mean(axis=0), seed)
         cost = charged(pools, share)
         cp = CurvePoint(
             "compute_optimal", n, float(hits.mean()), lo, hi, float(tokens.mean()), *cost, hits.mean(axis=0)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..core import Compute, Problem
 from ..strategies.optimal import Policy
 from ..strategies.picks import STOPPING
@@ -82,15 +80,13 @@ def _pool_part(
             t.compute = t.compute + Compute.from_dict(spent)
 
 
-def _search_part(
-    done: Sequence[Problem], store: RunStore, cfg: EvalConfig, rng: np.random.Generator, t: _Tally
-) -> None:
+def _search_part(done: Sequence[Problem], store: RunStore, cfg: EvalConfig, t: _Tally) -> None:
     for strategy in cfg.search_strategies:
         for n in sorted(cfg.ns):
             recs = [store.records[cfg.search_key(p.id, strategy, n)] for p in done]
             if not recs:
                 continue
-            t.points += search_picks(recs, strategy, "", n, rng)
+            t.points += search_picks(recs, strategy, "", n, cfg.seed)
             for r in recs:
                 if "derived_from" not in r["settings"]:  # a cut of another record's run: spent there
                     t.compute = t.compute + Compute.from_dict(r["compute"])
@@ -102,7 +98,6 @@ def _compared_part(
     cfg: EvalConfig,
     pair: tuple[str, str],
     n_boot: int,
-    rng: np.random.Generator,
     t: _Tally,
 ) -> None:
     """The same strategies under another (verifier, aggregation), where the run holds them."""
@@ -128,7 +123,7 @@ def _compared_part(
             keys = [other.search_key(p.id, strategy, n) for p in done]
             found = [store.records[k] for k in keys if k in store.records]
             if len(found) == len(keys):
-                t.points += search_picks(found, strategy, label, n, rng)
+                t.points += search_picks(found, strategy, label, n, cfg.seed)
             else:
                 t.missing.append(f"{strategy}{label} n={n} missing on {len(keys) - len(found)} of {len(keys)} problems")
 
@@ -145,13 +140,12 @@ def summarize(
 ) -> EvalReport:
     """Report on the problems whose requested work is all done; writes the report files."""
     done = [p for p in problems if not any(needs_work(store.records.get(k), cfg) for k in cfg.work_keys(p.id))]
-    rng = np.random.default_rng(cfg.seed)
     t = _Tally([], Compute(), [], {}, [])
     if cfg.pool_strategies:
         _pool_part(done, store, cfg, n_boot, replay_policy, t)
-    _search_part(done, store, cfg, rng, t)
+    _search_part(done, store, cfg, t)
     for pair in compare:
-        _compared_part(done, store, cfg, pair, n_boot, rng, t)
+        _compared_part(done, store, cfg, pair, n_boot, t)
     paired = paired_differences(t.points, seed=cfg.seed)
     # A view at smaller budgets replays the whole stored pool: its identity names that pool.
     first_pool = store.records[RecordKey.pool(done[0].id).format()] if cfg.pool_strategies and done else None

@@ -19,9 +19,11 @@ def subset_draws(
             yield b, p, rng.permutation(size)[: min(n, size)]
 
 
-def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:
-    """95% bootstrap interval of a mean over problems."""
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
+def problem_ci(values: np.ndarray, seed: int = 0, n_boot: int = 1000) -> tuple[float, float]:
+    """95% bootstrap interval of a mean over problems. Each call draws from its own stream
+    of `seed`, so an interval does not depend on what else a report computed before it,
+    and two results on the same problems are resampled alike."""
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(n_boot, len(values)))
     lo, hi = np.percentile(values[idx].mean(axis=1), [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -29,13 +31,13 @@ def problem_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = 1000)
 def paired_difference(
     values: Sequence[float] | np.ndarray,
     baseline: Sequence[float] | np.ndarray,
-    rng: np.random.Generator,
+    seed: int = 0,
     n_boot: int = 1000,
 ) -> dict[str, float]:
     """Mean per-problem difference of two results on the same problems, with its 95%
     bootstrap interval over problems."""
     diff = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
-    lo, hi = problem_ci(diff, rng, n_boot)
+    lo, hi = problem_ci(diff, seed, n_boot)
     return {"difference": float(diff.mean()), "ci_low": lo, "ci_high": hi}
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from ttscale.core import SamplingParams
 from ttscale.evaluation import EvalConfig, run_eval
+from ttscale.tasks.code import is_code
+from ttscale.tasks.datasets import load_dataset
 
 FIGURES = (
     "points",
@@ -62,7 +64,7 @@ def same(a: Any, b: Any, path: str = "") -> list[str]:
 def config_of(summary: dict[str, Any]) -> EvalConfig:
     ident = summary["identity"]
     fields = ident.get("fields") or [None, None]
-    return EvalConfig(
+    cfg = EvalConfig(
         dataset=ident["dataset"],
         ns=tuple(summary["budgets"]),
         model=ident["model"],
@@ -78,11 +80,17 @@ def config_of(summary: dict[str, Any]) -> EvalConfig:
         answer_field=fields[1],
         search=summary.get("search_settings") or {},
     )
+    if is_code(load_dataset(cfg.dataset, cfg.question_field, cfg.answer_field).problems[0]):
+        cfg.for_code()
+    return cfg
 
 
 def check(view: Path, write: bool = False) -> list[str]:
     committed = json.loads(view.read_text())
     cfg = config_of(committed)
+    shard = json.loads((view.parent / "config.json").read_text()).get("shard")
+    if shard:  # "i/k": the run samples every k-th problem from the i-th
+        cfg.shard = tuple(int(x) for x in shard.split("/"))  # type: ignore[assignment]
     compare = tuple(tuple(c.rsplit("/", 1)) for c in committed.get("compared") or ())
     policy = (committed.get("compute_optimal_replayed") or {}).get("policy")
     with tempfile.TemporaryDirectory() as tmp:

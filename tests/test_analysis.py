@@ -135,9 +135,7 @@ def test_views_with_other_strategy_lists_replay_the_same_subsets():
     # a compare view replays fewer rules over the same pool: the shared rule's points,
     # intervals and per-problem hits must not move with what else the view computes
     rng = np.random.default_rng(3)
-    pools = [
-        pool(list(rng.uniform(size=8) < 0.5), scores=list(rng.uniform(size=8)), tokens=50 + k) for k in range(30)
-    ]
+    pools = [pool(list(rng.uniform(size=8) < 0.5), scores=list(rng.uniform(size=8)), tokens=50 + k) for k in range(30)]
     wide = curves(pools, ["majority", "best_of_n", "weighted_best_of_n"], n_boot=30, seed=7)
     narrow = curves(pools, ["weighted_best_of_n"], n_boot=30, seed=7)
     for n in (1, 2, 4, 8):

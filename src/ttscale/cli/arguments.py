@@ -358,6 +358,14 @@ def models_parser(sub: Any, fmt: Any) -> None:
     mo.add_argument("name", nargs="?", help="assemble and verify this model, print its path")
 
 
+def export_hf_parser(sub: Any, fmt: Any) -> None:
+    ex = sub.add_parser(
+        "export-hf", help="a registered GGUF model as a Hugging Face directory (for vllm serve); prints its path"
+    )
+    ex.add_argument("name", nargs="?", default=DEFAULT_MODEL, help="a registered model or a .gguf path")
+    ex.add_argument("--output", type=Path, help="the directory (default: beside the model in the cache)")
+
+
 def fit_stopping_parser(sub: Any, fmt: Any) -> None:
     fs = sub.add_parser("fit-stopping", help="fit a stopping vote's window or threshold on calibration pools")
     fs.add_argument("runs", type=Path, nargs="+", help="eval run directories holding pools of calibration problems")
@@ -383,6 +391,7 @@ PARSERS: dict[str, Callable[[Any, Any], None]] = {
     "fit-stopping": fit_stopping_parser,
     "merge": merge_parser,
     "models": models_parser,
+    "export-hf": export_hf_parser,
 }
 
 

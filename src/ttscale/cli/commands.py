@@ -41,7 +41,7 @@ from ..evaluation.stopping_fit import fit_stopping
 from ..evaluation.store import merge_runs, read_run
 from ..strategies.catalogue import PER_BUDGET_STRATEGIES, check_domain, run_strategy
 from ..strategies.spec import RunSpec
-from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE, code_problem, is_code, strip_fences
+from ..tasks.code import CODE_SYSTEM_PROMPT, code_problem, is_code, strip_fences
 from ..tasks.code_domain import CodeDomain
 from ..tasks.datasets import load_dataset
 from ..tasks.domain import domain_of
@@ -198,6 +198,13 @@ def models_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_hf_command(args: argparse.Namespace) -> int:
+    from ..engines.hf_export import export_hf
+
+    print(export_hf(args.name, args.output))
+    return 0
+
+
 def solve_command(args: argparse.Namespace) -> int:
     try:
         problem = _solve_problem(args)
@@ -292,9 +299,7 @@ def eval_command(args: argparse.Namespace) -> int:
         engine=_engine_identity(args),
     )
     if is_code(load_dataset(args.dataset, args.question_field, args.answer_field).problems[0]):
-        cfg.system_prompt = CODE_SYSTEM_PROMPT  # a code set's own default
-        if FENCE not in cfg.sampling.stop:  # recorded with the run: a program ends with its block
-            cfg.sampling = replace(cfg.sampling, stop=(*cfg.sampling.stop, FENCE))
+        cfg.for_code()
     name = Path(args.dataset).stem if args.dataset.endswith(".jsonl") else args.dataset
     model = Path(args.model).stem if args.model.endswith(".gguf") else args.model.replace("/", "_")
     shard = f"-shard{args.shard[0]}of{args.shard[1]}" if args.shard else ""
@@ -416,6 +421,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "fit-stopping": fit_stopping_command,
     "merge": merge_command,
     "models": models_command,
+    "export-hf": export_hf_command,
 }
 
 

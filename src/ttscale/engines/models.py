@@ -115,11 +115,11 @@ def _remove_stale_parts(target: Path) -> None:
     """Temporary files of assemblies whose process is gone (killed mid-copy)."""
     for tmp in target.parent.glob(target.stem + ".tmp*"):
         pid = tmp.suffix.removeprefix(".tmp")
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core import SamplingParams
 from ..strategies.catalogue import CATALOGUE, PER_BUDGET_STRATEGIES, POOL_STRATEGIES
 from ..strategies.spec import RunSpec
+from ..tasks.code import CODE_SYSTEM_PROMPT, FENCE
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..verifiers.registry import scorer_name
 
@@ -106,6 +107,14 @@ class EvalConfig:
     @property
     def search_strategies(self) -> tuple[str, ...]:
         return tuple(s for s in self.strategies if s in PER_BUDGET_STRATEGIES)
+
+    def for_code(self) -> None:
+        """A code set's own defaults, recorded with the run: its system prompt, and a stop at
+        the end of the program's block."""
+        if self.system_prompt == SYSTEM_PROMPT:
+            self.system_prompt = CODE_SYSTEM_PROMPT
+        if FENCE not in self.sampling.stop:
+            self.sampling = replace(self.sampling, stop=(*self.sampling.stop, FENCE))
 
     def check(self) -> None:
         """Refuse unknown names and budgets before any work starts."""

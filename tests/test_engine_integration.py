@@ -48,6 +48,13 @@ def test_n_samples_share_one_prompt_computation(engine):
     )
 
 
+def test_a_server_is_charged_the_embedded_engines_flops_per_token(engine):
+    from ttscale.engines.models import DEFAULT_MODEL, REGISTRY
+
+    # the registry's count is what --server runs of a registered --model are charged with
+    assert REGISTRY[DEFAULT_MODEL].params == engine.n_params
+
+
 def test_same_seed_same_samples_and_samples_differ(engine):
     prompt = problem_prompt("Name a random animal and describe it.")
     params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_tokens=10, seed=7)

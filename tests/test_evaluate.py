@@ -163,6 +163,38 @@ def test_merge_reports_missing_and_duplicates_and_refuses_foreign_shards(tmp_pat
         run_eval(cfg_for(ds, shard=(1, 2)), doubling_generator(fake_factory, c), tmp_path / "a", progress=False)
 
 
+ENGINES = [
+    ("llama.cpp threads differ", {"kind": "llama.cpp", "threads": 2}, {"kind": "llama.cpp", "threads": 1}, None),
+    ("llama.cpp and a server", {"kind": "llama.cpp", "threads": 2}, {"kind": "openai", "model": "qwen"}, "different"),
+    ("two served models", {"kind": "openai", "model": "qwen"}, {"kind": "openai", "model": "llama"}, "different"),
+]
+
+
+@pytest.mark.parametrize("what,first,second,refused", ENGINES, ids=[e[0] for e in ENGINES])
+def test_merge_refuses_shards_of_other_engines_unless_declared_the_same_model(
+    tmp_path, fake_factory, what, first, second, refused
+):
+    from ttscale.evaluation import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=4)
+    c = {"loads": 0}
+    for i, engine in enumerate((first, second)):
+        cfg = cfg_for(ds, shard=(i, 2), engine=engine)
+        run_eval(cfg, doubling_generator(fake_factory, c), tmp_path / f"s{i}", progress=False, n_boot=5)
+    shards = [tmp_path / "s0", tmp_path / "s1"]
+    if refused:
+        with pytest.raises(EvalError, match=f"{refused} engines.*--same-model"):
+            merge_runs(tmp_path / "m", shards)
+        assert not (tmp_path / "m" / "samples.jsonl").exists()
+        r = merge_runs(tmp_path / "m", shards, same_model=True)
+        meta = json.loads((tmp_path / "m" / "config.json").read_text())
+        assert meta["same_model_declared"] is True and meta["engines"] == [first, second]
+    else:
+        r = merge_runs(tmp_path / "m", shards)
+        assert json.loads((tmp_path / "m" / "config.json").read_text())["engine"] == first
+    assert (r.records, r.missing) == (4, [])
+
+
 def test_report_only_generates_nothing(tmp_path, fake_factory):
     ds = write_dataset(tmp_path / "d.jsonl", n=4)
     c = {"loads": 0}

@@ -2,7 +2,6 @@
 default model on a loopback port; and the pooling PRM scorer against a stub shaped like vLLM."""
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from servers import free_port
 from ttscale.core import Candidate, Problem, SamplingParams, Step
 from ttscale.engines.openai import OpenAIGenerator, RemoteError
 from ttscale.strategies.spec import RunSpec
@@ -20,12 +20,6 @@ from ttscale.verifiers.model_free import LogProbScorer
 from ttscale.verifiers.remote_prm import PoolingPRMScorer
 
 QUESTION = "Tom has 3 red balls and 4 blue balls. How many balls does he have?"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(port):

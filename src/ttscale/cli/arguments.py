@@ -99,7 +99,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     r.add_argument("--server", help="OpenAI-compatible server URL(s), comma-separated; requests spread over them")
     r.add_argument("--server-model", help="model name to send to the server (default: --model)")
     r.add_argument("--chat-template", default="chatml", help="chatml, llama3, or a Jinja template file")
-    r.add_argument("--model-params", type=float, default=0, help="parameter count, for FLOP estimates")
+    r.add_argument(
+        "--model-params",
+        type=float,
+        default=0,
+        help="parameter count, for FLOP estimates (default: a registered --model's)",
+    )
     r.add_argument("--concurrency", type=_positive, default=8, help="requests in flight at once")
     r.add_argument("--server-timeout", type=_seconds, default=300.0, help="seconds one request may take")
     r.add_argument(
@@ -351,6 +356,11 @@ def merge_parser(sub: Any, fmt: Any) -> None:
         "output", type=Path, help="the merged run directory: new, or one of the shards (the others merge into it)"
     )
     me.add_argument("shards", type=Path, nargs="+", help="shard run directories")
+    me.add_argument(
+        "--same-model",
+        action="store_true",
+        help="declare that shards sampled by different engines (llama.cpp, vLLM, ...) served the same weights",
+    )
 
 
 def models_parser(sub: Any, fmt: Any) -> None:

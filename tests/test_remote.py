@@ -240,3 +240,18 @@ def test_eval_bounds_a_hanging_server_with_its_own_timeout_and_retries():
     assert (gen.timeout, gen.retries) == (5.0, 0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["eval", "--server-retries", "11"])
+
+
+@pytest.mark.parametrize("name", ["self_certainty", "conf_group", "conf_tail"])
+def test_a_server_is_not_scored_by_verifiers_that_need_the_whole_distribution(name):
+    from ttscale.evaluation import EvalConfig
+    from ttscale.evaluation.run import pool_scorers
+    from ttscale.verifiers.registry import make_scorer
+
+    gen = OpenAIGenerator(["http://127.0.0.1:9"], "m")
+    with pytest.raises(ValueError, match=f"the {name} verifier reads the whole next-token distribution"):
+        make_scorer(name, gen)
+    # its pools are scored by the verifiers it can feed, not by zeros of the others
+    assert name not in pool_scorers(EvalConfig(), None, gen)
+    assert "logprob" in pool_scorers(EvalConfig(), None, gen)
+    assert name in pool_scorers(EvalConfig(), None, None)

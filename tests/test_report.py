@@ -1,6 +1,8 @@
 import json
 from dataclasses import replace
 
+import pytest
+
 from ttscale.apps.report import STATUS_COLOURS, build_report, load_trace, tree_svg
 from ttscale.core import SamplingParams
 from ttscale.evaluation import EvalConfig, run_eval
@@ -167,3 +169,20 @@ def test_report_command_creates_its_output_directory(tmp_path, capsys):
     out = tmp_path / "new" / "dir" / "report.html"
     assert main(["report", str(tmp_path / "run"), "--tree", str(tmp_path / "run"), "--output", str(out)]) == 0
     assert "<svg" in out.read_text() and "report written" in capsys.readouterr().out
+
+
+LABELS = [
+    ("embedded engine", {"kind": "llama.cpp", "threads": 2}, 0.7, "qwen"),
+    ("embedded, greedy", {"kind": "llama.cpp", "threads": 2}, 0.0, "qwen greedy"),
+    ("a server", {"kind": "openai", "model": "qwen-0.5b"}, 0.7, "qwen via server qwen-0.5b"),
+    ("a server, greedy", {"kind": "openai", "model": "qwen-0.5b"}, 0.0, "qwen via server qwen-0.5b greedy"),
+    ("written before engines were kept", None, 0.7, "qwen"),
+]
+
+
+@pytest.mark.parametrize("what,engine,temperature,label", LABELS, ids=[x[0] for x in LABELS])
+def test_a_run_is_labelled_by_its_model_and_the_server_that_sampled_it(what, engine, temperature, label):
+    from ttscale.apps.report import run_label
+
+    summary = {"identity": {"model": "qwen", "sampling": {"temperature": temperature}}}
+    assert run_label({**summary, **({"engine": engine} if engine else {})}) == label

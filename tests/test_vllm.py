@@ -117,3 +117,18 @@ def test_a_sharded_eval_merges_across_vllm_and_the_embedded_engine_only_when_dec
     records = [json.loads(line) for line in (merged / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["engine"]["kind"] for r in records) == ["llama.cpp", "openai"]  # each keeps its own
     assert all(r["compute"]["flops"] > 0 for r in records)  # both charged by the same count of parameters
+
+
+def test_the_benches_measure_the_server_beside_the_embedded_engine(client):
+    from ttscale.apps.bench import bench_engine_server, bench_search, format_engine_server, format_search
+
+    r = bench_engine_server(client, n=2, max_tokens=8)
+    for side in ("server", "embedded"):
+        assert r[f"{side}_batched"]["tokens"] > 0 and r[f"{side}_single"]["tokens"] > 0
+    assert r["batched_ratio"] == round(r["server_batched"]["tok_per_s"] / r["embedded_batched"]["tok_per_s"], 2)
+    assert "server / embedded" in format_engine_server(r)
+    s = bench_search(problems=1, n=2, beam_width=2, max_tokens=64, step_tokens=32, server=client)
+    (row,) = s["rows"]
+    assert row["cached_prompt_tokens"] > 0  # the search's prefixes came from vLLM's cache
+    assert row["reprefill_tokens"] == row["computed_prompt_tokens"] + row["cached_prompt_tokens"]
+    assert row["distinct_tree_tokens"] is None and "not countable through a server" in format_search(s)

@@ -104,6 +104,66 @@ def bench_engine(
     }
 
 
+def bench_engine_server(
+    server: Any, model: str = DEFAULT_MODEL, n: int = 16, max_tokens: int = 128, seed: int = 0, problem_index: int = 0
+) -> dict[str, Any]:
+    """A server (`server`, a remote `Generator` such as vLLM's) against the embedded engine on
+    the same prompt and settings: N samples in one request / one batch, and one sample alone.
+    Run them one after the other, nothing else on the machine: an idle server uses no CPU."""
+    problem = load_dataset("math500").problems[problem_index]
+    params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
+    prompt = problem_prompt(problem.question)
+    out: dict[str, Any] = {
+        "model": model,
+        "server_model": server.name,
+        "problem": f"math500[{problem_index}] {problem.id}",
+        "n": n,
+        "max_tokens": max_tokens,
+        "sampling": params.to_dict(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    local = LlamaCppGenerator(model)
+    out["threads"] = os.cpu_count() or 1  # the embedded engine's default: every core
+    for side, gen in (("server", server), ("embedded", local)):
+        gen.generate([prompt], 1, params)  # warm-up: the prompt's cache, a server's first shapes
+        for key, count in (("batched", n), ("single", 1)):
+            t0 = time.perf_counter()
+            result = gen.generate([prompt], count, params)
+            seconds = time.perf_counter() - t0
+            tokens = result.compute.generated_tokens
+            out[f"{side}_{key}"] = {
+                "tokens": tokens,
+                "seconds": round(seconds, 2),
+                "tok_per_s": round(tokens / seconds, 1),
+            }
+    for key in ("batched", "single"):
+        out[f"{key}_ratio"] = round(out[f"server_{key}"]["tok_per_s"] / out[f"embedded_{key}"]["tok_per_s"], 2)
+    return out
+
+
+def format_engine_server(r: dict[str, Any]) -> str:
+    rows = [
+        f"| {side} | {key} ({r['n'] if key == 'batched' else 1} sequences) | {r[f'{side}_{key}']['tokens']} | "
+        f"{r[f'{side}_{key}']['seconds']} | {r[f'{side}_{key}']['tok_per_s']} |"
+        for key in ("batched", "single")
+        for side in ("server", "embedded")
+    ]
+    return "\n".join(
+        [
+            f"model {r['model']} (server: {r['server_model']}), prompt {r['problem']}, {r['machine']}, "
+            f"embedded engine at {r['threads']} threads",
+            f"sampling {r['sampling']}",
+            "",
+            "| engine | run | generated tokens | seconds | tokens/s |",
+            "|---|---|---:|---:|---:|",
+            *rows,
+            "",
+            f"server / embedded tokens per second: {r['batched_ratio']}x with {r['n']} sequences, "
+            f"{r['single_ratio']}x with one.",
+        ]
+    )
+
+
 BUSY_LOOP = "while True:\n    pass\n"  # one core's worth of competing work
 
 
@@ -233,37 +293,46 @@ def bench_search(
     step_tokens: int = 128,
     seed: int = 0,
     strategy: str = "beam_search",
+    server: Any = None,
 ) -> dict[str, Any]:
     """A tree search (beam search, DVTS or particle filtering) on the first GSM8K problems with
     the model-free logprob verifier, so every prompt token counted is the policy's. Compares
     the prompt tokens the engine computed with what re-sending every prefix at every step would
-    compute, and with the distinct tokens of the search tree."""
+    compute, and with the distinct tokens of the search tree. Through a `server` (a remote
+    `Generator`), its usage says what its prefix cache served; the prompts it was sent and
+    the tree's distinct tokens are the embedded engine's to count (None here)."""
     if strategy not in SEARCH_BENCH_STRATEGIES:
         raise ValueError(f"bench search runs one of {', '.join(SEARCH_BENCH_STRATEGIES)}, not {strategy!r}")
     width = {} if strategy == "particle_filter" else {"beam_width": beam_width}
-    gen = LlamaCppGenerator(model)
+    gen = server or LlamaCppGenerator(model)
     rows: list[dict[str, Any]] = []
     for problem in load_dataset("gsm8k").problems[:problems]:
-        gen.token_log = []
+        if server is None:
+            gen.token_log = []
         spec = RunSpec(recommended_sampling(model, max_tokens=max_tokens, seed=seed), step_tokens=step_tokens)
         r = run_strategy(strategy, problem, gen, LogProbScorer(), n, spec, width)
-        log = gen.token_log
+        log = None if server else gen.token_log
+        sent = r.compute.prompt_tokens + r.compute.cached_prompt_tokens
         rows.append(
             {
                 "problem": problem.id,
-                "prompts": len(log),
+                "prompts": len(log) if log is not None else None,
                 "computed_prompt_tokens": r.compute.prompt_tokens,
                 "cached_prompt_tokens": r.compute.cached_prompt_tokens,
                 "generated_tokens": r.compute.generated_tokens,
-                "reprefill_tokens": sum(len(p) for p, _ in log),
-                "distinct_tree_tokens": distinct_tokens([p + c for p, outs in log for c in outs]),
+                "reprefill_tokens": sum(len(p) for p, _ in log) if log is not None else sent,
+                "distinct_tree_tokens": distinct_tokens([p + c for p, outs in log for c in outs]) if log else None,
                 "seconds": round(r.compute.wall_time, 1),
             }
         )
-    gen.token_log = None
-    total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
+    if server is None:
+        gen.token_log = None
+    total = {k: None if rows[0][k] is None else sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
+    distinct = total["distinct_tree_tokens"]
+    computed, sent = int(total["computed_prompt_tokens"] or 0), int(total["reprefill_tokens"] or 0)
     return {
         "model": gen.name,
+        "engine": "server" if server else "embedded",
         "strategy": strategy,
         "n": n,
         "beam_width": beam_width if width else None,
@@ -272,8 +341,8 @@ def bench_search(
         "seed": seed,
         "rows": rows,
         "total": total,
-        "computed_over_distinct": round(total["computed_prompt_tokens"] / total["distinct_tree_tokens"], 3),
-        "reprefill_over_computed": round(total["reprefill_tokens"] / max(1, total["computed_prompt_tokens"]), 1),
+        "computed_over_distinct": None if distinct is None else round(computed / distinct, 3),
+        "reprefill_over_computed": round(sent / max(1, computed), 1),
     }
 
 
@@ -287,15 +356,15 @@ def format_search(r: dict[str, Any]) -> str:
         "| distinct tree tokens | generated | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    keys = ("prompts", "computed_prompt_tokens", "cached_prompt_tokens", "reprefill_tokens", "distinct_tree_tokens")
     for row in [*r["rows"], {"problem": "total", **r["total"]}]:
-        lines.append(
-            f"| {row['problem']} | {row['prompts']} | {row['computed_prompt_tokens']} | "
-            f"{row['cached_prompt_tokens']} | {row['reprefill_tokens']} | {row['distinct_tree_tokens']} | "
-            f"{row['generated_tokens']} | {row['seconds']} |"
-        )
+        cells = ["–" if row[k] is None else str(row[k]) for k in (*keys, "generated_tokens", "seconds")]
+        lines.append(f"| {row['problem']} | " + " | ".join(cells) + " |")
+    over_distinct = r["computed_over_distinct"]
     lines += [
         "",
-        f"computed prompt tokens / distinct tree tokens = {r['computed_over_distinct']} (target <= 1.2); "
+        f"computed prompt tokens / distinct tree tokens = "
+        f"{'not countable through a server' if over_distinct is None else over_distinct} (target <= 1.2); "
         f"re-prefill / computed = {r['reprefill_over_computed']}x (target >= 5x)",
     ]
     return "\n".join(lines)
@@ -390,6 +459,11 @@ def bench_reproduce(
     chosen = [r for key, r in latest.items() if match in key and not any(f"|{s}|" in key for s in ROUNDS)][:records]
     if not chosen:
         raise ValueError(f"no pool or tree-search record of {run_dir} matches {match!r}")
+    if served := [r["id"] for r in chosen if (r.get("engine") or {}).get("kind") == "openai"]:
+        raise ValueError(
+            f"{len(served)} of the chosen records were sampled by a server ({served[0]}, ...): reproduce re-runs "
+            "the embedded engine, and a server promises no token-for-token repeat (README, Run it on vLLM)"
+        )
     problems = {p.id: p for p in load_dataset(ident["dataset"], *ident["fields"]).problems}
     base = next(
         (

@@ -127,9 +127,12 @@ def _summary_path(d: Path) -> Path:
 
 
 def run_label(summary: dict[str, Any]) -> str:
+    """The model, the server that sampled it if one did, and "greedy" for a greedy run."""
     ident = summary["identity"]
     greedy = ident["sampling"].get("temperature", 1.0) <= 0
-    return f"{ident['model']}{' greedy' if greedy else ''}"
+    engine = summary.get("engine") or {}
+    via = f" via server {engine.get('model')}" if engine.get("kind") == "openai" else ""
+    return f"{ident['model']}{via}{' greedy' if greedy else ''}"
 
 
 def headline_points(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

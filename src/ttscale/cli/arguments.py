@@ -232,6 +232,9 @@ def bench_parser(sub: Any, fmt: Any) -> None:
         help="instead: decode speed alone and beside K busy processes, at each thread count and --threads auto",
     )
     se = bench("search", "KV-cache reuse of a tree search against re-prefilling every prefix", 8, 512, problems=3)
+    for p in (en, se):
+        p.add_argument("--server", help="an OpenAI-compatible server (vLLM) to measure against the embedded engine")
+        p.add_argument("--server-model", help="the model name the server serves (default: --model)")
     se.add_argument("--strategy", default="beam_search", choices=SEARCHES)
     se.add_argument("--beam-width", type=int, default=4, help="beam search and DVTS")
     se.add_argument("--step-tokens", type=int, default=128)

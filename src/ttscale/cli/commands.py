@@ -15,11 +15,13 @@ from typing import Any
 from ..apps.bench import (
     bench_contention,
     bench_engine,
+    bench_engine_server,
     bench_probe,
     bench_reproduce,
     bench_search,
     format_contention,
     format_engine,
+    format_engine_server,
     format_probe,
     format_reproduce,
     format_search,
@@ -114,6 +116,11 @@ def _stopping_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _bench_server(args: argparse.Namespace) -> OpenAIGenerator:
+    params = REGISTRY[args.model].params if args.model in REGISTRY else 0
+    return OpenAIGenerator([args.server], args.server_model or args.model, n_params=params, timeout=600)
+
+
 def bench_command(args: argparse.Namespace) -> int:
     if args.bench == "reproduce":
         try:
@@ -128,6 +135,11 @@ def bench_command(args: argparse.Namespace) -> int:
                 args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed, neighbours=args.contention
             )
             text = format_contention(r)
+        elif args.server:
+            r = bench_engine_server(
+                _bench_server(args), args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed
+            )
+            text = format_engine_server(r)
         else:
             r = bench_engine(args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
             text = format_engine(r)
@@ -139,7 +151,10 @@ def bench_command(args: argparse.Namespace) -> int:
         text = format_probe(r)
     else:
         a = args
-        r = bench_search(a.model, a.problems, a.n, a.beam_width, a.max_tokens, a.step_tokens, a.seed, a.strategy)
+        server = _bench_server(a) if a.server else None
+        r = bench_search(
+            a.model, a.problems, a.n, a.beam_width, a.max_tokens, a.step_tokens, a.seed, a.strategy, server
+        )
         text = format_search(r)
     print(text)
     if args.json:

@@ -56,6 +56,8 @@ class _Job:
 class OpenAIGenerator:
     """A `Generator` over OpenAI-compatible completion servers."""
 
+    returns_certainties = False  # a server returns the sampled tokens' log-probabilities only
+
     def __init__(
         self,
         urls: Sequence[str],

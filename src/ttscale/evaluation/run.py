@@ -28,17 +28,27 @@ from ..tasks.code import is_code
 from ..tasks.code_domain import CodeDomain
 from ..tasks.datasets import SelectionError, load_dataset, report_errors, select_problems
 from ..tasks.domain import domain_of
-from ..verifiers.registry import ALL_SCORERS, CODE_SCORERS, SCORERS, known_scorer, make_scorer, scorer_name
+from ..verifiers.registry import (
+    ALL_SCORERS,
+    CODE_SCORERS,
+    SCORERS,
+    known_scorer,
+    make_scorer,
+    returns_certainties,
+    scorer_name,
+)
 from .config import EvalConfig, EvalError, RecordKey
 from .records import PoolRecord, SampleRecord, SearchRecord, candidates_of, pool_record, sample_record, search_record
 from .store import RunStore
 from .summary import EvalReport, has_scores, needs_work, summarize
 
 
-def pool_scorers(cfg: EvalConfig, problem: Problem | None = None) -> list[str]:
-    """Every model-free verifier (on code tasks, the execution ones too), and the configured
-    one if it is none of those."""
-    names = list(SCORERS) + (list(CODE_SCORERS) if problem is not None and is_code(problem) else [])
+def pool_scorers(cfg: EvalConfig, problem: Problem | None = None, generator: Any = None) -> list[str]:
+    """Every model-free verifier the engine feeds (on code tasks, the execution ones too),
+    and the configured one if it is none of those (a server's samples carry no self-certainty:
+    their pools are not scored by it, rather than scored 0)."""
+    free = [s for s in SCORERS if returns_certainties(generator) or not SCORERS[s].needs_certainties]
+    names = free + (list(CODE_SCORERS) if problem is not None and is_code(problem) else [])
     return names + ([cfg.scorer] if cfg.scorer not in names else [])
 
 
@@ -47,7 +57,7 @@ def draw_samples(
 ) -> tuple[list[SampleRecord], Compute]:
     """n samples of one problem, graded, with the step scores of every pool verifier."""
     t0 = time.perf_counter()
-    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in pool_scorers(cfg, problem)]
+    scorers = [make_scorer(name, generator, cfg.system_prompt) for name in pool_scorers(cfg, problem, generator)]
     candidates, compute = sample_pool(problem, generator, scorers[0], n, cfg.run_spec(seed))
     scores: dict[str, list[list[float]]] = {scorers[0].name: [c.step_scores for c in candidates]}
     for s in scorers[1:]:
@@ -86,7 +96,7 @@ def grow_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg: E
     have = len(record["candidates"])
     restore_tests(problem, record)
     stored = set().union(*(c["scores"] for c in record["candidates"]))
-    if missing := sorted(stored - {scorer_name(s) for s in pool_scorers(cfg, problem)}):
+    if missing := sorted(stored - {scorer_name(s) for s in pool_scorers(cfg, problem, generator)}):
         raise EvalError(
             f"the pool of {problem.id} is scored by {', '.join(missing)}; grow it with that --scorer, "
             "so the new samples carry the same scores"

@@ -13,6 +13,9 @@ class _StepStatScorer:
     """Scores computed from each step's own token statistics."""
 
     name = ""
+    # read the whole next-token distribution (self-certainty), which only the embedded
+    # engine returns; a server returns the sampled tokens' log-probabilities
+    needs_certainties = False
 
     def step_score(self, step: Step) -> float:
         raise NotImplementedError
@@ -37,6 +40,7 @@ class SelfCertaintyScorer(_StepStatScorer):
     Non-negative; a peaked, confident distribution scores high."""
 
     name = "self_certainty"
+    needs_certainties = True
 
     def step_score(self, step: Step) -> float:
         return max(0.0, step.certainty_sum / step.n_tokens)
@@ -49,6 +53,7 @@ class _TraceConfidenceScorer:
 
     name = ""
     key = ""
+    needs_certainties = True
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         return [[max(0.0, self.of(c))] for c in candidates], Compute()

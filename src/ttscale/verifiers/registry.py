@@ -43,6 +43,12 @@ def scorer_name(spec: str) -> str:
     return spec.partition("@")[0]
 
 
+def returns_certainties(generator: Any) -> bool:
+    """Whether the engine returns each token's self-certainty (the embedded and fake ones do;
+    a server does not). No engine at all: scoring stored samples, which carry them."""
+    return generator is None or bool(getattr(generator, "returns_certainties", True))
+
+
 def needs_hidden_states(name: str) -> bool:
     return name == "probe" or name.startswith("probe@")
 
@@ -51,6 +57,11 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
     """A verifier by name. Model-free ones need nothing; "judge" runs on the generator; the
     probe needs the system prompt the solutions were sampled under, to replay stored ones."""
     if name in SCORERS:
+        if SCORERS[name].needs_certainties and not returns_certainties(generator):
+            raise ValueError(
+                f"the {name} verifier reads the whole next-token distribution, which a server does not "
+                "return: use logprob, or the embedded engine"
+            )
         return SCORERS[name]()
     if name in CODE_SCORERS:
         return CODE_SCORERS[name](generator)

@@ -51,3 +51,14 @@ def test_cli_dry_run(capsys):
     assert main(["recipe", str(RECIPE), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "vllm serve meta-llama/Llama-3.2-1B-Instruct" in out and "generation requests" in out
+
+
+def test_the_vllm_cpu_recipe_plans_the_equivalence_run_against_the_local_server():
+    recipe = load_recipe(RECIPE.parent / "vllm-cpu.json")
+    p = plan(recipe)
+    assert p.problems == 20
+    (cmd,) = p.commands
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert (args.server, args.server_model, args.n, args.limit) == ("http://127.0.0.1:8000", "qwen-0.5b", (8,), 20)
+    assert args.model_params == 630167424  # charged the default model's FLOPs per token
+    assert "vllm.entrypoints.openai.api_server" in recipe["servers"]["policy"]["command"]

@@ -105,11 +105,19 @@ def bench_engine(
 
 
 def bench_engine_server(
-    server: Any, model: str = DEFAULT_MODEL, n: int = 16, max_tokens: int = 128, seed: int = 0, problem_index: int = 0
+    server: Any,
+    model: str = DEFAULT_MODEL,
+    n: int = 16,
+    max_tokens: int = 128,
+    seed: int = 0,
+    problem_index: int = 0,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """A server (`server`, a remote `Generator` such as vLLM's) against the embedded engine on
     the same prompt and settings: N samples in one request / one batch, and one sample alone.
-    Run them one after the other, nothing else on the machine: an idle server uses no CPU."""
+    The two sides alternate for `rounds` rounds and each side's tokens and seconds are summed,
+    so a machine whose speed drifts (a shared host's steal time) hits both alike; an idle
+    server uses no CPU while the embedded engine runs."""
     problem = load_dataset("math500").problems[problem_index]
     params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
     prompt = problem_prompt(problem.question)
@@ -124,18 +132,20 @@ def bench_engine_server(
     }
     local = LlamaCppGenerator(model)
     out["threads"] = os.cpu_count() or 1  # the embedded engine's default: every core
-    for side, gen in (("server", server), ("embedded", local)):
+    out["rounds"] = rounds
+    sides = (("server", server), ("embedded", local))
+    for _, gen in sides:
         gen.generate([prompt], 1, params)  # warm-up: the prompt's cache, a server's first shapes
+    totals = {(side, key): [0, 0.0] for side, _ in sides for key in ("batched", "single")}
+    for _ in range(rounds):
         for key, count in (("batched", n), ("single", 1)):
-            t0 = time.perf_counter()
-            result = gen.generate([prompt], count, params)
-            seconds = time.perf_counter() - t0
-            tokens = result.compute.generated_tokens
-            out[f"{side}_{key}"] = {
-                "tokens": tokens,
-                "seconds": round(seconds, 2),
-                "tok_per_s": round(tokens / seconds, 1),
-            }
+            for side, gen in sides:
+                t0 = time.perf_counter()
+                result = gen.generate([prompt], count, params)
+                totals[(side, key)][0] += result.compute.generated_tokens
+                totals[(side, key)][1] += time.perf_counter() - t0
+    for (side, key), (tokens, seconds) in totals.items():
+        out[f"{side}_{key}"] = {"tokens": tokens, "seconds": round(seconds, 2), "tok_per_s": round(tokens / seconds, 1)}
     for key in ("batched", "single"):
         out[f"{key}_ratio"] = round(out[f"server_{key}"]["tok_per_s"] / out[f"embedded_{key}"]["tok_per_s"], 2)
     return out
@@ -151,7 +161,7 @@ def format_engine_server(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"model {r['model']} (server: {r['server_model']}), prompt {r['problem']}, {r['machine']}, "
-            f"embedded engine at {r['threads']} threads",
+            f"embedded engine at {r['threads']} threads, {r.get('rounds', 1)} alternating rounds summed",
             f"sampling {r['sampling']}",
             "",
             "| engine | run | generated tokens | seconds | tokens/s |",
@@ -328,6 +338,7 @@ def bench_search(
     if server is None:
         gen.token_log = None
     total = {k: None if rows[0][k] is None else sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
+    total["seconds"] = round(total["seconds"], 1)
     distinct = total["distinct_tree_tokens"]
     computed, sent = int(total["computed_prompt_tokens"] or 0), int(total["reprefill_tokens"] or 0)
     return {

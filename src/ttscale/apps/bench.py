@@ -338,7 +338,7 @@ def bench_search(
     if server is None:
         gen.token_log = None
     total = {k: None if rows[0][k] is None else sum(r[k] for r in rows) for k in rows[0] if k != "problem"}
-    total["seconds"] = round(total["seconds"], 1)
+    total["seconds"] = round(float(total["seconds"] or 0.0), 1)
     distinct = total["distinct_tree_tokens"]
     computed, sent = int(total["computed_prompt_tokens"] or 0), int(total["reprefill_tokens"] or 0)
     return {

@@ -108,7 +108,10 @@ def test_a_pathological_answer_cannot_hang_grading_on_any_thread(monkeypatch):
     worker.join(60)
     assert out == [False] and not worker.is_alive()
     assert POOL.timeouts == before + 1  # the stuck worker was killed and replaced
-    assert grading.equivalent("\\frac{3}{4}", "0.75")  # the pool still grades
+    # the pool still grades, with the usual deadline: a new worker's start (its imports) may
+    # take longer than 1 s on a loaded machine (seen in CI on a host with heavy steal time)
+    monkeypatch.undo()
+    assert grading.equivalent("\\frac{3}{4}", "0.75")
 
 
 def test_a_worker_that_misses_its_deadline_is_replaced():

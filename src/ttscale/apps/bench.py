@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -381,6 +381,9 @@ def format_search(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PROBE_BENCH_LAYERS = (12, -4, -3, -2, -1)  # a middle layer and the last four (#25)
+
+
 def bench_probe(
     model: str = DEFAULT_MODEL,
     probe_path: str | None = None,
@@ -388,24 +391,36 @@ def bench_probe(
     n: int = 16,
     max_tokens: int = 256,
     seed: int = 0,
+    layers: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """What the value probe costs: sampling with hidden states on against off (the same
-    prompts, seeds and limits, the two engines alternating so machine noise hits both), the
-    probe's own time per scored step, and replaying stored text for its states."""
+    """What the value probe costs: sampling with hidden states off, on (the final state at
+    step ends), and with `layers` tapped as well (the same prompts, seeds and limits, the
+    engines alternating so machine noise hits all), the probe's own time per scored step,
+    and replaying stored text for its states. Every engine must sample the same tokens."""
     params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
-    plain, with_states = LlamaCppGenerator(model), LlamaCppGenerator(model, hidden_states=True)
+    engines = {
+        "off": LlamaCppGenerator(model),
+        "on": LlamaCppGenerator(model, hidden_states=True),
+        "layers": LlamaCppGenerator(model, hidden_states=True, layers=layers or PROBE_BENCH_LAYERS),
+    }
+    with_states = engines["on"]
     scorer = ProbeScorer.for_generator(with_states, probe_path)
-    runs = {"off": [0, 0.0], "on": [0, 0.0]}
+    runs = {label: [0, 0.0] for label in engines}
     score_s = replay_s = 0.0
     steps = replay_tokens = 0
+    same = True
     for problem in load_dataset("gsm8k").problems[:problems]:
         prompt = problem_prompt(problem.question)
-        for label, gen in (("off", plain), ("on", with_states)):
+        sampled = {}
+        for label, gen in engines.items():
             gen.reset()
             t0 = time.perf_counter()
-            out = gen.generate([prompt], n, params)
-            runs[label][0] += out.compute.generated_tokens
+            sampled[label] = gen.generate([prompt], n, params)
+            runs[label][0] += sampled[label].compute.generated_tokens
             runs[label][1] += time.perf_counter() - t0
+        tokens = [[c.token_ids for c in g.completions[0]] for g in sampled.values()]
+        same = same and all(t == tokens[0] for t in tokens)
+        out = sampled["on"]
         candidates = [from_completion(c) for c in out.completions[0]]
         t0 = time.perf_counter()
         scorer.score(problem, candidates)
@@ -416,16 +431,24 @@ def bench_probe(
         _, spent = scorer.score(problem, stored)
         replay_s += time.perf_counter() - t0
         replay_tokens += spent.verifier_tokens
-    off_tps, on_tps = runs["off"][0] / runs["off"][1], runs["on"][0] / runs["on"][1]
+    tps = {label: tokens / seconds for label, (tokens, seconds) in runs.items()}
+    off_tps, on_tps = tps["off"], tps["on"]
     return {
-        "model": plain.name,
+        "model": with_states.name,
         "probe": scorer.probe.meta,
         "problems": problems,
         "n": n,
         "max_tokens": max_tokens,
         "seed": seed,
-        "sampling_tok_per_s": {"hidden_states_off": round(off_tps, 1), "hidden_states_on": round(on_tps, 1)},
+        "layers": list(engines["layers"].layers or ()),
+        "sampling_tok_per_s": {
+            "hidden_states_off": round(off_tps, 1),
+            "hidden_states_on": round(on_tps, 1),
+            "layers_tapped": round(tps["layers"], 1),
+        },
         "hidden_state_overhead": round(off_tps / on_tps - 1, 3),
+        "layer_tap_overhead": round(off_tps / tps["layers"] - 1, 3),
+        "same_samples_everywhere": same,
         "probe_ms_per_step": round(1000 * score_s / max(1, steps), 4),
         "generation_ms_per_step": round(1000 * runs["on"][1] / max(1, steps), 1),
         "scored_steps": steps,
@@ -445,6 +468,9 @@ def format_probe(r: dict[str, Any]) -> str:
             f"| sampling, hidden states off (tokens/s) | {s['hidden_states_off']} |",
             f"| sampling, hidden states on (tokens/s) | {s['hidden_states_on']} |",
             f"| slowdown from capturing hidden states | {100 * r['hidden_state_overhead']:.1f}% |",
+            f"| sampling, layers {r['layers']} tapped as well (tokens/s) | {s['layers_tapped']} |",
+            f"| slowdown from tapping those layers | {100 * r['layer_tap_overhead']:.1f}% |",
+            f"| the same samples from all three engines | {'yes' if r['same_samples_everywhere'] else 'NO'} |",
             f"| probe time per scored step (ms) | {r['probe_ms_per_step']} |",
             f"| generation time per step (ms) | {r['generation_ms_per_step']} |",
             f"| replaying stored text for its states (tokens/s) | {r['replay_tok_per_s']} |",

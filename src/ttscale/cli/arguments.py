@@ -53,6 +53,14 @@ def _positive_ints(what: str, example: str) -> Callable[[str], tuple[int, ...]]:
 _budgets = _positive_ints("budgets", "4,8,16")
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    """Layers as the model counts them; negative ones from the end (the engine checks the range)."""
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers are comma-separated integers, e.g. 12,-1, not {text!r}") from None
+
+
 def _threads(text: str) -> int | str:
     """A thread count, or "auto": the cores the rest of the machine leaves free."""
     return "auto" if text == "auto" else _positive(text)
@@ -240,6 +248,11 @@ def bench_parser(sub: Any, fmt: Any) -> None:
     se.add_argument("--step-tokens", type=int, default=128)
     pb = bench("probe", "what the value probe costs: hidden states on/off, time per score", 16, 256, problems=2)
     pb.add_argument("--probe", help="probe file (default: the one shipped for the model)")
+    pb.add_argument(
+        "--layers",
+        type=_layers,
+        help="comma-separated layers to tap as well (negative: from the end; default 12,-4,-3,-2,-1)",
+    )
     rp = bsub.add_parser("reproduce", help="re-run stored records of an eval run; compare them token for token")
     rp.add_argument("run", type=Path, help="an eval run directory")
     rp.add_argument("--records", type=int, default=2, help="how many of its records (the first that match)")

@@ -147,7 +147,7 @@ def bench_command(args: argparse.Namespace) -> int:
         r = bench_serve(Load(args.clients, args.requests, args.hostile_every))
         text = format_serve(r)
     elif args.bench == "probe":
-        r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed)
+        r = bench_probe(args.model, args.probe, args.problems, args.n, args.max_tokens, args.seed, args.layers)
         text = format_probe(r)
     else:
         a = args

@@ -109,6 +109,21 @@ class Step:
 
 
 @dataclass
+class LayerStates:
+    """Chosen layers' hidden states of one completion, pooled while the engine decoded it
+    (memory bounded by the steps, not the tokens). Arrays are float16, indexed
+    [step or token, layer, unit]. A token's state is the residual stream after the layer at
+    that token's position, as the next token was sampled from it."""
+
+    layers: tuple[int, ...]  # as the model counts them, 0 = the first block
+    step_ends: list[int]  # the index of each step's last token with a state
+    step_last: Any  # (steps, layers, width): the state at that token
+    step_mean: Any  # (steps, layers, width): the mean over the step's tokens
+    tail_start: int  # the index of the first token in `tail`
+    tail: Any  # (tokens, layers, width): the last tokens one by one, where an answer is written
+
+
+@dataclass
 class Completion:
     """One sampled continuation, as an engine returns it."""
 
@@ -121,6 +136,8 @@ class Completion:
     # (index of a step's last generated token, -1 for the prompt's last; the model's final
     # hidden state there), at every step end: only from engines asked for hidden states
     hidden: list[tuple[int, Any]] = field(default_factory=list)
+    # several layers' states, pooled per step: only from engines asked for layers
+    layer_states: LayerStates | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_tokens(self) -> int:

@@ -25,8 +25,9 @@ import numpy as np
 
 from ..core import Completion, Compute, Generation, Prompt, SamplingParams, model_flops, sample_seed
 from .kv_slots import Slot, SlotError, SlotPlan, Unit, idle_slots, pack_units, plan_slots
+from .layer_tap import LayerTap
 from .models import DEFAULT_MODEL, ModelError, resolve
-from .sequences import Decoding, add_token, logsumexp_rows, step_end_tokens
+from .sequences import Decoding, LayerPooler, add_token, logsumexp_rows, step_end_tokens
 from .threads import ThreadGovernor
 
 
@@ -47,9 +48,13 @@ class LlamaCppGenerator:
         n_threads: int | str | None = None,
         verbose: bool = False,
         hidden_states: bool = False,
+        layers: Sequence[int] | None = None,
     ) -> None:
         """hidden_states: also return the final hidden state at the end of every step, read
         from the same decode that yields the logits (llama.cpp embeddings, no pooling).
+        layers: also return these layers' states (negative: from the end), pooled per step
+        and kept for the last tokens (`Completion.layer_states`), read from the same decode
+        through llama.cpp's eval callback (`layer_tap.py`).
         n_threads: a count (default every core), or "auto": every core the rest of the
         machine leaves free, re-read about once a second (`threads.py`)."""
         import llama_cpp as L
@@ -83,6 +88,13 @@ class LlamaCppGenerator:
         if hidden_states:
             cp.embeddings = True
             cp.pooling_type = L.LLAMA_POOLING_TYPE_NONE
+        self.n_embd = int(L.llama_model_n_embd(self._model))
+        self._tap = LayerTap(int(L.llama_model_n_layer(self._model)), layers, self.n_embd) if layers else None
+        self.layers = self._tap.layers if self._tap else None
+        if self._tap:
+            cp.cb_eval = self._tap.callback
+            cp.cb_eval_user_data = None
+        self._states: np.ndarray | None = None  # the last decode's layer states, one row per token
         self._ctx = L.llama_init_from_model(self._model, cp)
         if not self._ctx:
             L.llama_model_free(self._model)
@@ -90,7 +102,6 @@ class LlamaCppGenerator:
         self._vocab = L.llama_model_get_vocab(self._model)
         self._mem = L.llama_get_memory(self._ctx)
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
-        self.n_embd = int(L.llama_model_n_embd(self._model))
         self.hidden_states = hidden_states
         self.n_params = int(L.llama_model_n_params(self._model))
         self.n_ctx = L.llama_n_ctx(self._ctx)
@@ -207,7 +218,10 @@ class LlamaCppGenerator:
                     self._slots[slot].tokens = list(self._slots[targets[0]].tokens)
                 prompt_index, sample_index = units[i].samples[j]
                 seed = sample_seed(params.seed, prompt_index, sample_index)
-                seqs.append(Decoding(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index)))
+                pooler = LayerPooler(self._tap.layers, self.n_embd) if self._tap else None
+                seqs.append(
+                    Decoding(slot, i, self._sampler(params, seed), sample=(prompt_index, sample_index), pooler=pooler)
+                )
 
         stops = [s.encode("utf-8") for s in params.stop if s]
         rows = [s.unit for s in seqs]
@@ -218,7 +232,7 @@ class LlamaCppGenerator:
                 active = [s for s in active if s.finish_reason is None]
                 if not active:
                     break
-                self._decode([(s.slot, s.pending) for s in active], logits=True)  # type: ignore[misc]
+                self._decode([(s.slot, s.pending) for s in active], logits=True, states=True)  # type: ignore[misc]
                 rows = list(range(len(active)))
         finally:
             for s in seqs:
@@ -304,8 +318,8 @@ class LlamaCppGenerator:
         `prompt`, with the hidden states it captures at step ends (log-probabilities are not
         recomputed). One prefill, no sampling: this is how a probe scores stored solutions,
         and it costs a forward pass that sampling with hidden_states=True gets for free."""
-        if not self.hidden_states:
-            raise EngineError("replay reads hidden states: start the engine with hidden_states=True")
+        if not self.hidden_states and not self._tap:
+            raise EngineError("replay reads hidden states: start the engine with hidden_states=True or layers")
         t0 = time.perf_counter()
         self._clock += 1
         prompt_tokens = self.tokenize(self.render(prompt))
@@ -317,12 +331,19 @@ class LlamaCppGenerator:
         # Sampling captures the state of token k-1 when token k closes a step or the text.
         offsets, wanted = step_end_tokens([self.piece(t) for t in answer], finish_reason)
         states: dict[int, np.ndarray] = {}
+        pooler = LayerPooler(self._tap.layers, self.n_embd) if self._tap else None
+        last = max(wanted, default=-1)  # sampling never computes a state past it
         for at in range(0, len(answer), self.n_batch):
             chunk = answer[at : at + self.n_batch]
-            self._decode([(slot, tok) for tok in chunk], logits=True)
+            self._decode([(slot, tok) for tok in chunk], logits=True, states=True)
             for k in range(at, at + len(chunk)):
+                if pooler and self._states is not None and k <= last:
+                    pooler.add(k, self._states[k - at])
                 if k in wanted:
-                    states[k] = self._embedding(k - at)
+                    if self.hidden_states:
+                        states[k] = self._embedding(k - at)
+                    if pooler:
+                        pooler.end_step()
         computed += len(answer)
         completion = Completion(
             text=text,
@@ -332,6 +353,7 @@ class LlamaCppGenerator:
             token_offsets=offsets,
             hidden=sorted(states.items(), key=lambda kv: kv[0]),
             finish_reason=finish_reason,
+            layer_states=pooler.states() if pooler else None,
         )
         compute = Compute(
             prompt_tokens=computed,
@@ -345,8 +367,10 @@ class LlamaCppGenerator:
         vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
         return vec.copy()
 
-    def _decode(self, items: list[tuple[int, int]], logits: bool) -> None:
-        """One llama_decode of (slot, token) pairs, each at the next position of its slot."""
+    def _decode(self, items: list[tuple[int, int]], logits: bool, states: bool = False) -> None:
+        """One llama_decode of (slot, token) pairs, each at the next position of its slot;
+        states: read the chosen layers' states of every token (`self._states`), when the
+        engine reads layers."""
         L = self._L
         b = self._batch
         pos: dict[int, int] = {}
@@ -360,9 +384,12 @@ class LlamaCppGenerator:
             b.logits[k] = 1 if logits else 0
         b.n_tokens = len(items)
         self._govern()
+        tap = self._tap if states else None
+        if self._tap:
+            self._tap.active = tap is not None
         t0 = time.perf_counter()
         rc = L.llama_decode(self._ctx, b)
-        if rc == 1:
+        if rc == 1:  # no room in the KV cache: nothing was computed
             self._evict_idle()
             rc = L.llama_decode(self._ctx, b)
         if rc != 0:
@@ -371,6 +398,7 @@ class LlamaCppGenerator:
                 "this many samples x max_tokens; lower n or max_tokens, or raise n_ctx"
             )
         self.timing["decode_s"] += time.perf_counter() - t0
+        self._states = tap.take(len(items)) if tap else None
         for slot, tok in items:
             self._slots[slot].tokens.append(tok)
 
@@ -409,6 +437,8 @@ class LlamaCppGenerator:
         lse = logsumexp_rows(logits)
         certainty = lse - logits.mean(axis=1) - self._log_v
         for s, row in zip(seqs, rows, strict=True):
+            if s.pooler and self._states is not None and s.token_ids:
+                s.pooler.add(len(s.token_ids) - 1, self._states[row])  # the token just fed
             tok = L.llama_sampler_sample(s.sampler, self._ctx, row)
             piece = None if L.llama_vocab_is_eog(self._vocab, tok) else self.piece(tok)
             lp, cert = float(logits[row, tok] - lse[row]), float(certainty[row])
@@ -421,6 +451,8 @@ class LlamaCppGenerator:
         the token just sampled closes."""
         if self.hidden_states:
             s.hidden.append((len(s.token_ids) - 2, self._embedding(row)))
+        if s.pooler:
+            s.pooler.end_step()
 
     def close(self) -> None:
         L = self._L

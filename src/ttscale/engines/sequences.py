@@ -4,15 +4,72 @@ step ends (where the probe's hidden state is read). No llama.cpp here."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..core import STEP_SEPARATOR, Completion
+from ..core import STEP_SEPARATOR, Completion, LayerStates
 from ..core.sampling import CONFIDENCE_WINDOW
 
 STEP_BYTES = STEP_SEPARATOR.encode()
+TAIL_TOKENS = 32  # kept one by one at the end of a completion: a final answer is written there
+
+
+class LayerPooler:
+    """One sequence's chosen-layer states, pooled as they arrive: the open step's running
+    sum and last state, each closed step's (last, mean), and the last TAIL_TOKENS tokens.
+    Memory grows with the steps, not the tokens."""
+
+    def __init__(self, layers: tuple[int, ...], width: int, tail: int = TAIL_TOKENS) -> None:
+        self.layers = layers
+        self._sum = np.zeros((len(layers), width), dtype=np.float64)
+        self._count = 0
+        self._last: np.ndarray | None = None
+        self._last_index = -1
+        self._ends: list[int] = []
+        self._step_last: list[np.ndarray] = []
+        self._step_mean: list[np.ndarray] = []
+        self._tail: deque[np.ndarray] = deque(maxlen=tail)
+        self._tail_end = 0  # one past the index of the newest token in the tail
+
+    def add(self, index: int, states: np.ndarray) -> None:
+        """Token `index`'s states, shape (layers, width); tokens come in order."""
+        if index < self._last_index + 1:
+            raise ValueError(f"token {index} came after token {self._last_index}")
+        self._sum += states
+        self._count += 1
+        self._last, self._last_index = states, index
+        self._tail.append(states.astype(np.float16))
+        self._tail_end = index + 1
+
+    def end_step(self) -> None:
+        """Close the open step; a step with no token state yet (closed by the first token
+        sampled, whose predecessor is the prompt's) adds nothing."""
+        if not self._count or self._last is None:
+            return
+        self._ends.append(self._last_index)
+        self._step_last.append(self._last.astype(np.float16))
+        self._step_mean.append((self._sum / self._count).astype(np.float16))
+        self._sum[:] = 0.0
+        self._count = 0
+
+    def states(self) -> LayerStates:
+        self.end_step()
+        width = self._sum.shape
+        return LayerStates(
+            layers=self.layers,
+            step_ends=list(self._ends),
+            step_last=_stack(self._step_last, width),
+            step_mean=_stack(self._step_mean, width),
+            tail_start=self._tail_end - len(self._tail),
+            tail=_stack(list(self._tail), width),
+        )
+
+
+def _stack(rows: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack(rows) if rows else np.empty((0, *shape), np.float16)
 
 
 @dataclass
@@ -30,6 +87,7 @@ class Decoding:
     pending: int | None = None  # sampled, not yet fed to the model
     hidden: list[tuple[int, np.ndarray]] = field(default_factory=list)
     window_sum: float = 0.0  # self-certainty of the last CONFIDENCE_WINDOW tokens, summed
+    pooler: LayerPooler | None = None  # only when the engine reads layers
 
     def completion(self) -> Completion:
         return Completion(
@@ -40,6 +98,7 @@ class Decoding:
             token_offsets=self.offsets,
             hidden=list(self.hidden),
             finish_reason=self.finish_reason or "length",
+            layer_states=self.pooler.states() if self.pooler else None,
         )
 
 

@@ -35,6 +35,7 @@ class RunStore:
         self._lock: Any = lock(self.dir / ".lock") if write else None
         self.samples = self.dir / "samples.jsonl"
         self.traces = self.dir / "traces.jsonl"
+        self.meta: dict[str, Any] = {}  # config.json as settled: what was asked, and what sampled it
         try:
             self._settle_config(cfg, grow)
         except EvalError:
@@ -58,6 +59,7 @@ class RunStore:
                 **({"engine": cfg.engine} if cfg.engine else {}),
             }
             cfg_path.write_text(json.dumps(meta, indent=2))
+            self.meta = meta
             return
         try:
             stored = json.loads(cfg_path.read_text())
@@ -85,6 +87,7 @@ class RunStore:
             stored["identity"]["n"] = identity["n"]
             stored["grown_from"] = [*stored.get("grown_from", []), stored_n]
             cfg_path.write_text(json.dumps(stored, indent=2))
+        self.meta = stored
 
     def close(self) -> None:
         if self._lock is not None:

@@ -150,11 +150,10 @@ def summarize(
     # A view at smaller budgets replays the whole stored pool: its identity names that pool.
     first_pool = store.records[RecordKey.pool(done[0].id).format()] if cfg.pool_strategies and done else None
     pool_size = len(first_pool["candidates"]) if first_pool else cfg.pool_n
-    stored = json.loads((store.dir / "config.json").read_text())
-    summary = {
+    summary: dict[str, Any] = {
         "identity": {**cfg.identity(), "n": pool_size},
         # what sampled the run (a report names a server's runs by it); merged runs list each shard's
-        **{k: stored[k] for k in ("engine", "engines") if k in stored},
+        **{k: store.meta[k] for k in ("engine", "engines") if k in store.meta},
         "limit": cfg.limit,
         "start": cfg.start,
         "levels": list(cfg.levels) if cfg.levels else None,

@@ -114,3 +114,165 @@ def test_the_engine_reads_layers_while_it_samples():
         assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99  # batched vs one by one
     finally:
         tapped.close()
+
+
+# --- the training data a layer-reading verifier learns from (apps/layer_data.py) ---------
+
+
+def offsets_of(pieces):
+    out, at = [], 0
+    for p in pieces:
+        out.append(at)
+        at += len(p.encode())
+    return out
+
+
+@pytest.mark.parametrize(
+    ("pieces", "tokens"),
+    [
+        (["The answer is ", "\\boxed{", "4", "2", "}", "."], [2, 3]),
+        (["So ", "\\boxed{42}", " done"], [1]),  # one token holds the whole box
+        (["π ≈ ", "\\boxed{", "3", "}"], [2]),  # byte offsets, not characters
+        (["\\boxed{1} then ", "\\boxed{", "2", "}"], [2]),  # the last box counts
+        (["no box, just 42"], []),
+        (["\\boxed{", "4"], []),  # never closed
+    ],
+)
+def test_the_answer_tokens_are_those_of_the_last_box(pieces, tokens):
+    from ttscale.apps.layer_data import answer_tokens
+
+    assert answer_tokens("".join(pieces), offsets_of(pieces)) == tokens
+
+
+def pooled(n_tokens, ends, layers=(3, 7), width=4, tail=6):
+    pool = LayerPooler(layers, width, tail)
+    for k in range(n_tokens):
+        pool.add(k, states(k, len(layers), width))
+        if k in ends:
+            pool.end_step()
+    return pool.states()
+
+
+def test_a_solution_keeps_its_answer_tokens_and_its_last_token():
+    from ttscale.apps.layer_data import solution_states
+
+    got = solution_states(pooled(10, {4, 9}), [7, 8])
+    assert got["step_last"].shape == (2, 2, 4) and list(got["step_ends"]) == [4, 9]
+    np.testing.assert_allclose(got["answer_mean"][:, 0], [7.5, 107.5])
+    np.testing.assert_allclose(got["answer_last"][:, 0], [8, 108])
+    np.testing.assert_allclose(got["final"][:, 0], [9, 109])
+    # an answer the tail no longer holds (tokens 0-3 of 10, tail of 6), or none: NaN, not a guess
+    for answer in ([1, 2], []):
+        assert np.isnan(solution_states(pooled(10, {9}), answer)["answer_mean"]).all()
+
+
+class LayeredFake:
+    """The fake engine with made-up layer states: token k of a completion holds k + 100 l at
+    layer l, so replay gives exactly what sampling gave."""
+
+    layers = (3, 7)
+    name = "fake"
+    n_params = 1_000_000
+
+    def __init__(self):
+        from ttscale.engines.fake import FakeGenerator
+
+        def script(prompt, seed):
+            right = seed % 2 == 0
+            return f"Add them.\n\nThat makes \\boxed{{{7 if right else 8}}}."
+
+        self.fake = FakeGenerator(script)
+        self.replayed = 0
+
+    def reset(self):
+        self.fake.reset()
+
+    def _with_states(self, c):
+        from dataclasses import replace
+
+        data = c.text.encode()
+        bounds = [*c.token_offsets[1:], len(data)]
+        closing = [k for k, (a, b) in enumerate(zip(c.token_offsets, bounds, strict=True)) if b"\n\n" in data[a:b]]
+        ends = {k - 1 for k in closing if k > 0} | {c.n_tokens - 1}  # as the engine closes steps
+        return replace(c, layer_states=pooled(c.n_tokens, ends, width=4))
+
+    def generate(self, prompts, n, params):
+        from ttscale.core import Generation
+
+        gen = self.fake.generate(prompts, n, params)
+        return Generation([[self._with_states(c) for c in row] for row in gen.completions], gen.compute)
+
+    def replay(self, prompt, text, finish_reason="eos"):
+        self.replayed += 1
+        from ttscale.core import SamplingParams
+
+        gen = self.fake.generate([prompt], 2, SamplingParams(seed=0))
+        match = next(c for c in gen.completions[0] if c.text == text)
+        return self._with_states(match), gen.compute
+
+
+def test_collection_resumes_and_rebuilds_missing_states(tmp_path):
+    from ttscale.apps.layer_data import collect_layers, rebuild, states_path, summary
+    from ttscale.core import Problem, SamplingParams
+    from ttscale.util.jsonl import read_jsonl
+
+    problems = [Problem(f"train/{i}", f"What is 3 + {i}?", gold="7") for i in range(3)]
+    engine = LayeredFake()
+    out = tmp_path / "data"
+    assert collect_layers(problems[:2], engine, 2, SamplingParams(seed=0), out, progress=False) == 2
+    # a kill in the middle of the second problem's line: it is sampled again, once
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    (out / "samples.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
+    assert collect_layers(problems, engine, 2, SamplingParams(seed=0), out, progress=False) == 2
+    records = read_jsonl(out / "samples.jsonl")
+    assert [r["id"] for r in records] == ["train/0", "train/1", "train/2"]
+    first = records[0]
+    assert first["layers"] == [3, 7] and first["sampling"]["seed"] == first["seed"]
+    assert [s["correct"] for s in first["solutions"]] == [True, False]
+    assert first["solutions"][0]["answer_tokens"] >= 1 and first["solutions"][0]["steps"][0] == "Add them."
+    kept = dict(np.load(states_path(out, "train/0")))
+    assert kept["answer_mean"].shape == (2, 2, 4) and list(kept["step_solution"]) == [0, 0, 1, 1]
+    assert list(kept["layers"]) == [3, 7]
+    # a fresh checkout has the samples but not the states: replay writes them again, the same
+    for r in records:
+        states_path(out, r["id"]).unlink()
+    assert summary(out)["with_states"] == 0
+    assert rebuild(engine, out, progress=False) == 3 and engine.replayed == 6
+    again = dict(np.load(states_path(out, "train/0")))
+    assert all(np.array_equal(kept[k], again[k], equal_nan=True) for k in kept)
+    done = summary(out)
+    assert done["problems"] == 3 and done["solutions"] == 6 and done["correct_share"] == 0.5
+    assert done["problems_with_both"] == 3 and done["with_states"] == 3
+
+
+@pytest.mark.integration
+def test_collect_layers_on_the_real_model_and_rebuild_by_replay(tmp_path, capsys):
+    """The command end to end: two solutions of one training problem with two layers read,
+    then the states thrown away and replayed from the stored texts: the same states."""
+    import json
+
+    from ttscale.apps.layer_data import states_path
+    from ttscale.cli import main
+
+    data = tmp_path / "train.jsonl"
+    row = {"question": "Tom has 3 red balls and 4 blue balls. How many balls?", "answer": "#### 7"}
+    data.write_text(json.dumps(row))
+    out = tmp_path / "layers"
+    args = ["collect-layers", "--data", str(data), "--k", "2", "--layers", "8,-1", "--max-tokens", "96"]
+    assert main([*args, "--output", str(out), "--no-progress"]) == 0
+    done = json.loads((out / "summary.json").read_text())
+    assert done["problems"] == 1 and done["solutions"] == 2 and done["layers"] == [8, 23]
+    (record,) = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    path = states_path(out, record["id"])
+    sampled = dict(np.load(path))
+    assert sampled["step_last"].shape[1:] == (2, 896) and len(sampled["step_solution"]) == len(sampled["step_ends"])
+    path.unlink()
+    assert main([*args, "--output", str(out), "--rebuild", "--no-progress"]) == 0
+    replayed = dict(np.load(path))
+    assert list(replayed["step_ends"]) == list(sampled["step_ends"])
+    for key in ("step_last", "step_mean", "final", "answer_mean"):
+        a, b = sampled[key].astype(np.float32), replayed[key].astype(np.float32)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), key
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        if a.size:
+            assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, key

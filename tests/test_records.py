@@ -77,3 +77,18 @@ def test_a_search_record_keeps_inputs_and_outcome_in_settings_and_picks_apart():
     assert rec["settings"] == {"n": 4, "beam_width": 2, "subtrees": 2}
     assert rec["picks"] == {"majority": {"answer": "7", "correct": True}}
     assert rec["correct"] and json.loads(json.dumps(rec)) == rec
+
+
+def test_a_record_appended_after_a_cut_line_is_not_lost(tmp_path):
+    """A kill mid-line leaves no newline at the end; the next record starts a line of its own."""
+    from ttscale.util.jsonl import append_jsonl, read_jsonl
+
+    path = tmp_path / "data.jsonl"
+    append_jsonl(path, {"id": 1})
+    path.write_text(path.read_text() + '{"id": 2, "cut')
+    append_jsonl(path, {"id": 3})
+    assert [r["id"] for r in read_jsonl(path)] == [1, 3]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    append_jsonl(empty, {"id": 4})
+    assert empty.read_text() == '{"id": 4}\n'

@@ -317,6 +317,30 @@ def train_probe_parser(sub: Any, fmt: Any) -> None:
     tp.add_argument("--no-progress", action="store_true")
 
 
+def collect_layers_parser(sub: Any, fmt: Any) -> None:
+    cl = sub.add_parser(
+        "collect-layers", help="sample training solutions with several layers' hidden states (a verifier's data)"
+    )
+    cl.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
+    cl.add_argument("--per-file", type=int, default=400, help="problems taken from the start of each file")
+    cl.add_argument(
+        "--levels",
+        type=_positive_ints("levels", "1,2,3"),
+        help="only these difficulty levels, in files whose rows have one (MATH train); others are taken whole",
+    )
+    cl.add_argument("--k", type=_positive, default=8, help="solutions sampled per problem")
+    cl.add_argument(
+        "--layers", type=_layers, default=(12, -4, -3, -2, -1), help="layers to read (negative: from the end)"
+    )
+    cl.add_argument("--output", type=Path, required=True, help="the data directory (samples.jsonl, states/)")
+    cl.add_argument("--rebuild", action="store_true", help="only replay stored solutions whose states are missing")
+    cl.add_argument("--model", default=DEFAULT_MODEL, help="a registered model")
+    cl.add_argument("--max-tokens", type=_positive, default=512)
+    cl.add_argument("--threads", type=_threads, help="CPU threads of the engine (default: every core), or 'auto'")
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--no-progress", action="store_true")
+
+
 def report_parser(sub: Any, fmt: Any) -> None:
     rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
     rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
@@ -412,6 +436,7 @@ PARSERS: dict[str, Callable[[Any, Any], None]] = {
     "serve": serve_parser,
     "recipe": recipe_parser,
     "train-probe": train_probe_parser,
+    "collect-layers": collect_layers_parser,
     "report": report_parser,
     "fit-optimal": fit_optimal_parser,
     "fit-stopping": fit_stopping_parser,

@@ -28,6 +28,9 @@ from ..apps.bench import (
 )
 from ..apps.bench_serve import Load, bench_serve, format_serve
 from ..apps.http import serve
+from ..apps.layer_data import collect_layers
+from ..apps.layer_data import rebuild as rebuild_layers
+from ..apps.layer_data import summary as layer_data_summary
 from ..apps.recipe import eval_args, load_recipe, plan
 from ..apps.report import build_report
 from ..apps.serve import ServeConfig
@@ -407,6 +410,22 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def collect_layers_command(args: argparse.Namespace) -> int:
+    get_spec(args.model)  # a registered model, or a clear error
+    gen = LlamaCppGenerator(args.model, layers=args.layers, n_threads=args.threads)
+    if args.rebuild:
+        print(f"rebuilt the states of {rebuild_layers(gen, args.output, progress=not args.no_progress)} problems")
+    else:
+        problems = training_problems(args.data, args.per_file, args.levels)
+        params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
+        added = collect_layers(problems, gen, args.k, params, args.output, progress=not args.no_progress)
+        print(f"collected {added} new problems into {args.output}")
+    done = layer_data_summary(args.output)
+    (args.output / "summary.json").write_text(json.dumps(done, indent=2))
+    print(json.dumps(done, indent=2))
+    return 0
+
+
 def train_probe_command(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
@@ -431,6 +450,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": serve_command,
     "recipe": recipe_command,
     "train-probe": train_probe_command,
+    "collect-layers": collect_layers_command,
     "report": report_command,
     "fit-optimal": fit_optimal_command,
     "fit-stopping": fit_stopping_command,

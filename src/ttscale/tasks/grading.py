@@ -48,6 +48,13 @@ def extract_answer(text: str) -> str | None:
 def last_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} (or \\fbox{...}), braces matched; None if absent
     or never closed."""
+    span = last_boxed_span(text)
+    return text[span[0] : span[1]] if span else None
+
+
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """Where the content of the last \\boxed{...} (or \\fbox{...}) lies in `text`, as
+    [start, end) character indices; None if absent or never closed."""
     at = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if at < 0:
         return None
@@ -59,7 +66,7 @@ def last_boxed(text: str) -> str | None:
         elif text[i] == "}":
             depth -= 1
             if depth == 0:
-                return text[start:i]
+                return start, i
     return None
 
 

@@ -10,11 +10,26 @@ from typing import Any
 
 
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
-    """One record as one line, on disk before returning, so a kill loses at most this line."""
+    """One record as one line, on disk before returning, so a kill loses at most this line.
+    After a line cut short by a kill, the record starts a line of its own (readers skip the
+    cut one), instead of being glued to it and lost with it."""
+    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    if _ends_cut(path):
+        line = "\n" + line
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _ends_cut(path: Path) -> bool:
+    """Whether the file ends in the middle of a line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except (FileNotFoundError, OSError):  # no file yet, or an empty one
+        return False
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

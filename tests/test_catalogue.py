@@ -33,6 +33,7 @@ def test_the_kinds_partition_the_catalogue():
         "borda",
         "deepconf_low",
         "deepconf_high",
+        "filter_vote",
         "esc",
         "adaptive_majority",
     )

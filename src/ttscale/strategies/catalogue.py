@@ -26,6 +26,7 @@ from .pool import (
     deepconf_high,
     deepconf_low,
     esc,
+    filter_vote,
     majority,
     weighted_best_of_n,
 )
@@ -102,6 +103,7 @@ CATALOGUE: dict[str, Entry] = {
         Entry("borda", borda, POOL, "Borda voting: (N - rank + 1) votes by verifier rank", BOTH),
         Entry("deepconf_low", deepconf_low, POOL, "DeepConf: a weighted vote of the best-scored 10%", BOTH),
         Entry("deepconf_high", deepconf_high, POOL, "DeepConf: a weighted vote of the best-scored 90%", BOTH),
+        Entry("filter_vote", filter_vote, POOL, "majority over the samples the verifier passes (PROVE)", BOTH),
         Entry("esc", esc, POOL, "majority, sampling in windows of 4 until one window agrees", BOTH),
         Entry(
             "adaptive_majority",

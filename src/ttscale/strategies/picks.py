@@ -186,11 +186,22 @@ def pick_deepconf_high(groups: Groups, scores: Sequence[float]) -> int | None:
     return pick_filtered(groups, scores, keep=0.9)
 
 
+PASS_MARK = 0.5  # a verifier score that counts as a pass (the program check: most programs agree)
+
+
+def pick_filter_vote(groups: Groups, scores: Sequence[float]) -> int | None:
+    """Filter, then vote (PROVE): the majority among the candidates the verifier passes
+    (score at least PASS_MARK), or among all when it passes none."""
+    passed = [g if g is not None and scores[i] >= PASS_MARK else None for i, g in enumerate(groups)]
+    return pick_majority(passed if any(g is not None for g in passed) else groups, scores)
+
+
 # votes besides the three every search reports: replayed on pools, run live as pool strategies
 VOTES: dict[str, Callable[[Groups, Sequence[float]], int | None]] = {
     "borda": pick_borda,
     "deepconf_low": pick_deepconf_low,
     "deepconf_high": pick_deepconf_high,
+    "filter_vote": pick_filter_vote,
 }
 VOTING_RULES = {**PICKERS, **VOTES}  # every rule that reads a whole pool
 POOL_RULES = (*PICKERS, *VOTES, *STOPPING)  # every rule a stored pool is replayed with

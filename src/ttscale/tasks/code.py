@@ -37,6 +37,21 @@ TEST_TIMEOUT_S = 5.0  # one test (HumanEval's own harness allows 3 s)
 SEPARATORS = ("==>", "==", "➞", "=>", "->", "should return", "returns", "return", "=", ":")
 
 
+def unisolated_from_env() -> bool:
+    """Whether the environment asks for model-written code to run without isolation."""
+    return os.environ.get(UNISOLATED_ENV) == "1"
+
+
+def warn_unisolated() -> None:
+    """Said once per process, before the first unisolated run."""
+    if not _WARNED:
+        _WARNED.append(True)
+        print(f"ttscale: WARNING: {UNISOLATED_ENV}=1: model-written code runs WITHOUT isolation", file=sys.stderr)
+
+
+_WARNED: list[bool] = []
+
+
 class CodeError(ValueError):
     pass
 
@@ -258,8 +273,7 @@ class Runner:
         # a whole job (every test of one program) may take a minute; each test has its own deadline
         self.limits = limits or Limits(timeout_s=60.0, cpu_s=30)
         self.workers, self.cache_size = workers, cache_size
-        self.unisolated = os.environ.get(UNISOLATED_ENV) == "1" if unisolated is None else unisolated
-        self._warned = False
+        self.unisolated = unisolated_from_env() if unisolated is None else unisolated
         self._cache: OrderedDict[str, list[Verdict]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -273,9 +287,8 @@ class Runner:
         with self._lock:
             known = {k: self._cache[k] for k in keys if k is not None and k in self._cache}
         todo = {k: p for k, p in zip(keys, programs, strict=True) if k is not None and p is not None and k not in known}
-        if todo and self.unisolated and not self._warned:
-            self._warned = True
-            print(f"ttscale: WARNING: {UNISOLATED_ENV}=1: model-written code runs WITHOUT isolation", file=sys.stderr)
+        if todo and self.unisolated:
+            warn_unisolated()
         results = run_many(
             [JUDGE.read_text("utf-8")] * len(todo),
             stdins=[_job(task, p, tests, self.unisolated) for p in todo.values()],

@@ -13,17 +13,19 @@ from .judge import LLMJudgeScorer
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
+from .program import ProgramScorer
 
 SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
 MODEL_SCORERS = {
     "examples": "code: the share of the docstring's examples the program passes",
     "tests": "code: the share of the examples and the model's own tests it passes (CodeT)",
     "judge": "the policy model asked whether the last step is correct: P(Yes)",
+    "program[:K]": "math: the policy turns the solution into K programs (1: greedy); the share printing its answer",
     "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
 }
 CODE_SCORERS = EXECUTION  # code tasks only: every code pool is scored by these too
-ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe"]
+ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe", "program"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
 
 
@@ -31,6 +33,7 @@ def known_scorer(name: str) -> bool:
     return (
         name in ALL_SCORERS
         or name.startswith("probe@")
+        or program_k(name) is not None
         or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
     )
 
@@ -47,6 +50,14 @@ def returns_certainties(generator: Any) -> bool:
     """Whether the engine returns each token's self-certainty (the embedded and fake ones do;
     a server does not). No engine at all: scoring stored samples, which carry them."""
     return generator is None or bool(getattr(generator, "returns_certainties", True))
+
+
+def program_k(name: str) -> int | None:
+    """How many programs `program` or `program:K` draws per candidate; None for other names."""
+    if name == "program":
+        return 1
+    head, _, k = name.partition(":")
+    return int(k) if head == "program" and k.isdigit() and int(k) >= 1 else None
 
 
 def needs_hidden_states(name: str) -> bool:
@@ -69,6 +80,10 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
         if not hasattr(generator, "next_token_logprobs"):
             raise ValueError("the judge scorer needs an engine that returns next-token log-probabilities")
         return LLMJudgeScorer(generator)
+    if (k := program_k(name)) is not None:
+        if generator is None:
+            raise ValueError("the program check needs the policy engine: it writes the programs")
+        return ProgramScorer(generator, k)
     if needs_hidden_states(name):
         return ProbeScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if name.startswith("prm:"):

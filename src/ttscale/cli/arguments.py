@@ -296,15 +296,20 @@ def recipe_parser(sub: Any, fmt: Any) -> None:
     rc.add_argument("--shard", type=int, help="run only this shard's evals (default: everything, unsharded)")
 
 
-def train_probe_parser(sub: Any, fmt: Any) -> None:
-    tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
-    tp.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
-    tp.add_argument("--per-file", type=int, default=200, help="problems taken from the start of each file")
-    tp.add_argument(
+def _add_training_data(p: argparse.ArgumentParser, per_file: int) -> None:
+    """Which training problems a collection samples (train-probe, collect-layers)."""
+    p.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
+    p.add_argument("--per-file", type=int, default=per_file, help="problems taken from the start of each file")
+    p.add_argument(
         "--levels",
         type=_positive_ints("levels", "1,2,3"),
         help="only these difficulty levels, in files whose rows have one (MATH train); others are taken whole",
     )
+
+
+def train_probe_parser(sub: Any, fmt: Any) -> None:
+    tp = sub.add_parser("train-probe", help="sample training data and fit the hidden-state value probe")
+    _add_training_data(tp, per_file=200)
     tp.add_argument("--k", type=int, default=8, help="solutions sampled per problem")
     tp.add_argument("--work", type=Path, default=Path("runs/probe-data"), help="where the samples accumulate")
     tp.add_argument("--output", type=Path, required=True, help="the probe file to write (.npz)")
@@ -321,13 +326,7 @@ def collect_layers_parser(sub: Any, fmt: Any) -> None:
     cl = sub.add_parser(
         "collect-layers", help="sample training solutions with several layers' hidden states (a verifier's data)"
     )
-    cl.add_argument("--data", action="append", required=True, help="a training JSONL file (repeatable)")
-    cl.add_argument("--per-file", type=int, default=400, help="problems taken from the start of each file")
-    cl.add_argument(
-        "--levels",
-        type=_positive_ints("levels", "1,2,3"),
-        help="only these difficulty levels, in files whose rows have one (MATH train); others are taken whole",
-    )
+    _add_training_data(cl, per_file=400)
     cl.add_argument("--k", type=_positive, default=8, help="solutions sampled per problem")
     cl.add_argument(
         "--layers", type=_layers, default=(12, -4, -3, -2, -1), help="layers to read (negative: from the end)"

@@ -83,6 +83,34 @@ def test_verifier_quality_separates_pooled_and_within_problem_ranking():
     assert 0.5 < last["auroc"] < 1.0 and last["solutions"] == 6
 
 
+@pytest.mark.parametrize(
+    ("answers", "shares"),
+    [
+        (["4", "4", "5", "4"], [0.75, 0.75, 0.25, 0.75]),
+        (["4", "4.0", "5", None], [0.5, 0.5, 0.25, 0.0]),  # equal under math-verify; no answer votes nothing
+        (["x", "y"], [0.5, 0.5]),
+        ([None, None], [0.0, 0.0]),
+    ],
+)
+def test_vote_share_is_each_samples_share_of_its_answer(answers, shares):
+    from ttscale.evaluation.quality import vote_shares
+
+    assert vote_shares([{"answer": a} for a in answers]) == pytest.approx(shares)
+
+
+def test_the_quality_table_starts_with_the_vote_share_baseline():
+    from ttscale.evaluation.quality import VOTE_SHARE, verifier_quality
+
+    # the majority answer is right in problem 1 and wrong in problem 2
+    p1 = [("7", True, 0.2), ("7", True, 0.1), ("8", False, 0.9)]
+    p2 = [("3", False, 0.5), ("3", False, 0.4), ("2", True, 0.6)]
+    records = [{"candidates": [{"answer": a, "correct": y, "scores": {"v": [s]}} for a, y, s in p]} for p in (p1, p2)]
+    rows = verifier_quality(records)
+    assert rows[0]["scorer"] == VOTE_SHARE
+    assert rows[0]["auroc_within_problem"] == pytest.approx(0.5)  # 1.0 in problem 1, 0.0 in problem 2
+    assert [r["scorer"] for r in rows[1:]] == ["v"] * 3
+
+
 def test_a_subset_is_charged_its_share_of_the_pools_flops_and_time():
     a = pool([True] * 4, tokens=100)
     a.flops, a.wall_time = 800.0, 8.0

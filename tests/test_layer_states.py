@@ -139,7 +139,7 @@ def offsets_of(pieces):
     ],
 )
 def test_the_answer_tokens_are_those_of_the_last_box(pieces, tokens):
-    from ttscale.apps.layer_data import answer_tokens
+    from ttscale.tasks.layer_features import answer_tokens
 
     assert answer_tokens("".join(pieces), offsets_of(pieces)) == tokens
 
@@ -154,7 +154,7 @@ def pooled(n_tokens, ends, layers=(3, 7), width=4, tail=6):
 
 
 def test_a_solution_keeps_its_answer_tokens_and_its_last_token():
-    from ttscale.apps.layer_data import solution_states
+    from ttscale.tasks.layer_features import solution_states
 
     got = solution_states(pooled(10, {4, 9}), [7, 8])
     assert got["step_last"].shape == (2, 2, 4) and list(got["step_ends"]) == [4, 9]

@@ -26,46 +26,17 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..core import Completion, LayerStates, Problem, SamplingParams
+from ..core import Completion, Problem, SamplingParams
 from ..core.seeds import problem_seed
 from ..strategies.candidates import from_completion
 from ..tasks.domain import MATH, MathDomain
-from ..tasks.grading import last_boxed_span
+from ..tasks.layer_features import answer_tokens, completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..util.jsonl import append_jsonl, read_jsonl
 
 
 class LayerDataError(RuntimeError):
     pass
-
-
-def answer_tokens(text: str, offsets: Sequence[int]) -> list[int]:
-    """The tokens that hold the content of the last \\boxed{} of `text` (token k starts at
-    byte offsets[k]); none if it boxes nothing."""
-    span = last_boxed_span(text)
-    if span is None:
-        return []
-    start, end = len(text[: span[0]].encode()), len(text[: span[1]].encode())
-    ends = [*offsets[1:], len(text.encode())]
-    return [k for k, (a, b) in enumerate(zip(offsets, ends, strict=True)) if a < end and b > start]
-
-
-def solution_states(states: LayerStates, answer: Sequence[int]) -> dict[str, np.ndarray]:
-    """One solution's arrays: its steps' (last, mean) states, and the mean and last of its
-    answer tokens' states where the tail kept them (NaN where it did not: an answer far from
-    the end, or none), and the state at its last token with one."""
-    width = states.step_last.shape[1:]
-    kept = [k - states.tail_start for k in answer if 0 <= k - states.tail_start < len(states.tail)]
-    rows = states.tail[kept].astype(np.float32) if kept else np.full((1, *width), np.nan, np.float32)
-    final = states.tail[-1] if len(states.tail) else np.full(width, np.nan, np.float16)
-    return {
-        "step_last": states.step_last,
-        "step_mean": states.step_mean,
-        "step_ends": np.asarray(states.step_ends, dtype=np.int32),
-        "answer_mean": rows.mean(axis=0).astype(np.float16),
-        "answer_last": rows[-1].astype(np.float16),
-        "final": final.astype(np.float16),
-    }
 
 
 def stack_solutions(solutions: Sequence[dict[str, np.ndarray]], layers: Sequence[int]) -> dict[str, np.ndarray]:
@@ -108,9 +79,10 @@ def _solution_record(completion: Completion, problem: Problem) -> dict[str, Any]
 def _arrays(completions: Sequence[Completion], layers: Sequence[int]) -> dict[str, np.ndarray]:
     solutions = []
     for c in completions:
-        if c.layer_states is None:
+        features = completion_features(c)
+        if features is None:
             raise LayerDataError("the engine returned no layer states: start it with layers")
-        solutions.append(solution_states(c.layer_states, answer_tokens(c.text, c.token_offsets)))
+        solutions.append(features)
     return stack_solutions(solutions, layers)
 
 
@@ -162,6 +134,9 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
     layers = list(generator.layers or ())
     records = read_jsonl(out_dir / "samples.jsonl")
     missing = [r for r in records if not states_path(out_dir, r["id"]).exists()]
+    # problems with both right and wrong solutions first: they are what teaches a ranking,
+    # so a rebuild cut short still leaves the most useful states
+    missing.sort(key=lambda r: not _has_both(r))
     for rec in tqdm(missing, desc="replaying", unit="problem", disable=not progress):
         if rec.get("layers") != layers:
             stored = rec.get("layers")
@@ -172,12 +147,17 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
     return len(missing)
 
 
+def _has_both(record: dict[str, Any]) -> bool:
+    right = sum(s["correct"] for s in record["solutions"])
+    return 0 < right < len(record["solutions"])
+
+
 def summary(out_dir: Path) -> dict[str, Any]:
     """What has been collected: problems, solutions, right ones, problems with both right and
     wrong solutions (the ones that teach a ranking), tokens and seconds."""
     records = read_jsonl(out_dir / "samples.jsonl")
     solutions = [s for r in records for s in r["solutions"]]
-    mixed = sum(0 < sum(s["correct"] for s in r["solutions"]) < len(r["solutions"]) for r in records)
+    mixed = sum(map(_has_both, records))
     return {
         "problems": len(records),
         "solutions": len(solutions),

@@ -340,6 +340,19 @@ def collect_layers_parser(sub: Any, fmt: Any) -> None:
     cl.add_argument("--no-progress", action="store_true")
 
 
+def train_reward_parser(sub: Any, fmt: Any) -> None:
+    tr = sub.add_parser(
+        "train-reward", help="fit the reward over several layers on collect-layers data, chosen by validation"
+    )
+    tr.add_argument("--data", type=Path, required=True, help="a collect-layers directory (samples.jsonl, states/)")
+    tr.add_argument("--output", type=Path, required=True, help="the reward file to write (.npz)")
+    tr.add_argument("--report", type=Path, help="where the report goes (default: DATA/reward.md and .json)")
+    tr.add_argument("--model", default=DEFAULT_MODEL, help="the registered model the states are of")
+    tr.add_argument("--val-fraction", type=float, default=0.2, help="problems held out to judge the chosen reader")
+    tr.add_argument("--folds", type=_positive, default=5, help="cross-validation folds that choose the reader")
+    tr.add_argument("--seed", type=int, default=0)
+
+
 def report_parser(sub: Any, fmt: Any) -> None:
     rp = sub.add_parser("report", help="a self-contained HTML report of run directories")
     rp.add_argument("runs", type=Path, nargs="+", help="eval run directories, or named summaries (DIR/NAME.json)")
@@ -436,6 +449,7 @@ PARSERS: dict[str, Callable[[Any, Any], None]] = {
     "recipe": recipe_parser,
     "train-probe": train_probe_parser,
     "collect-layers": collect_layers_parser,
+    "train-reward": train_reward_parser,
     "report": report_parser,
     "fit-optimal": fit_optimal_parser,
     "fit-stopping": fit_stopping_parser,

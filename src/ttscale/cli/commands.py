@@ -35,6 +35,7 @@ from ..apps.recipe import eval_args, load_recipe, plan
 from ..apps.report import build_report
 from ..apps.serve import ServeConfig
 from ..apps.train_probe import collect, read_records, train, training_problems
+from ..apps.train_reward import report_markdown, train_reward
 from ..core import Problem, SamplingParams
 from ..engines.llamacpp import LlamaCppGenerator
 from ..engines.models import REGISTRY, ModelError, get_spec, model_path, recommended_sampling
@@ -51,7 +52,7 @@ from ..tasks.code_domain import CodeDomain
 from ..tasks.datasets import load_dataset
 from ..tasks.domain import domain_of
 from ..tasks.prompts import SYSTEM_PROMPT
-from ..verifiers.registry import make_scorer, needs_hidden_states, scorer_name
+from ..verifiers.registry import layers_to_read, make_scorer, needs_hidden_states, scorer_name
 from .arguments import build_parser
 
 
@@ -94,8 +95,12 @@ def _generator(args: argparse.Namespace) -> Any:
             timeout=args.server_timeout,
             retries=args.server_retries,
         )
+    scorer = getattr(args, "scorer", "")
     return LlamaCppGenerator(
-        args.model, hidden_states=needs_hidden_states(getattr(args, "scorer", "")), n_threads=args.threads
+        args.model,
+        hidden_states=needs_hidden_states(scorer),
+        layers=layers_to_read(scorer, args.model),
+        n_threads=args.threads,
     )
 
 
@@ -426,6 +431,20 @@ def collect_layers_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_reward_command(args: argparse.Namespace) -> int:
+    spec = get_spec(args.model)
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError("--val-fraction is a share of the problems, between 0 and 1")
+    reward, report = train_reward(args.data, spec.sha256, args.val_fraction, args.folds, args.seed)
+    reward.save(args.output)
+    stem = args.report or args.data / "reward"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(report_markdown(report))
+    print(report_markdown(report))
+    print(f"layer reward for {spec.name} written to {args.output}")
+    return 0
+
+
 def train_probe_command(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
@@ -451,6 +470,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "recipe": recipe_command,
     "train-probe": train_probe_command,
     "collect-layers": collect_layers_command,
+    "train-reward": train_reward_command,
     "report": report_command,
     "fit-optimal": fit_optimal_command,
     "fit-stopping": fit_stopping_command,

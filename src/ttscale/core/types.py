@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 from .sampling import SamplingParams
@@ -190,13 +190,17 @@ class Candidate:
     # DeepConf's trace confidences ("lowest_group", "tail", "mean"), from the sampling pass;
     # empty for a text not sampled whole (a search node, a stored text without them)
     confidence: dict[str, float] = field(default_factory=dict)
+    # what a reward over several layers reads (`tasks.layer_features`), from an engine that
+    # read layers while sampling it; never serialised
+    layer_features: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_tokens(self) -> int:
         return sum(s.n_tokens for s in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, layer_features=None))  # asdict would deep-copy the arrays
+        del d["layer_features"]
         d["steps"] = [s.to_dict() for s in self.steps]  # without hidden states: arrays, not JSON
         if math.isnan(self.score):
             d["score"] = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..core import Candidate, Completion, Compute, Problem, Scorer, Step, aggregate
 from ..tasks.confidence import trace_confidence
 from ..tasks.domain import MATH, Domain
+from ..tasks.layer_features import completion_features
 from ..tasks.steps import split_steps
 
 # cut short by the token limit or by a confidence floor (DeepConf online); a search node still growing
@@ -22,6 +23,7 @@ def make_candidate(text: str, steps: list[Step], finish_reason: str, domain: Dom
 def from_completion(completion: Completion, domain: Domain = MATH) -> Candidate:
     c = make_candidate(completion.text, split_steps(completion), completion.finish_reason, domain)
     c.confidence = trace_confidence(completion.certainties)
+    c.layer_features = completion_features(completion)
     return c
 
 

@@ -5,11 +5,13 @@ transformers (imported only then)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..core import Scorer
 from .execution import EXECUTION
 from .judge import LLMJudgeScorer
+from .layer_reward import LayerRewardScorer, reward_layers
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
@@ -22,10 +24,11 @@ MODEL_SCORERS = {
     "judge": "the policy model asked whether the last step is correct: P(Yes)",
     "program[:K]": "math: the policy turns the solution into K programs (1: greedy); the share printing its answer",
     "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
+    "layers[@PATH]": "a reward over several layers of the policy (ttscale train-reward)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
 }
 CODE_SCORERS = EXECUTION  # code tasks only: every code pool is scored by these too
-ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe", "program"]
+ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe", "layers", "program"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
 
 
@@ -33,6 +36,7 @@ def known_scorer(name: str) -> bool:
     return (
         name in ALL_SCORERS
         or name.startswith("probe@")
+        or name.startswith("layers@")
         or program_k(name) is not None
         or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
     )
@@ -43,6 +47,8 @@ def scorer_name(spec: str) -> str:
     except that a probe file is named by its content (see `probe.probe_name`)."""
     if spec.startswith("probe@"):
         return probe_name(spec.partition("@")[2])
+    if spec.startswith("layers@"):  # as LayerRewardScorer names itself: by the file's stem
+        return f"layers@{Path(spec.partition('@')[2]).stem}"
     return spec.partition("@")[0]
 
 
@@ -62,6 +68,15 @@ def program_k(name: str) -> int | None:
 
 def needs_hidden_states(name: str) -> bool:
     return name == "probe" or name.startswith("probe@")
+
+
+def needs_layers(name: str) -> bool:
+    return name == "layers" or name.startswith("layers@")
+
+
+def layers_to_read(name: str, model: str) -> tuple[int, ...] | None:
+    """The layers an engine must read for this scorer (the layer reward's), or None."""
+    return reward_layers(model, name.partition("@")[2] or None) if needs_layers(name) else None
 
 
 def make_scorer(name: str, generator: Any = None, system: str | None = None) -> Scorer:
@@ -84,6 +99,8 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
         if generator is None:
             raise ValueError("the program check needs the policy engine: it writes the programs")
         return ProgramScorer(generator, k)
+    if needs_layers(name):
+        return LayerRewardScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if needs_hidden_states(name):
         return ProbeScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if name.startswith("prm:"):

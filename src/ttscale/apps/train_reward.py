@@ -1,0 +1,306 @@
+"""`ttscale train-reward`: fit the reward over several layers (`verifiers/layer_reward.py`) on
+what `collect-layers` gathered, choose the reader by validation, and report it against the
+vote share of the same samples.
+
+Protocol (no test problem is ever read: the collection holds training splits only):
+- the problems are split once, by problem, into a fitting part and a held-out validation
+  part (`val_fraction`, seeded);
+- every reader (what it reads, which layers, its L2 strength) is scored by a K-fold
+  cross-validation over the fitting part's problems, and the one with the best mean
+  within-problem AUROC is chosen;
+- the chosen reader is refitted on the whole fitting part and judged once on the held-out
+  problems: alone, beside the vote share of the same 8 samples, and combined with it (a
+  two-input logistic regression fitted on the fitting part's out-of-fold predictions);
+- the shipped reward is then refitted on all the problems.
+
+Labels are outcomes: the collection's solutions are sampled independently, so the prefixes
+Math-Shepherd's soft labels need are almost never shared (the count is reported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tasks.domain import MATH
+from ..util.jsonl import read_jsonl
+from ..util.stats import auroc, problem_ci
+from ..verifiers.layer_reward import KINDS, LayerReward, layer_index, solution_vectors
+from .layer_data import states_path
+
+
+class TrainRewardError(RuntimeError):
+    pass
+
+
+@dataclass
+class Solution:
+    features: dict[str, np.ndarray]
+    correct: bool
+    vote_share: float
+
+
+@dataclass
+class Reader:
+    """One candidate reader: what it reads, of which layers, how strongly shrunk."""
+
+    kind: str
+    layers: tuple[int, ...]
+    l2: float
+    components: int | None = None  # PCA width for the gated readers
+
+    @property
+    def label(self) -> str:
+        pca = f", pca {self.components}" if self.components else ""
+        return f"{self.kind} @ {','.join(map(str, self.layers))} (l2 {self.l2:g}{pca})"
+
+
+def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int]]:
+    """Every stored problem with a states file: its solutions' features, outcomes and vote
+    shares among the problem's own samples; and the layers the states hold."""
+    records = read_jsonl(out_dir / "samples.jsonl")
+    problems, layers = [], None
+    for rec in records:
+        path = states_path(out_dir, rec["id"])
+        if not path.exists():
+            continue
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        layers = [int(x) for x in arrays["layers"]]
+        groups = MATH.group([s["answer"] for s in rec["solutions"]])
+        shares = [0.0 if g is None else groups.count(g) / len(groups) for g in groups]
+        sols = []
+        for i, (s, share) in enumerate(zip(rec["solutions"], shares, strict=True)):
+            mine = arrays["step_solution"] == i
+            features = {k: arrays[k][mine] for k in ("step_last", "step_mean", "step_ends")}
+            features |= {k: arrays[k][i] for k in ("answer_mean", "answer_last", "final")}
+            sols.append(Solution(features, bool(s["correct"]), share))
+        problems.append(sols)
+    if not problems:
+        raise TrainRewardError(f"no problem in {out_dir} has its states: run collect-layers (or --rebuild)")
+    return problems, layers or []
+
+
+def within_auroc(
+    scores: Sequence[Sequence[float]], problems: Sequence[Sequence[Solution]]
+) -> tuple[float, list[float]]:
+    """Mean AUROC within a problem over the problems with both right and wrong solutions,
+    and each one's (for intervals)."""
+    each = [auroc(s, [x.correct for x in p]) for s, p in zip(scores, problems, strict=True)]
+    each = [a for a in each if not math.isnan(a)]
+    return (float(np.mean(each)) if each else float("nan")), each
+
+
+def _vectors(reader: Reader, problems: Sequence[Sequence[Solution]], available: Sequence[int]) -> list[np.ndarray]:
+    rows = layer_index(available, reader.layers)
+    return [solution_vectors(reader.kind, s.features, rows) for p in problems for s in p]
+
+
+def fit_reader(
+    reader: Reader, problems: Sequence[Sequence[Solution]], available: Sequence[int], model_sha256: str = ""
+) -> LayerReward:
+    vectors = _vectors(reader, problems, available)
+    y = np.array([s.correct for p in problems for s in p], dtype=float)
+    stacked = np.concatenate(vectors)
+    mean, scale = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+    if reader.kind in ("final", "answer"):
+        from sklearn.linear_model import LogisticRegression
+
+        x = (stacked - mean) / scale
+        model = LogisticRegression(C=1.0 / reader.l2, max_iter=2000).fit(x, y)
+        return LayerReward(
+            reader.kind,
+            reader.layers,
+            mean,
+            scale,
+            None,
+            model.coef_[0],
+            float(model.intercept_[0]),
+            model_sha256=model_sha256,
+        )
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=reader.components, random_state=0).fit((stacked - mean) / scale)
+    projection = pca.components_.T
+    z = [((v - mean) / scale) @ projection for v in vectors]
+    w, b, u, c = fit_gated(z, y, reader.l2)
+    return LayerReward(reader.kind, reader.layers, mean, scale, projection, w, b, u, c, model_sha256=model_sha256)
+
+
+def gated_loss(theta: np.ndarray, z: np.ndarray, seg: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
+    """The gated step reward's L2-penalised log loss and its gradient. theta = (w, u, c, b);
+    z holds every solution's steps (rows), seg the solution of each row; the logit of
+    solution i is sum_s g_s r_s / sum_s g_s + b (module docstring)."""
+    n, k = len(y), z.shape[1]
+    w, u, c, b = theta[:k], theta[k : 2 * k], theta[2 * k], theta[2 * k + 1]
+    r = z @ w
+    g = 1.0 / (1.0 + np.exp(-np.clip(z @ u + c, -40, 40)))
+    den = np.bincount(seg, g, n) + 1e-9
+    m = np.bincount(seg, g * r, n) / den
+    p = 1.0 / (1.0 + np.exp(-np.clip(m + b, -40, 40)))
+    nll = -np.sum(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))
+    a = ((p - y) / den)[seg]  # d loss / d (a row's share of its solution's logit)
+    dg = a * g * (1 - g) * (r - m[seg])
+    grad = np.concatenate([z.T @ (a * g) + 2 * l2 * w, z.T @ dg + 2 * l2 * u, [dg.sum(), np.sum(p - y)]])
+    return float(nll + l2 * (w @ w + u @ u)), grad
+
+
+def fit_gated(steps: Sequence[np.ndarray], y: np.ndarray, l2: float) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """(w, b, u, c) of the gated step reward, by L-BFGS on `gated_loss`."""
+    from scipy.optimize import minimize
+
+    z = np.concatenate(steps)
+    seg = np.concatenate([np.full(len(s), i) for i, s in enumerate(steps)])
+    k = z.shape[1]
+    theta = np.zeros(2 * k + 2)
+    theta[k : 2 * k] = 1e-3  # a gate that starts uniform but not exactly flat
+    res = minimize(gated_loss, theta, args=(z, seg, y, l2), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    t = res.x
+    return t[:k], float(t[2 * k + 1]), t[k : 2 * k], float(t[2 * k])
+
+
+def logits(reward: LayerReward, problems: Sequence[Sequence[Solution]], available: Sequence[int]) -> list[list[float]]:
+    rows = layer_index(available, reward.layers)
+    return [[reward.logit(solution_vectors(reward.kind, s.features, rows)) for s in p] for p in problems]
+
+
+def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[i::k] for i in range(k)]
+
+
+def out_of_fold(
+    reader: Reader, problems: Sequence[Sequence[Solution]], available: Sequence[int], k: int, seed: int
+) -> list[list[float]]:
+    """Each problem's logits from the reader fitted on the other folds."""
+    out: list[list[float]] = [[] for _ in problems]
+    for held in _folds(len(problems), k, seed):
+        held_set = set(held.tolist())
+        fitted = fit_reader(reader, [p for i, p in enumerate(problems) if i not in held_set], available)
+        for i, scores in zip(held, logits(fitted, [problems[i] for i in held], available), strict=True):
+            out[i] = scores
+    return out
+
+
+def combine_with_votes(
+    fit_logits: Sequence[Sequence[float]],
+    fit_problems: Sequence[Sequence[Solution]],
+    eval_logits: Sequence[Sequence[float]],
+    eval_problems: Sequence[Sequence[Solution]],
+) -> list[list[float]]:
+    """A two-input logistic regression (the reward's logit, the vote share) fitted on honest
+    (out-of-fold) logits, applied to other problems."""
+    from sklearn.linear_model import LogisticRegression
+
+    def table(ls: Sequence[Sequence[float]], ps: Sequence[Sequence[Solution]]) -> np.ndarray:
+        return np.array([[x, s.vote_share] for xs, p in zip(ls, ps, strict=True) for x, s in zip(xs, p, strict=True)])
+
+    y = [s.correct for p in fit_problems for s in p]
+    model = LogisticRegression().fit(table(fit_logits, fit_problems), y)
+    flat = model.decision_function(table(eval_logits, eval_problems))
+    out, at = [], 0
+    for p in eval_problems:
+        out.append(flat[at : at + len(p)].tolist())
+        at += len(p)
+    return out
+
+
+def readers(layers: Sequence[int], l2s: Sequence[float] = (10.0, 100.0, 1000.0), components: int = 64) -> list[Reader]:
+    """The grid: every reader on each layer alone and on all of them side by side."""
+    sets = [(layer,) for layer in layers] + ([tuple(layers)] if len(layers) > 1 else [])
+    out = []
+    for kind in KINDS:
+        for chosen in sets:
+            for l2 in l2s:
+                gated = kind.startswith("gated")
+                out.append(Reader(kind, chosen, l2 / 100 if gated else l2, components if gated else None))
+    return out
+
+
+def train_reward(
+    out_dir: Path,
+    model_sha256: str,
+    val_fraction: float = 0.2,
+    folds: int = 5,
+    seed: int = 0,
+    grid: Sequence[Reader] | None = None,
+    progress: bool = True,
+) -> tuple[LayerReward, dict[str, Any]]:
+    """Choose, judge and refit the reward (module docstring); returns it and the report."""
+    problems, available = load_problems(out_dir)
+    order = np.random.default_rng(seed).permutation(len(problems))
+    n_val = max(1, int(len(problems) * val_fraction))
+    val = [problems[i] for i in sorted(order[:n_val])]
+    fit = [problems[i] for i in sorted(order[n_val:])]
+    tried = []
+    best: tuple[float, Reader, list[list[float]]] | None = None
+    for reader in grid if grid is not None else readers(available):
+        oof = out_of_fold(reader, fit, available, folds, seed)
+        score, _ = within_auroc(oof, fit)
+        tried.append({"reader": reader.label, "cv_auroc_within_problem": round(score, 4)})
+        if progress:
+            print(f"  {reader.label}: cv within-problem AUROC {score:.3f}", flush=True)
+        if best is None or score > best[0]:
+            best = (score, reader, oof)
+    assert best is not None
+    cv_score, chosen, oof = best
+    held = fit_reader(chosen, fit, available, model_sha256)
+    val_logits = logits(held, val, available)
+    combined = combine_with_votes(oof, fit, val_logits, val)
+
+    def judged(scores: Sequence[Sequence[float]]) -> dict[str, Any]:
+        mean, each = within_auroc(scores, val)
+        lo, hi = problem_ci(np.array(each), seed) if each else (float("nan"), float("nan"))
+        pooled = auroc([x for s in scores for x in s], [x.correct for p in val for x in p])
+        return {"auroc_within_problem": round(mean, 4), "ci": [round(lo, 4), round(hi, 4)], "auroc": round(pooled, 4)}
+
+    votes = [[s.vote_share for s in p] for p in val]
+    report = {
+        "collection": str(out_dir),
+        "problems": len(problems),
+        "fit_problems": len(fit),
+        "val_problems": len(val),
+        "val_problems_with_both": len(within_auroc(votes, val)[1]),
+        "solutions": sum(map(len, problems)),
+        "correct_share": round(float(np.mean([s.correct for p in problems for s in p])), 4),
+        "layers": available,
+        "seed": seed,
+        "folds": folds,
+        "chosen": chosen.label,
+        "cv_auroc_within_problem": round(cv_score, 4),
+        "validation": {
+            "reward": judged(val_logits),
+            "vote_share": judged(votes),
+            "reward+vote_share": judged(combined),
+        },
+        "tried": tried,
+    }
+    final = fit_reader(chosen, problems, available, model_sha256)
+    final.meta = {k: v for k, v in report.items() if k != "tried"}
+    return final, report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    v = report["validation"]
+    lines = [
+        f"Chosen by {report['folds']}-fold cross-validation over {report['fit_problems']} training problems: "
+        f"**{report['chosen']}** (cv within-problem AUROC {report['cv_auroc_within_problem']:.3f}).",
+        "",
+        f"Held-out validation: {report['val_problems']} problems ({report['val_problems_with_both']} with both right "
+        "and wrong samples), 8 samples each, never used to fit or choose.",
+        "",
+        "| verifier | AUROC within a problem [95% CI] | AUROC (all solutions) |",
+        "|---|---:|---:|",
+    ]
+    for name, r in v.items():
+        lo, hi = r["ci"]
+        lines.append(f"| {name} | {r['auroc_within_problem']:.3f} [{lo:.3f}, {hi:.3f}] | {r['auroc']:.3f} |")
+    lines += ["", "Every reader tried (cv within-problem AUROC on the training problems):", ""]
+    lines += ["| reader | cv AUROC |", "|---|---:|"]
+    lines += [f"| {t['reader']} | {t['cv_auroc_within_problem']:.3f} |" for t in report["tried"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,53 @@
+"""What a verifier over several layers reads of one solution: its steps' pooled states, and
+the states at the tokens of its final answer (the last \\boxed{}) and at its last token.
+Shared by the training-data collector (`apps/layer_data.py`) and the scorer
+(`verifiers/layer_reward.py`), so both see the same numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..core import Completion, LayerStates
+from .grading import last_boxed_span
+
+
+def answer_tokens(text: str, offsets: Sequence[int]) -> list[int]:
+    """The tokens that hold the content of the last \\boxed{} of `text` (token k starts at
+    byte offsets[k]); none if it boxes nothing."""
+    span = last_boxed_span(text)
+    if span is None:
+        return []
+    start, end = len(text[: span[0]].encode()), len(text[: span[1]].encode())
+    ends = [*offsets[1:], len(text.encode())]
+    return [k for k, (a, b) in enumerate(zip(offsets, ends, strict=True)) if a < end and b > start]
+
+
+def solution_states(states: LayerStates, answer: Sequence[int]) -> dict[str, np.ndarray]:
+    """One solution's arrays: its steps' (last, mean) states, and the mean and last of its
+    answer tokens' states where the tail kept them (NaN where it did not: an answer far from
+    the end, or none), and the state at its last token with one."""
+    width = states.step_last.shape[1:]
+    kept = [k - states.tail_start for k in answer if 0 <= k - states.tail_start < len(states.tail)]
+    rows = states.tail[kept].astype(np.float32) if kept else np.full((1, *width), np.nan, np.float32)
+    final = states.tail[-1] if len(states.tail) else np.full(width, np.nan, np.float16)
+    return {
+        "step_last": states.step_last,
+        "step_mean": states.step_mean,
+        "step_ends": np.asarray(states.step_ends, dtype=np.int32),
+        "answer_mean": rows.mean(axis=0).astype(np.float16),
+        "answer_last": rows[-1].astype(np.float16),
+        "final": final.astype(np.float16),
+    }
+
+
+def completion_features(completion: Completion) -> dict[str, np.ndarray] | None:
+    """`solution_states` of a completion from an engine that read layers, with the layers
+    they are of; None otherwise."""
+    states = completion.layer_states
+    if states is None:
+        return None
+    out = solution_states(states, answer_tokens(completion.text, completion.token_offsets))
+    out["layers"] = np.asarray(states.layers, dtype=np.int32)
+    return out

@@ -1,0 +1,219 @@
+"""A reward read off several layers of the policy (#25): whether a solution will end right,
+from the residual stream at chosen layers, pooled as the engine decoded it.
+
+Two readers, both linear on standardised (optionally PCA-projected) states:
+- **token probes**: one vector per solution, the state at its last token ("final") or the
+  mean over the tokens of its final answer ("answer": Orgad et al. 2025 read the exact
+  answer tokens), several layers side by side;
+- **gated step rewards** in the spirit of SWIFT (arXiv 2505.12225): every step s gets a
+  reward r_s = w.x_s and a gate g_s = sigmoid(u.x_s + c); the solution's logit is
+  sum_s g_s r_s / sum_s g_s + b. SWIFT gates every token; the engine keeps per-step pooled
+  states (bounded memory), so the gate weighs steps (x_s is the step's last or mean state).
+
+Inference is numpy only; training is `apps/train_reward.py`. A saved reward is tied to the
+sha256 of the model whose layers it read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core import Candidate, Compute, Problem
+from ..tasks.domain import MathDomain
+from ..tasks.layer_features import completion_features
+from ..tasks.prompts import SYSTEM_PROMPT
+
+KINDS = ("final", "answer", "gated_last", "gated_mean")
+
+
+class LayerRewardError(RuntimeError):
+    pass
+
+
+def layer_index(available: Sequence[int], wanted: Sequence[int]) -> list[int]:
+    """Positions of the wanted layers among those the states hold."""
+    missing = [layer for layer in wanted if layer not in available]
+    if missing:
+        raise LayerRewardError(f"the states hold layers {list(available)}, the reward reads {missing} too")
+    return [list(available).index(layer) for layer in wanted]
+
+
+def solution_vectors(kind: str, features: Mapping[str, np.ndarray], rows: Sequence[int]) -> np.ndarray:
+    """What a reader of `kind` reads of one solution: (1, D) for the token probes, (steps, D)
+    for the gated readers; D is the chosen layers' states side by side. A solution whose
+    answer tokens were not kept (no box) reads its last token instead."""
+    if kind == "final":
+        vec = features["final"][rows]
+    elif kind == "answer":
+        vec = features["answer_mean"][rows]
+        if np.isnan(vec.astype(np.float32)).any():
+            vec = features["final"][rows]
+    elif kind in ("gated_last", "gated_mean"):
+        steps = features["step_last" if kind == "gated_last" else "step_mean"][:, rows]
+        if len(steps) == 0:  # no step with a state: the last token stands for the whole
+            return features["final"][rows].reshape(1, -1).astype(np.float64)
+        return steps.reshape(len(steps), -1).astype(np.float64)
+    else:
+        raise LayerRewardError(f"unknown reader {kind!r}: one of {', '.join(KINDS)}")
+    return vec.reshape(1, -1).astype(np.float64)
+
+
+@dataclass
+class LayerReward:
+    kind: str
+    layers: tuple[int, ...]  # the model's layer numbers it reads, in this order
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    projection: np.ndarray | None  # (D, k): PCA directions; None reads the D units themselves
+    weights: np.ndarray  # (k,)
+    bias: float
+    gate: np.ndarray | None = None  # (k,) for the gated readers
+    gate_bias: float = 0.0
+    model_sha256: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def logit(self, vectors: np.ndarray) -> float:
+        z = (vectors - self.mean) / self.scale
+        if self.projection is not None:
+            z = z @ self.projection
+        r = z @ self.weights
+        if self.gate is None:
+            return float(r[0] + self.bias)
+        g = 1.0 / (1.0 + np.exp(-np.clip(z @ self.gate + self.gate_bias, -40, 40)))
+        return float((g * r).sum() / (g.sum() + 1e-9) + self.bias)
+
+    def predict(self, features: Mapping[str, np.ndarray], available: Sequence[int]) -> float:
+        """P(right) of one solution from its `layer_features.solution_states`."""
+        z = self.logit(solution_vectors(self.kind, features, layer_index(available, self.layers)))
+        return float(1.0 / (1.0 + np.exp(-np.clip(z, -40, 40))))
+
+    def flops(self, steps: int) -> float:
+        d, k = self.projection.shape if self.projection is not None else (len(self.mean), len(self.mean))
+        per_vector = 2.0 * d * (k if self.projection is not None else 1) + 4.0 * k
+        return per_vector * (max(steps, 1) if self.gate is not None else 1)
+
+    def save(self, path: str | Path) -> None:
+        arrays = {
+            "kind": np.array(self.kind),
+            "layers": np.asarray(self.layers, dtype=np.int32),
+            "mean": self.mean.astype(np.float32),
+            "scale": self.scale.astype(np.float32),
+            "weights": self.weights.astype(np.float32),
+            "bias": np.array([self.bias, self.gate_bias]),
+            "model_sha256": np.array(self.model_sha256),
+            "meta": np.array(json.dumps(self.meta)),
+        }
+        if self.gate is not None:
+            arrays["gate"] = self.gate.astype(np.float32)
+        if self.projection is not None:
+            arrays["projection"] = self.projection.astype(np.float32)
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path, model_sha256: str | None = None) -> LayerReward:
+        try:
+            with np.load(path) as z:
+                reward = cls(
+                    kind=str(z["kind"]),
+                    layers=tuple(int(x) for x in z["layers"]),
+                    mean=z["mean"].astype(np.float64),
+                    scale=z["scale"].astype(np.float64),
+                    projection=z["projection"].astype(np.float64) if "projection" in z else None,
+                    weights=z["weights"].astype(np.float64),
+                    bias=float(z["bias"][0]),
+                    gate=z["gate"].astype(np.float64) if "gate" in z else None,
+                    gate_bias=float(z["bias"][1]),
+                    model_sha256=str(z["model_sha256"]),
+                    meta=json.loads(str(z["meta"])),
+                )
+        except (OSError, KeyError, ValueError, IndexError) as e:
+            raise LayerRewardError(f"cannot read layer reward {path}: {e}") from None
+        if reward.kind not in KINDS:
+            raise LayerRewardError(f"layer reward {path} has an unknown reader {reward.kind!r}")
+        if model_sha256 is not None and reward.model_sha256 != model_sha256:
+            raise LayerRewardError(
+                f"layer reward {path} was trained on the layers of the model with sha256 "
+                f"{reward.model_sha256[:12]}..., not this one ({model_sha256[:12]}...)"
+            )
+        return reward
+
+
+def packaged_reward(model_name: str) -> Path | None:
+    p = resources.files("ttscale").joinpath("data").joinpath(f"layers-{model_name}.npz")
+    return Path(str(p)) if p.is_file() else None
+
+
+def reward_path(model_name: str, path: str | None) -> str:
+    if path:
+        return path
+    shipped = packaged_reward(model_name)
+    if shipped is None:
+        raise LayerRewardError(f"no layer reward ships for {model_name}: train one with `ttscale train-reward`")
+    return str(shipped)
+
+
+def reward_layers(model_name: str, path: str | None = None) -> tuple[int, ...]:
+    """The layers a reward reads, so the engine can be started with them."""
+    return LayerReward.load(reward_path(model_name, path)).layers
+
+
+class LayerRewardScorer:
+    """One score per candidate (a list of one: the reward judges the whole solution), from the
+    layer states its sampling pass kept (`Candidate.layer_features`) or, for a stored text,
+    from one replay through an engine that reads the reward's layers (charged as verifier
+    tokens, as the probe's replay is)."""
+
+    def __init__(self, reward: LayerReward, generator: Any = None, system: str = SYSTEM_PROMPT, name: str = "layers"):
+        self.reward = reward
+        self.generator = generator
+        self.system = system
+        self.name = name
+        if generator is not None:
+            layer_index(getattr(generator, "layers", None) or (), reward.layers)
+
+    @classmethod
+    def for_generator(cls, generator: Any, path: str | None = None, system: str | None = None) -> LayerRewardScorer:
+        spec = getattr(generator, "spec", None)
+        if spec is None:
+            raise LayerRewardError("the layer reward reads the policy's layers: use the embedded engine")
+        path = reward_path(spec.name, path)
+        name = "layers" if path == str(packaged_reward(spec.name)) else f"layers@{Path(path).stem}"
+        return cls(LayerReward.load(path, spec.sha256), generator, system or SYSTEM_PROMPT, name)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        t0 = time.perf_counter()
+        out: list[list[float]] = []
+        replayed = Compute()
+        flops = 0.0
+        for c in candidates:
+            features = c.layer_features
+            if features is None:
+                features, spent = self._replay(problem, c)
+                replayed = replayed + spent
+            available = [int(x) for x in features["layers"]]
+            out.append([self.reward.predict(features, available)])
+            flops += self.reward.flops(len(features["step_ends"]))
+        own = Compute(wall_time=time.perf_counter() - t0 - replayed.wall_time, flops=flops)
+        return out, own + Compute(
+            verifier_tokens=replayed.prompt_tokens, flops=replayed.flops, wall_time=replayed.wall_time
+        )
+
+    def _replay(self, problem: Problem, candidate: Candidate) -> tuple[dict[str, np.ndarray], Compute]:
+        if self.generator is None or not hasattr(self.generator, "replay"):
+            raise LayerRewardError(
+                "a stored solution is scored by replay: use the embedded engine with the reward's layers"
+            )
+        prompt = MathDomain(problem).prompt(self.system)
+        completion, spent = self.generator.replay(prompt, candidate.text, candidate.finish_reason)
+        features = completion_features(completion)
+        if features is None:
+            raise LayerRewardError("the engine returned no layer states: start it with the reward's layers")
+        return features, spent

@@ -1,0 +1,247 @@
+"""The reward over several layers (#25): its readers, the gated step reward's gradient, fitting
+and choosing by validation on a synthetic collection, the scorer, and the file it ships as."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ttscale.apps.layer_data import stack_solutions, states_path
+from ttscale.apps.train_reward import (
+    Reader,
+    fit_gated,
+    fit_reader,
+    gated_loss,
+    load_problems,
+    logits,
+    report_markdown,
+    train_reward,
+    within_auroc,
+)
+from ttscale.core import Candidate, Problem, Step
+from ttscale.verifiers.layer_reward import (
+    LayerReward,
+    LayerRewardError,
+    LayerRewardScorer,
+    layer_index,
+    solution_vectors,
+)
+from ttscale.verifiers.registry import known_scorer, needs_layers, scorer_name
+
+LAYERS = [12, 20, 23]
+WIDTH = 6
+
+
+def features(rng, right: bool, steps: int = 3, signal: float = 2.0, answer: bool = True):
+    """One solution's arrays: layer 20 (index 1) carries the outcome along unit 0 at its
+    answer tokens and its last token; the step states carry it at the last step only."""
+    shift = signal if right else -signal
+    step_last = rng.normal(size=(steps, len(LAYERS), WIDTH))
+    step_last[-1, 1, 0] += shift
+    final = rng.normal(size=(len(LAYERS), WIDTH))
+    final[1, 0] += shift
+    answer_mean = final + 0.1 * rng.normal(size=final.shape) if answer else np.full(final.shape, np.nan)
+    return {
+        "step_last": step_last.astype(np.float16),
+        "step_mean": rng.normal(size=(steps, len(LAYERS), WIDTH)).astype(np.float16),
+        "step_ends": np.arange(steps, dtype=np.int32) * 10 + 9,
+        "answer_mean": answer_mean.astype(np.float16),
+        "answer_last": answer_mean.astype(np.float16),
+        "final": final.astype(np.float16),
+        "layers": np.asarray(LAYERS, dtype=np.int32),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "shape"),
+    [
+        ("final", True, (1, 2 * WIDTH)),
+        ("answer", True, (1, 2 * WIDTH)),
+        ("answer", False, (1, 2 * WIDTH)),  # no box: the last token stands in
+        ("gated_last", True, (3, 2 * WIDTH)),
+        ("gated_mean", True, (3, 2 * WIDTH)),
+    ],
+)
+def test_each_reader_reads_the_chosen_layers_side_by_side(kind, answer, shape):
+    f = features(np.random.default_rng(0), True, answer=answer)
+    rows = layer_index(LAYERS, (20, 23))
+    got = solution_vectors(kind, f, rows)
+    assert got.shape == shape and np.isfinite(got).all()
+    if kind == "answer" and not answer:
+        assert np.array_equal(got, solution_vectors("final", f, rows))
+
+
+def test_a_reader_asking_for_a_layer_the_states_lack_says_which():
+    with pytest.raises(LayerRewardError, match=r"reads \[21\]"):
+        layer_index(LAYERS, (20, 21))
+    with pytest.raises(LayerRewardError, match="unknown reader"):
+        solution_vectors("nope", features(np.random.default_rng(0), True), [0])
+
+
+def test_the_gated_losss_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    k = 4
+    z = rng.normal(size=(11, k))
+    seg = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3])
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    theta = rng.normal(size=2 * k + 2) * 0.5
+    _, grad = gated_loss(theta, z, seg, y, l2=0.3)
+    eps = 1e-6
+    numeric = [
+        (gated_loss(theta + eps * e, z, seg, y, 0.3)[0] - gated_loss(theta - eps * e, z, seg, y, 0.3)[0]) / (2 * eps)
+        for e in np.eye(len(theta))
+    ]
+    assert grad == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+
+
+def test_the_gate_learns_to_weigh_the_step_that_carries_the_outcome():
+    rng = np.random.default_rng(2)
+    steps, y = [], []
+    for i in range(200):
+        right = i % 2 == 0
+        z = rng.normal(size=(3, 2))
+        z[-1, 0] += 3.0 if right else -3.0  # the outcome is in the last step's unit 0
+        z[:, 1] = [-2.0, -2.0, 2.0]  # unit 1 tells the last step from the others
+        steps.append(z)
+        y.append(float(right))
+    w, b, u, c = fit_gated(steps, np.array(y), l2=0.01)
+    gates = 1 / (1 + np.exp(-(steps[0] @ u + c)))
+    assert gates[-1] > 2 * gates[:-1].max()
+    logit = [
+        (1 / (1 + np.exp(-(z @ u + c))) * (z @ w)).sum() / (1 / (1 + np.exp(-(z @ u + c)))).sum() + b for z in steps
+    ]
+    assert np.mean([(x > 0) == bool(t) for x, t in zip(logit, y, strict=True)]) > 0.9
+
+
+def problems_of(rng, n_problems: int, k: int = 8):
+    from ttscale.apps.train_reward import Solution
+
+    out = []
+    for _ in range(n_problems):
+        right = rng.random(k) < 0.5
+        right[0], right[1] = True, False  # every problem has both
+        out.append([Solution(features(rng, bool(r)), bool(r), 1.0 / k) for r in right])
+    return out
+
+
+@pytest.mark.parametrize(
+    "reader",
+    [
+        Reader("final", (20,), 10.0),
+        Reader("answer", (12, 20, 23), 10.0),
+        Reader("gated_last", (20,), 0.1, components=6),
+    ],
+)
+def test_a_fitted_reader_ranks_held_out_problems_by_the_layer_that_knows(reader):
+    rng = np.random.default_rng(3)
+    fit, held = problems_of(rng, 40), problems_of(rng, 15)
+    reward = fit_reader(reader, fit, LAYERS, "sha")
+    score, each = within_auroc(logits(reward, held, LAYERS), held)
+    assert score > 0.85 and len(each) == 15
+
+
+def test_a_reader_of_a_layer_that_knows_nothing_ranks_at_chance():
+    rng = np.random.default_rng(4)
+    fit, held = problems_of(rng, 40), problems_of(rng, 30)
+    reward = fit_reader(Reader("final", (12,), 10.0), fit, LAYERS, "sha")
+    assert 0.35 < within_auroc(logits(reward, held, LAYERS), held)[0] < 0.65
+
+
+def write_collection(tmp_path, rng, n_problems: int = 30, k: int = 8):
+    out = tmp_path / "layers"
+    lines = []
+    for p in range(n_problems):
+        right = rng.random(k) < 0.5
+        right[0], right[1] = True, False
+        sols = [features(rng, bool(r)) for r in right]
+        arrays = stack_solutions(sols, LAYERS)
+        path = states_path(out, f"q{p}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+        # the wrong ones disagree with each other, the right ones agree: the vote knows too
+        answers = ["7" if r else str(10 + i) for i, r in enumerate(right)]
+        sol_records = [{"answer": a, "correct": bool(r)} for a, r in zip(answers, right, strict=True)]
+        lines.append(json.dumps({"id": f"q{p}", "solutions": sol_records}))
+    (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_loading_a_collection_splits_each_problem_back_into_its_solutions(tmp_path):
+    out = write_collection(tmp_path, np.random.default_rng(5), n_problems=3)
+    problems, layers = load_problems(out)
+    assert layers == LAYERS and len(problems) == 3 and all(len(p) == 8 for p in problems)
+    first = problems[0][0]
+    assert first.features["step_last"].shape == (3, 3, WIDTH) and first.features["final"].shape == (3, WIDTH)
+    assert first.correct and first.vote_share == pytest.approx(sum(s.correct for s in problems[0]) / 8)
+
+
+def test_a_collection_without_states_is_a_clear_error(tmp_path):
+    from ttscale.apps.train_reward import TrainRewardError
+
+    out = write_collection(tmp_path, np.random.default_rng(5), n_problems=2)
+    for f in (out / "states").iterdir():
+        f.unlink()
+    with pytest.raises(TrainRewardError, match="--rebuild"):
+        load_problems(out)
+
+
+def test_training_chooses_by_cross_validation_and_judges_on_held_out_problems(tmp_path):
+    out = write_collection(tmp_path, np.random.default_rng(6))
+    grid = [Reader("final", (12,), 10.0), Reader("final", (20,), 10.0), Reader("gated_last", (20,), 0.1, 4)]
+    reward, report = train_reward(out, "sha256-of-model", grid=grid, progress=False)
+    assert report["chosen"] != grid[0].label  # layer 12 carries nothing
+    assert report["val_problems"] == 6 and report["fit_problems"] == 24
+    v = report["validation"]
+    assert set(v) == {"reward", "vote_share", "reward+vote_share"}
+    assert v["reward"]["auroc_within_problem"] > 0.8
+    assert v["reward"]["ci"][0] <= v["reward"]["auroc_within_problem"] <= v["reward"]["ci"][1]
+    assert [t["reader"] for t in report["tried"]] == [r.label for r in grid]
+    md = report_markdown(report)
+    assert "| vote_share |" in md and "reward+vote_share" in md
+    path = tmp_path / "reward.npz"
+    reward.save(path)
+    again = LayerReward.load(path, "sha256-of-model")
+    assert again.kind == reward.kind and again.layers == reward.layers and again.meta["chosen"] == report["chosen"]
+
+
+def test_a_reward_is_tied_to_its_models_checksum_and_a_bad_file_is_a_clear_error(tmp_path):
+    rng = np.random.default_rng(7)
+    reward = fit_reader(Reader("final", (20,), 10.0), problems_of(rng, 10), LAYERS, "aaa")
+    reward.save(tmp_path / "r.npz")
+    with pytest.raises(LayerRewardError, match="sha256"):
+        LayerReward.load(tmp_path / "r.npz", "bbb")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(LayerRewardError, match="cannot read"):
+        LayerReward.load(tmp_path / "bad.npz")
+
+
+def test_the_scorer_reads_the_states_a_sampling_pass_kept_and_charges_its_arithmetic():
+    rng = np.random.default_rng(8)
+    reward = fit_reader(Reader("gated_last", (20, 23), 0.1, 4), problems_of(rng, 30), LAYERS, "sha")
+    scorer = LayerRewardScorer(reward)
+    cands = []
+    for right in (True, False):
+        c = Candidate(text="x", steps=[Step("x", 3)], answer="1")
+        c.layer_features = features(rng, right, signal=4.0)
+        cands.append(c)
+    scores, compute = scorer.score(Problem("p", "q"), cands)
+    assert [len(s) for s in scores] == [1, 1] and scores[0][0] > scores[1][0]
+    assert compute.flops > 0 and compute.verifier_tokens == 0
+    bare = Candidate(text="x", steps=[Step("x", 3)], answer="1")
+    with pytest.raises(LayerRewardError, match="replay"):
+        scorer.score(Problem("p", "q"), [bare])
+
+
+@pytest.mark.parametrize(
+    ("spec", "known", "layers", "stored_as"),
+    [
+        ("layers", True, True, "layers"),
+        ("layers@runs/my-reward.npz", True, True, "layers@my-reward"),
+        ("layersx", False, False, "layersx"),
+        ("probe", True, False, "probe"),
+    ],
+)
+def test_the_layer_reward_is_named_in_the_registry(spec, known, layers, stored_as):
+    assert known_scorer(spec) is known
+    assert needs_layers(spec) is layers
+    assert scorer_name(spec) == stored_as

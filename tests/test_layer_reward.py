@@ -245,3 +245,43 @@ def test_the_layer_reward_is_named_in_the_registry(spec, known, layers, stored_a
     assert known_scorer(spec) is known
     assert needs_layers(spec) is layers
     assert scorer_name(spec) == stored_as
+
+
+@pytest.mark.integration
+def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path):
+    """On the real model: candidates sampled with layers carry their states and cost the
+    reward no forward pass; the same texts without them are replayed (charged as verifier
+    tokens) and score the same."""
+    from ttscale.core import SamplingParams
+    from ttscale.engines.llamacpp import LlamaCppGenerator
+    from ttscale.strategies.candidates import from_completion
+    from ttscale.tasks.domain import MathDomain
+    from ttscale.tasks.prompts import SYSTEM_PROMPT
+
+    problem = Problem("balls", "Tom has 3 red balls and 4 blue balls. How many balls does he have?")
+    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=(8, -1))
+    try:
+        out = gen.generate([MathDomain(problem).prompt(SYSTEM_PROMPT)], 2, SamplingParams(max_tokens=80, seed=5))
+        live = [from_completion(c) for c in out.completions[0]]
+        assert all(c.layer_features is not None for c in live)
+        vectors = np.concatenate([solution_vectors("final", c.layer_features, [0, 1]) for c in live])
+        width = vectors.shape[1]
+        rms = np.sqrt((vectors**2).mean()) + 1e-6
+        weights = np.random.default_rng(0).normal(size=width) / np.sqrt(width)
+        reward = LayerReward(
+            "final", (8, 23), np.zeros(width), np.full(width, rms), None, weights, 0.0, model_sha256=gen.spec.sha256
+        )
+        path = tmp_path / "reward.npz"
+        reward.save(path)
+        scorer = LayerRewardScorer.for_generator(gen, str(path))
+        assert scorer.name == "layers@reward"
+        live_scores, live_cost = scorer.score(problem, live)
+        stored = [from_completion(c) for c in out.completions[0]]
+        for c in stored:
+            c.layer_features = None
+        replay_scores, replay_cost = scorer.score(problem, stored)
+    finally:
+        gen.close()
+    assert live_cost.verifier_tokens == 0 and replay_cost.verifier_tokens >= sum(c.n_tokens for c in live)
+    assert replay_cost.flops > live_cost.flops > 0
+    assert np.ravel(replay_scores) == pytest.approx(np.ravel(live_scores), abs=0.05)

@@ -349,7 +349,7 @@ def train_reward_parser(sub: Any, fmt: Any) -> None:
     tr.add_argument("--report", type=Path, help="where the report goes (default: DATA/reward.md and .json)")
     tr.add_argument("--model", default=DEFAULT_MODEL, help="the registered model the states are of")
     tr.add_argument("--val-fraction", type=float, default=0.2, help="problems held out to judge the chosen reader")
-    tr.add_argument("--folds", type=_positive, default=5, help="cross-validation folds that choose the reader")
+    tr.add_argument("--folds", type=_positive, default=4, help="cross-validation folds that choose the reader")
     tr.add_argument("--seed", type=int, default=0)
 
 

@@ -163,7 +163,10 @@ def test_more_samples_than_fit_at_once_are_split_not_refused(engine):
     gen = engine.generate([prompt], 10, SamplingParams(max_tokens=1500, stop=("\n",), seed=5, temperature=1.0))
     (row,) = gen.completions
     assert len(row) == 10
-    assert all(c.finish_reason in ("stop", "eos") for c in row)
+    # each ran to its own end: a stop, the end of text, or (at temperature 1, where the kernels
+    # of another CPU can draw a sample that never writes a newline) its whole token budget
+    assert all(c.finish_reason in ("stop", "eos") or (c.finish_reason == "length" and c.n_tokens == 1500) for c in row)
+    assert sum(c.finish_reason in ("stop", "eos") for c in row) >= 5
     assert len({c.text for c in row}) > 1
     assert gen.compute.generated_tokens == sum(c.n_tokens for c in row)
 

@@ -285,3 +285,11 @@ def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path)
     assert live_cost.verifier_tokens == 0 and replay_cost.verifier_tokens >= sum(c.n_tokens for c in live)
     assert replay_cost.flops > live_cost.flops > 0
     assert np.ravel(replay_scores) == pytest.approx(np.ravel(live_scores), abs=0.05)
+
+
+def test_the_shipped_reward_is_stored_under_the_name_its_scorer_gives_itself():
+    from ttscale.verifiers.layer_reward import packaged_reward, reward_name
+
+    shipped = packaged_reward("qwen2.5-coder-0.5b")
+    assert shipped is not None
+    assert scorer_name(f"layers@{shipped}") == reward_name(shipped) == "layers"

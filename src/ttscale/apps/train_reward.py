@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks.domain import MATH
+from ..evaluation.quality import vote_shares
 from ..util.jsonl import read_jsonl
 from ..util.stats import auroc, problem_ci
 from ..verifiers.layer_reward import KINDS, LayerReward, layer_index, solution_vectors
@@ -71,10 +71,8 @@ def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int]]:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         layers = [int(x) for x in arrays["layers"]]
-        groups = MATH.group([s["answer"] for s in rec["solutions"]])
-        shares = [0.0 if g is None else groups.count(g) / len(groups) for g in groups]
         sols = []
-        for i, (s, share) in enumerate(zip(rec["solutions"], shares, strict=True)):
+        for i, (s, share) in enumerate(zip(rec["solutions"], vote_shares(rec["solutions"]), strict=True)):
             mine = arrays["step_solution"] == i
             features = {k: arrays[k][mine] for k in ("step_last", "step_mean", "step_ends")}
             features |= {k: arrays[k][i] for k in ("answer_mean", "answer_last", "final")}
@@ -112,13 +110,13 @@ def fit_reader(
     y = np.array([s.correct for p in problems for s in p], dtype=float)
     stacked = np.concatenate(vectors)
     mean, scale = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+    standardised = (stacked - mean) / scale
     k = min(reader.components, stacked.shape[1], len(stacked) - 1)
-    pca = PCA(n_components=k, random_state=0).fit((stacked - mean) / scale)
-    projection = pca.components_.T
+    projection = PCA(n_components=k, random_state=0).fit(standardised).components_.T
     if reader.kind in ("final", "answer"):
         from sklearn.linear_model import LogisticRegression
 
-        x = ((stacked - mean) / scale) @ projection
+        x = standardised @ projection
         model = LogisticRegression(C=1.0 / reader.l2, max_iter=2000).fit(x, y)
         weights, bias = model.coef_[0], float(model.intercept_[0])
         return LayerReward(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,14 +35,7 @@ def verifier_quality(
     rows = [_row(VOTE_SHARE, "-", pool_records, lambda r: vote_shares(r["candidates"]))] if pool_records else []
     for name in names:
         for how in aggregations:
-            rows.append(
-                _row(
-                    name,
-                    how,
-                    pool_records,
-                    lambda r, n=name, h=how: [aggregate(c["scores"][n], h) for c in r["candidates"]],
-                )
-            )
+            rows.append(_row(name, how, pool_records, functools.partial(_aggregated, name=name, how=how)))
     return rows
 
 

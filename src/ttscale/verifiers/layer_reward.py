@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..core import Candidate, Compute, Problem
+from ..engines.models import REGISTRY
 from ..tasks.domain import MathDomain
 from ..tasks.layer_features import completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
@@ -160,6 +161,13 @@ def reward_path(model_name: str, path: str | None) -> str:
     return str(shipped)
 
 
+def reward_name(path: str | Path) -> str:
+    """The name a reward's scores are stored under: "layers" for a shipped reward, otherwise
+    "layers@" and the file's stem."""
+    shipped = [p for p in map(packaged_reward, REGISTRY) if p is not None]
+    return "layers" if Path(path).resolve() in [p.resolve() for p in shipped] else f"layers@{Path(path).stem}"
+
+
 def reward_layers(model_name: str, path: str | None = None) -> tuple[int, ...]:
     """The layers a reward reads, so the engine can be started with them."""
     return LayerReward.load(reward_path(model_name, path)).layers
@@ -185,8 +193,7 @@ class LayerRewardScorer:
         if spec is None:
             raise LayerRewardError("the layer reward reads the policy's layers: use the embedded engine")
         path = reward_path(spec.name, path)
-        name = "layers" if path == str(packaged_reward(spec.name)) else f"layers@{Path(path).stem}"
-        return cls(LayerReward.load(path, spec.sha256), generator, system or SYSTEM_PROMPT, name)
+        return cls(LayerReward.load(path, spec.sha256), generator, system or SYSTEM_PROMPT, reward_name(path))
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         t0 = time.perf_counter()

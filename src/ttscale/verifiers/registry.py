@@ -5,13 +5,12 @@ transformers (imported only then)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..core import Scorer
 from .execution import EXECUTION
 from .judge import LLMJudgeScorer
-from .layer_reward import LayerRewardScorer, reward_layers
+from .layer_reward import LayerRewardScorer, reward_layers, reward_name
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
@@ -47,8 +46,8 @@ def scorer_name(spec: str) -> str:
     except that a probe file is named by its content (see `probe.probe_name`)."""
     if spec.startswith("probe@"):
         return probe_name(spec.partition("@")[2])
-    if spec.startswith("layers@"):  # as LayerRewardScorer names itself: by the file's stem
-        return f"layers@{Path(spec.partition('@')[2]).stem}"
+    if spec.startswith("layers@"):
+        return reward_name(spec.partition("@")[2])
     return spec.partition("@")[0]
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ttscale.evaluation.curves import PoolProblem, budgets, curves
-from ttscale.evaluation.tables import table
+from ttscale.evaluation.tables import quality_table, table
 
 
 def pool(correct, groups=None, scores=None, tokens=100):
@@ -108,7 +108,33 @@ def test_the_quality_table_starts_with_the_vote_share_baseline():
     rows = verifier_quality(records)
     assert rows[0]["scorer"] == VOTE_SHARE
     assert rows[0]["auroc_within_problem"] == pytest.approx(0.5)  # 1.0 in problem 1, 0.0 in problem 2
-    assert [r["scorer"] for r in rows[1:]] == ["v"] * 3
+    assert [r["scorer"] for r in rows[1:]] == ["v"] * 3 + ["v+vote"]
+    # v ranks the right samples of problem 2 first and those of problem 1 last: 0.5 within;
+    # every row beside the baseline carries its paired difference from it over the same problems
+    v = rows[1]
+    assert v["auroc_within_problem"] == pytest.approx(0.5) and v["vs_vote_share"]["difference"] == pytest.approx(0.0)
+    assert v["ci_low"] <= v["auroc_within_problem"] <= v["ci_high"]
+    assert "vs_vote_share" not in rows[0] and "_within" not in rows[0] and "_within" not in v
+    # weighted votes: in problem 1 the wrong "8" (0.9) outweighs the right "7" (0.2 + 0.1), in
+    # problem 2 the wrong "3" (0.5 + 0.4) outweighs the right "2" (0.6): both ranked wrong
+    combined = rows[-1]
+    assert combined["auroc_within_problem"] == pytest.approx(0.0)
+    assert combined["vs_vote_share"]["difference"] == pytest.approx(-0.5)
+    assert "| v+vote | last |" in quality_table(rows) and "minus vote share" in quality_table(rows)
+
+
+@pytest.mark.parametrize(
+    ("answers", "scores", "shares"),
+    [
+        (["4", "4", "5", "4"], [0.5, 0.5, 1.0, 0.2], [0.3, 0.3, 0.25, 0.3]),
+        (["4", "4.0", None, "5"], [1.0, 1.0, 9.0, 0.5], [0.5, 0.5, 0.0, 0.125]),  # no answer collects nothing
+        (["1", "2"], [-1.0, -3.0], [-0.5, -1.5]),  # raw sums, as weighted Best-of-N adds them
+    ],
+)
+def test_weighted_vote_share_is_the_summed_score_of_each_samples_answer(answers, scores, shares):
+    from ttscale.evaluation.quality import weighted_vote_shares
+
+    assert weighted_vote_shares([{"answer": a} for a in answers], scores) == pytest.approx(shares)
 
 
 def test_a_subset_is_charged_its_share_of_the_pools_flops_and_time():

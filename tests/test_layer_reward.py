@@ -236,7 +236,6 @@ def test_the_scorer_reads_the_states_a_sampling_pass_kept_and_charges_its_arithm
     ("spec", "known", "layers", "stored_as"),
     [
         ("layers", True, True, "layers"),
-        ("layers@runs/my-reward.npz", True, True, "layers@my-reward"),
         ("layersx", False, False, "layersx"),
         ("probe", True, False, "probe"),
     ],
@@ -247,11 +246,29 @@ def test_the_layer_reward_is_named_in_the_registry(spec, known, layers, stored_a
     assert scorer_name(spec) == stored_as
 
 
+def test_reward_files_are_named_by_content_so_two_of_one_stem_never_mix(tmp_path):
+    rng = np.random.default_rng(9)
+    first, second, copy = tmp_path / "a" / "r.npz", tmp_path / "b" / "r.npz", tmp_path / "c" / "r.npz"
+    for path in (first, second, copy):
+        path.parent.mkdir()
+    fit_reader(Reader("final", (20,), 10.0), problems_of(rng, 10), LAYERS, "sha").save(first)
+    fit_reader(Reader("final", (20,), 0.1), problems_of(rng, 10), LAYERS, "sha").save(second)
+    copy.write_bytes(first.read_bytes())
+    name = scorer_name(f"layers@{first}")
+    assert name.startswith("layers@") and len(name) == len("layers@") + 12
+    assert name == scorer_name(f"layers@{copy}") != scorer_name(f"layers@{second}")
+    with pytest.raises(LayerRewardError, match="cannot read layer reward"):
+        scorer_name(f"layers@{tmp_path / 'missing.npz'}")
+
+
 @pytest.mark.integration
-def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path):
+@pytest.mark.parametrize("layers", [(8, 23), (8, 22)])
+def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path, layers):
     """On the real model: candidates sampled with layers carry their states and cost the
     reward no forward pass; the same texts without them are replayed (charged as verifier
-    tokens) and score the same."""
+    tokens) and score the same, whether the reward reads the last layer (the replay asks
+    for every token's logits, so llama.cpp keeps all its rows) or earlier ones only (the
+    replay asks for none)."""
     from ttscale.core import SamplingParams
     from ttscale.engines.llamacpp import LlamaCppGenerator
     from ttscale.strategies.candidates import from_completion
@@ -259,7 +276,7 @@ def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path)
     from ttscale.tasks.prompts import SYSTEM_PROMPT
 
     problem = Problem("balls", "Tom has 3 red balls and 4 blue balls. How many balls does he have?")
-    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=(8, -1))
+    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=layers)
     try:
         out = gen.generate([MathDomain(problem).prompt(SYSTEM_PROMPT)], 2, SamplingParams(max_tokens=80, seed=5))
         live = [from_completion(c) for c in out.completions[0]]
@@ -269,12 +286,12 @@ def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path)
         rms = np.sqrt((vectors**2).mean()) + 1e-6
         weights = np.random.default_rng(0).normal(size=width) / np.sqrt(width)
         reward = LayerReward(
-            "final", (8, 23), np.zeros(width), np.full(width, rms), None, weights, 0.0, model_sha256=gen.spec.sha256
+            "final", layers, np.zeros(width), np.full(width, rms), None, weights, 0.0, model_sha256=gen.spec.sha256
         )
         path = tmp_path / "reward.npz"
         reward.save(path)
         scorer = LayerRewardScorer.for_generator(gen, str(path))
-        assert scorer.name == "layers@reward"
+        assert scorer.name == scorer_name(f"layers@{path}") != "layers"
         live_scores, live_cost = scorer.score(problem, live)
         stored = [from_completion(c) for c in out.completions[0]]
         for c in stored:

@@ -7,9 +7,10 @@ out once they are computed. Every "yes" splits the graph there, so only the chos
 are asked for, and only in the decodes that need them (`active`); `bench probe` measures
 the cost against the tap off.
 
-Rows come in batch order, one per token of the decode (every decode that reads states asks
-for every token's logits, so even the last layer, which llama.cpp trims to the outputs,
-keeps them all); `take` checks that.
+Rows come in batch order, one per token of the decode. llama.cpp trims only the last layer
+to the tokens that ask for logits, so a decode that reads the last layer asks for every
+token's logits; a replay reading earlier layers only asks for none (`reads_last_layer`),
+which spares it the vocabulary projection of every token. `take` checks the row count.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class LayerTap:
         import llama_cpp as L
 
         self.layers = resolve_layers(n_layer, layers)
+        self.reads_last_layer = n_layer - 1 in self.layers
         self.width = width
         self.active = False
         self._names = {f"l_out-{k}".encode(): i for i, k in enumerate(self.layers)}

@@ -333,9 +333,11 @@ class LlamaCppGenerator:
         states: dict[int, np.ndarray] = {}
         pooler = LayerPooler(self._tap.layers, self.n_embd) if self._tap else None
         last = max(wanted, default=-1)  # sampling never computes a state past it
+        # no logits are read back: ask for them only where a state needs them (layer_tap)
+        logits = bool(self.hidden_states) or bool(self._tap and self._tap.reads_last_layer)
         for at in range(0, len(answer), self.n_batch):
             chunk = answer[at : at + self.n_batch]
-            self._decode([(slot, tok) for tok in chunk], logits=True, states=True)
+            self._decode([(slot, tok) for tok in chunk], logits=logits, states=True)
             for k in range(at, at + len(chunk)):
                 if pooler and self._states is not None and k <= last:
                     pooler.add(k, self._states[k - at])

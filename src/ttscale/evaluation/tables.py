@@ -61,12 +61,18 @@ def paired_table(rows: Sequence[dict[str, Any]], baseline: str = "majority") -> 
 
 
 def quality_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| verifier | aggregate | AUROC (all solutions) | AUROC within a problem |", "|---|---|---:|---:|"]
-    lines += [
-        f"| {r['scorer']} | {r['aggregate']} | {r['auroc']:.3f} | {r['auroc_within_problem']:.3f} "
-        f"({r['problems_with_both']} problems) |"
-        for r in rows
+    lines = [
+        "| verifier | aggregate | AUROC (all solutions) | AUROC within a problem [95% CI] "
+        "| minus vote share [95% CI] |",
+        "|---|---|---:|---:|---:|",
     ]
+    for r in rows:
+        vs = r.get("vs_vote_share")
+        diff = f"{vs['difference']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}]" if vs else "-"
+        lines.append(
+            f"| {r['scorer']} | {r['aggregate']} | {r['auroc']:.3f} | {r['auroc_within_problem']:.3f} "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['problems_with_both']} problems) | {diff} |"
+        )
     return "\n".join(lines)
 
 

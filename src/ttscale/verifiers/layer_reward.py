@@ -31,6 +31,7 @@ from ..engines.models import REGISTRY
 from ..tasks.domain import MathDomain
 from ..tasks.layer_features import completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
+from .file_names import content_name
 
 KINDS = ("final", "answer", "gated_last", "gated_mean")
 
@@ -163,9 +164,11 @@ def reward_path(model_name: str, path: str | None) -> str:
 
 def reward_name(path: str | Path) -> str:
     """The name a reward's scores are stored under: "layers" for a shipped reward, otherwise
-    "layers@" and the file's stem."""
-    shipped = [p for p in map(packaged_reward, REGISTRY) if p is not None]
-    return "layers" if Path(path).resolve() in [p.resolve() for p in shipped] else f"layers@{Path(path).stem}"
+    named by its content (`file_names.content_name`), so two files of one stem never mix."""
+    try:
+        return content_name("layers", path, map(packaged_reward, REGISTRY))
+    except OSError as e:
+        raise LayerRewardError(f"cannot read layer reward {path}: {e.strerror or e}") from None
 
 
 def reward_layers(model_name: str, path: str | None = None) -> tuple[int, ...]:

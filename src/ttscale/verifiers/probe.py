@@ -8,7 +8,6 @@ for another model fails. Training it is `apps.train_probe`.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Sequence
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..core import Candidate, Compute, Problem
-from ..engines.models import REGISTRY, sha256_file
+from ..engines.models import REGISTRY
 from ..tasks.prompts import SYSTEM_PROMPT, problem_prompt
 from ..tasks.steps import split_steps
+from .file_names import content_name
 
 
 class ProbeError(RuntimeError):
@@ -76,26 +76,12 @@ class Probe:
 
 
 def probe_name(path: str | Path) -> str:
-    """The name a probe's scores are stored under. A model's default probe gives "probe"; any
-    other probe file is named by its content ("probe@" and 12 hex digits of its sha256), so
-    scores of two different probes never mix in a run directory, whatever their paths.
-    (A retrained default probe must therefore ship under a new file name.)"""
+    """The name a probe's scores are stored under: "probe" for a model's default probe,
+    otherwise named by its content (`file_names.content_name`)."""
     try:
-        digest = _file_digest(Path(path))
+        return content_name("probe", path, map(packaged_probe, REGISTRY))
     except OSError as e:
         raise ProbeError(f"cannot read probe {path}: {e.strerror or e}") from None
-    defaults = [p for p in map(packaged_probe, REGISTRY) if p is not None]
-    return "probe" if digest in map(_file_digest, defaults) else f"probe@{digest[:12]}"
-
-
-def _file_digest(path: Path) -> str:
-    st = path.stat()  # run keys ask often: hash a file again only when it changed
-    return _digest(str(path.resolve()), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    return sha256_file(Path(path))
 
 
 def packaged_probe(model_name: str) -> Path | None:

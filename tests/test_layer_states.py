@@ -245,6 +245,25 @@ def test_collection_resumes_and_rebuilds_missing_states(tmp_path):
     assert done["problems_with_both"] == 3 and done["with_states"] == 3
 
 
+def test_another_model_rebuilds_a_collection_with_its_own_layers_but_the_sampler_must_match(tmp_path):
+    from ttscale.apps.layer_data import LayerDataError, collect_layers, rebuild, states_path
+    from ttscale.core import Problem, SamplingParams
+
+    out = tmp_path / "data"
+    collect_layers(
+        [Problem("train/0", "What is 3 + 4?", gold="7")], LayeredFake(), 2, SamplingParams(seed=0), out, progress=False
+    )
+    states_path(out, "train/0").unlink()
+    same = LayeredFake()
+    same.layers = (3,)
+    with pytest.raises(LayerDataError, match="collected with layers"):
+        rebuild(same, out, progress=False)  # the sampling model, with other layers: a mistake
+    reader = LayeredFake()
+    reader.name, reader.layers = "larger", (5,)
+    assert rebuild(reader, out, progress=False) == 1  # a larger reader of the same texts
+    assert list(np.load(states_path(out, "train/0"))["layers"]) == [5]
+
+
 @pytest.mark.integration
 def test_collect_layers_on_the_real_model_and_rebuild_by_replay(tmp_path, capsys):
     """The command end to end: two solutions of one training problem with two layers read,

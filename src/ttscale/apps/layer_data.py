@@ -130,7 +130,9 @@ def collect_layers(
 
 def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress: bool = True) -> int:
     """Write the states file of every stored problem that has none, by replaying its
-    solutions' texts. Returns how many were rebuilt."""
+    solutions' texts. Returns how many were rebuilt. The engine may run another model than
+    the one that sampled them (in a copy of the collection): then the states are that
+    reader's, in the layers it reads (each states file records its layers)."""
     layers = list(generator.layers or ())
     records = read_jsonl(out_dir / "samples.jsonl")
     missing = [r for r in records if not states_path(out_dir, r["id"]).exists()]
@@ -138,7 +140,7 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
     # so a rebuild cut short still leaves the most useful states
     missing.sort(key=lambda r: not _has_both(r))
     for rec in tqdm(missing, desc="replaying", unit="problem", disable=not progress):
-        if rec.get("layers") != layers:
+        if rec.get("model") == generator.name and rec.get("layers") != layers:
             stored = rec.get("layers")
             raise LayerDataError(f"{rec['id']} was collected with layers {stored}, this engine reads {layers}")
         prompt = MathDomain(Problem(rec["id"], rec["question"])).prompt(system)

@@ -1,9 +1,15 @@
-"""LLM-as-judge verifier: the policy model itself is asked whether the last step is correct,
-and the step's score is P("Yes") against P("No") at the first token of its reply.
+"""LLM-as-judge verifiers: a model is asked whether a solution is correct, and the score is
+P("Yes") against P("No") at the first token of its reply.
 
-It works with any engine that can return next-token log-probabilities. Each step costs one
-forward pass over the judge prompt, most of which is cached: the prompt for step k+1
-extends the prompt for step k, and scores are memoised per (problem, steps so far).
+- `LLMJudgeScorer` ("judge"): the policy model judges every step. Each step costs one
+  forward pass over the judge prompt, most of which is cached: the prompt for step k+1
+  extends the prompt for step k, and scores are memoised per (problem, steps so far).
+- `OutcomeJudgeScorer` ("outcome_judge[:MODEL]"): a model, the policy or a larger one
+  (`readers.reader_engine`), judges the whole solution once: one prefill per solution, no
+  decoding, the problem's prefix shared by its solutions in the cache.
+
+Both work with any engine that returns next-token log-probabilities; their forward passes
+are verifier tokens and FLOPs, charged with the judging model's size.
 """
 
 from __future__ import annotations
@@ -23,6 +29,27 @@ class NextTokenEngine(Protocol):
     def next_token_logprobs(
         self, prompts: Sequence[Prompt], tokens: Sequence[str]
     ) -> tuple[list[list[float]], Compute]: ...
+
+
+OUTCOME_SYSTEM = "You are a strict math teacher. You check a student's whole solution. Answer only Yes or No."
+
+
+def p_yes(engine: NextTokenEngine, prompts: Sequence[Prompt], yes: str, no: str) -> tuple[list[float], Compute]:
+    """P(yes) against P(no) as the first token of the reply to each prompt, and the forward
+    passes' cost as verifier work, whatever model runs them."""
+    if not prompts:
+        return [], Compute()
+    logprobs, spent = engine.next_token_logprobs(list(prompts), (yes, no))
+    compute = Compute(verifier_tokens=spent.prompt_tokens, wall_time=spent.wall_time, flops=spent.flops)
+    return [1.0 / (1.0 + math.exp(lp_no - lp_yes)) for lp_yes, lp_no in logprobs], compute
+
+
+def outcome_prompt(question: str, solution: str) -> Prompt:
+    user = (
+        f"Problem:\n{question.strip()}\n\nStudent's solution:\n\n{solution.strip()}\n\n"
+        "Is this solution correct, with the right final answer? Answer Yes or No."
+    )
+    return Prompt(messages=(("system", OUTCOME_SYSTEM), ("user", user)))
 
 
 def judge_prompt(question: str, steps: Sequence[str]) -> Prompt:
@@ -50,16 +77,27 @@ class LLMJudgeScorer:
                 key = (problem.question, tuple(texts[:k]))
                 if key not in self._memo:
                     wanted[key] = judge_prompt(problem.question, texts[:k])
-        compute = Compute()
-        if wanted:
-            logprobs, spent = self.engine.next_token_logprobs(list(wanted.values()), self.tokens)
-            # The judge's forward passes are verifier work, whatever model runs them.
-            compute = Compute(verifier_tokens=spent.prompt_tokens, wall_time=spent.wall_time, flops=spent.flops)
-            for key, (lp_yes, lp_no) in zip(wanted, logprobs, strict=True):
-                self._memo[key] = 1.0 / (1.0 + math.exp(lp_no - lp_yes))
+        probabilities, compute = p_yes(self.engine, list(wanted.values()), *self.tokens)
+        self._memo.update(zip(wanted, probabilities, strict=True))
         scores = [
             [self._memo[(problem.question, tuple(s.text for s in c.steps[:k]))] for k in range(1, len(c.steps) + 1)]
             or [0.0]
             for c in candidates
         ]
         return scores, compute
+
+
+class OutcomeJudgeScorer:
+    """One score per solution (a list of one): the judging model's P(Yes) that it is right.
+    Identical solution texts are judged once."""
+
+    def __init__(self, engine: NextTokenEngine, name: str = "outcome_judge", yes: str = "Yes", no: str = "No"):
+        self.engine = engine
+        self.name = name
+        self.tokens = (yes, no)
+
+    def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        texts = list(dict.fromkeys(c.text for c in candidates))
+        probabilities, compute = p_yes(self.engine, [outcome_prompt(problem.question, t) for t in texts], *self.tokens)
+        by_text = dict(zip(texts, probabilities, strict=True))
+        return [[by_text[c.text]] for c in candidates], compute

@@ -32,6 +32,7 @@ from ..tasks.domain import MathDomain
 from ..tasks.layer_features import completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
 from .file_names import content_name
+from .readers import model_with_sha256, reader_engine
 
 KINDS = ("final", "answer", "gated_last", "gated_mean")
 
@@ -172,21 +173,33 @@ def reward_name(path: str | Path) -> str:
 
 
 def reward_layers(model_name: str, path: str | None = None) -> tuple[int, ...]:
-    """The layers a reward reads, so the engine can be started with them."""
-    return LayerReward.load(reward_path(model_name, path)).layers
+    """The layers the policy engine must read for a reward, so it can be started with them:
+    none when the reward reads another model's layers (that model reads them)."""
+    reward = LayerReward.load(reward_path(model_name, path))
+    spec = REGISTRY.get(model_name)
+    return reward.layers if spec is None or reward.model_sha256 == spec.sha256 else ()
 
 
 class LayerRewardScorer:
     """One score per candidate (a list of one: the reward judges the whole solution), from the
     layer states its sampling pass kept (`Candidate.layer_features`) or, for a stored text,
     from one replay through an engine that reads the reward's layers (charged as verifier
-    tokens, as the probe's replay is)."""
+    tokens, as the probe's replay is). A reward trained on another model's layers (a larger
+    reader of the policy's solutions) replays every solution through that model."""
 
-    def __init__(self, reward: LayerReward, generator: Any = None, system: str = SYSTEM_PROMPT, name: str = "layers"):
+    def __init__(
+        self,
+        reward: LayerReward,
+        generator: Any = None,
+        system: str = SYSTEM_PROMPT,
+        name: str = "layers",
+        live: bool = True,
+    ):
         self.reward = reward
         self.generator = generator
         self.system = system
         self.name = name
+        self.live = live  # whether a sampled candidate's own states are this reward's input
         if generator is not None:
             layer_index(getattr(generator, "layers", None) or (), reward.layers)
 
@@ -196,7 +209,18 @@ class LayerRewardScorer:
         if spec is None:
             raise LayerRewardError("the layer reward reads the policy's layers: use the embedded engine")
         path = reward_path(spec.name, path)
-        return cls(LayerReward.load(path, spec.sha256), generator, system or SYSTEM_PROMPT, reward_name(path))
+        reward = LayerReward.load(path)
+        name, system = reward_name(path), system or SYSTEM_PROMPT
+        if reward.model_sha256 == spec.sha256:
+            return cls(reward, generator, system, name)
+        model = model_with_sha256(reward.model_sha256)
+        if model is None:
+            raise LayerRewardError(
+                f"layer reward {path} was trained on the layers of the model with sha256 "
+                f"{reward.model_sha256[:12]}..., which is neither this policy ({spec.sha256[:12]}...) "
+                "nor a registered model"
+            )
+        return cls(reward, reader_engine(model, layers=reward.layers), system, name, live=False)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         t0 = time.perf_counter()
@@ -204,7 +228,7 @@ class LayerRewardScorer:
         replayed = Compute()
         flops = 0.0
         for c in candidates:
-            features = c.layer_features
+            features = c.layer_features if self.live else None
             if features is None:
                 features, spent = self._replay(problem, c)
                 replayed = replayed + spent

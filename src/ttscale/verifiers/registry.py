@@ -1,7 +1,7 @@
 """Every verifier by name: which names exist, the name its scores are stored under, and the
 one function that builds a verifier from its name. Model-free verifiers need nothing; "judge"
-runs on the policy engine; the probe reads its hidden states; a PRM loads through
-transformers (imported only then)."""
+runs on the policy engine; "outcome_judge:MODEL" on a second model, loaded once; the probe
+reads its hidden states; a PRM loads through transformers (imported only then)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,28 @@ from typing import Any
 
 from ..core import Scorer
 from .execution import EXECUTION
-from .judge import LLMJudgeScorer
+from .judge import LLMJudgeScorer, OutcomeJudgeScorer
 from .layer_reward import LayerRewardScorer, reward_layers, reward_name
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
 from .program import ProgramScorer
+from .readers import reader_engine
 
 SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
 MODEL_SCORERS = {
     "examples": "code: the share of the docstring's examples the program passes",
     "tests": "code: the share of the examples and the model's own tests it passes (CodeT)",
     "judge": "the policy model asked whether the last step is correct: P(Yes)",
+    "outcome_judge[:MODEL]": "a model (default the policy; e.g. qwen2.5-coder-1.5b) asked whether the whole "
+    "solution is correct: P(Yes), one prefill per solution",
     "program[:K]": "math: the policy turns the solution into K programs (1: greedy); the share printing its answer",
     "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
     "layers[@PATH]": "a reward over several layers of the policy (ttscale train-reward)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
 }
 CODE_SCORERS = EXECUTION  # code tasks only: every code pool is scored by these too
-ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "probe", "layers", "program"]
+ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "outcome_judge", "probe", "layers", "program"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
 
 
@@ -36,6 +39,7 @@ def known_scorer(name: str) -> bool:
         name in ALL_SCORERS
         or name.startswith("probe@")
         or name.startswith("layers@")
+        or (name.startswith("outcome_judge:") and len(name) > len("outcome_judge:"))
         or program_k(name) is not None
         or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
     )
@@ -94,6 +98,12 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None) -> 
         if not hasattr(generator, "next_token_logprobs"):
             raise ValueError("the judge scorer needs an engine that returns next-token log-probabilities")
         return LLMJudgeScorer(generator)
+    if name == "outcome_judge" or name.startswith("outcome_judge:"):
+        model = name.partition(":")[2]
+        engine = reader_engine(model, generator) if model else generator
+        if not hasattr(engine, "next_token_logprobs"):
+            raise ValueError("the outcome judge needs an engine that returns next-token log-probabilities")
+        return OutcomeJudgeScorer(engine, name)
     if (k := program_k(name)) is not None:
         if generator is None:
             raise ValueError("the program check needs the policy engine: it writes the programs")

@@ -110,3 +110,33 @@ def test_the_contention_bench_runs_every_thread_count_alone_and_beside_a_busy_pr
     assert [row["threads"] for row in r["rows"]] == [*range(1, (os.cpu_count() or 1) + 1), "auto"]
     assert r["same_samples_everywhere"] and all(row["slowdown"] > 0 for row in r["rows"])
     assert "beside busy tok/s" in format_contention(r)
+
+
+def test_a_contention_neighbour_is_a_busy_loop_or_a_second_engine_that_has_loaded(monkeypatch):
+    import sys
+
+    from ttscale.apps import bench
+    from ttscale.testing import FakeGenerator
+
+    assert bench.neighbour_command("loop", "m", 2) == [sys.executable, "-c", bench.BUSY_LOOP]
+    assert bench.neighbour_command("engine", "qwen2.5-coder-0.5b", "auto")[-2:] == ["qwen2.5-coder-0.5b", "auto"]
+    with pytest.raises(ValueError, match="loop, engine"):
+        bench.bench_contention("fake", neighbour="gpu")
+    # a stand-in engine that says it is ready only after a while: the bench waits for it
+    started = []
+
+    def stand_in(kind, model, threads):
+        started.append(threads)
+        return [sys.executable, "-c", "import time; time.sleep(0.3); print('ready', flush=True); time.sleep(60)"]
+
+    monkeypatch.setattr(bench, "neighbour_command", stand_in)
+
+    def make(threads):
+        gen = FakeGenerator(lambda prompt, seed: "Steps.\n\nSo $\\boxed{1}$.")
+        gen.decodes_by_threads = {}
+        return gen
+
+    r = bench.bench_contention("fake", n=2, max_tokens=16, make_generator=make, neighbour="engine")
+    assert r["neighbour"] == "engine" and "second engine" in bench.format_contention(r)
+    # checked once up front, then one neighbour per busy row, set like the engine measured
+    assert started == [1, *[row["threads"] for row in r["rows"]]]

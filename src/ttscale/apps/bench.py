@@ -175,6 +175,42 @@ def format_engine_server(r: dict[str, Any]) -> str:
 
 
 BUSY_LOOP = "while True:\n    pass\n"  # one core's worth of competing work
+# a second evaluation on the same machine: another engine decoding 8 sequences without end,
+# with the same thread setting as the engine measured (both at every core, or both auto)
+ENGINE_LOOP = """import sys
+from ttscale.core import SamplingParams
+from ttscale.engines.llamacpp import LlamaCppGenerator
+from ttscale.tasks.prompts import problem_prompt
+model, threads = sys.argv[1], sys.argv[2]
+gen = LlamaCppGenerator(model, n_threads=threads if threads == "auto" else int(threads), n_ctx=4096, n_seq_max=8)
+print("ready", flush=True)
+while True:
+    gen.generate([problem_prompt("What is 12 * 34?")], 8, SamplingParams(max_tokens=64))
+"""
+NEIGHBOURS = ("loop", "engine")
+NEIGHBOUR_TEXT = {"loop": "busy loop(s)", "engine": "second engine(s) with the same thread setting"}
+
+
+def neighbour_command(kind: str, model: str, threads: int | str) -> list[str]:
+    """The competing process: a busy Python loop, or a second engine set like the first."""
+    if kind == "loop":
+        return [sys.executable, "-c", BUSY_LOOP]
+    if kind == "engine":
+        return [sys.executable, "-c", ENGINE_LOOP, model, str(threads)]
+    raise ValueError(f"a neighbour is one of {', '.join(NEIGHBOURS)}, not {kind!r}")
+
+
+def start_neighbours(kind: str, model: str, threads: int | str, count: int) -> list[subprocess.Popen[str]]:
+    """`count` competing processes, running once this returns (an engine has loaded its model)."""
+    procs = [
+        subprocess.Popen(neighbour_command(kind, model, threads), stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    for p in procs:
+        if kind == "engine" and p.stdout is not None and p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the neighbour engine did not start (exit code {p.poll()})")
+    time.sleep(1.5 if procs else 0.0)  # let an auto engine see them
+    return procs
 
 
 def bench_contention(
@@ -184,9 +220,12 @@ def bench_contention(
     seed: int = 0,
     neighbours: int = 1,
     make_generator: Callable[[int | str], Any] | None = None,
+    neighbour: str = "loop",
 ) -> dict[str, Any]:
-    """Decode speed alone and beside `neighbours` busy processes (each a Python loop taking
-    one core), at every fixed thread count and with --threads auto; the same samples each time."""
+    """Decode speed alone and beside `neighbours` competing processes (each a Python loop
+    taking one core, or a second engine with the same thread setting), at every fixed thread
+    count and with --threads auto; the same samples each time."""
+    neighbour_command(neighbour, model, 1)  # a bad kind fails before any model loads
     problem = load_dataset("math500").problems[0]
     params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
     prompt = problem_prompt(problem.question)
@@ -197,18 +236,14 @@ def bench_contention(
         gen.generate([prompt], 1, params)  # warm the prompt cache
         row: dict[str, Any] = {"threads": threads}
         for setting in ("alone", "busy"):
-            loops = [
-                subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
-                for _ in range(neighbours if setting == "busy" else 0)
-            ]
+            procs = start_neighbours(neighbour, model, threads, neighbours if setting == "busy" else 0)
             try:
-                time.sleep(1.5 if loops else 0.0)  # let an auto engine see them
                 gen.decodes_by_threads = {}
                 t0 = time.perf_counter()
                 out = gen.generate([prompt], n, params)
                 seconds = time.perf_counter() - t0
             finally:
-                for p in loops:
+                for p in procs:
                     p.kill()
                     p.wait()
             row[setting] = {
@@ -233,6 +268,7 @@ def bench_contention(
         "sampling": params.to_dict(),
         "machine": f"{platform.machine()}, {cores} cores",
         "neighbours": neighbours,
+        "neighbour": neighbour,
         "rows": rows,
         "same_samples_everywhere": same,
     }
@@ -240,8 +276,9 @@ def bench_contention(
 
 def format_contention(r: dict[str, Any]) -> str:
     lines = [
-        f"{r['model']}, {r['n']} samples x {r['max_tokens']} tokens, {r['machine']}, beside {r['neighbours']} busy "
-        f"process(es); the same samples at every thread count: {'yes' if r['same_samples_everywhere'] else 'NO'}",
+        f"{r['model']}, {r['n']} samples x {r['max_tokens']} tokens, {r['machine']}, beside {r['neighbours']} "
+        f"{NEIGHBOUR_TEXT[r.get('neighbour', 'loop')]}; the same samples at every thread count: "
+        f"{'yes' if r['same_samples_everywhere'] else 'NO'}",
         "",
         "| threads | alone tok/s | beside busy tok/s | slowdown | busy vs the best alone | decodes by threads (busy) |",
         "|---|---:|---:|---:|---:|---|",

@@ -239,6 +239,13 @@ def bench_parser(sub: Any, fmt: Any) -> None:
         metavar="K",
         help="instead: decode speed alone and beside K busy processes, at each thread count and --threads auto",
     )
+    en.add_argument(
+        "--neighbour",
+        choices=["loop", "engine"],
+        default="loop",
+        help="with --contention: each busy process is a Python loop (one core) or a second engine decoding "
+        "with the same thread setting (two evaluations on one machine)",
+    )
     se = bench("search", "KV-cache reuse of a tree search against re-prefilling every prefix", 8, 512, problems=3)
     for p in (en, se):
         p.add_argument("--server", help="an OpenAI-compatible server (vLLM) to measure against the embedded engine")

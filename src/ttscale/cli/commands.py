@@ -140,7 +140,12 @@ def bench_command(args: argparse.Namespace) -> int:
     elif args.bench == "engine":
         if args.contention:
             r = bench_contention(
-                args.model, n=args.n, max_tokens=args.max_tokens, seed=args.seed, neighbours=args.contention
+                args.model,
+                n=args.n,
+                max_tokens=args.max_tokens,
+                seed=args.seed,
+                neighbours=args.contention,
+                neighbour=args.neighbour,
             )
             text = format_contention(r)
         elif args.server:

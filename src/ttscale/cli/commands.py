@@ -140,12 +140,7 @@ def bench_command(args: argparse.Namespace) -> int:
     elif args.bench == "engine":
         if args.contention:
             r = bench_contention(
-                args.model,
-                n=args.n,
-                max_tokens=args.max_tokens,
-                seed=args.seed,
-                neighbours=args.contention,
-                neighbour=args.neighbour,
+                args.model, args.n, args.max_tokens, args.seed, args.contention, neighbour=args.neighbour
             )
             text = format_contention(r)
         elif args.server:

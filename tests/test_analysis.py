@@ -149,16 +149,25 @@ def test_a_subset_is_charged_its_share_of_the_pools_flops_and_time():
     assert at(pts, "pass@1", 1).flops == pytest.approx(150.0)
 
 
-def test_a_rescored_verifier_is_charged_except_the_probe_replay():
+def test_a_rescored_verifier_is_charged_except_a_replay_of_the_policys_own_states():
     from ttscale.evaluation.curves import pool_from_record
 
+    spent = {"flops": 7.0, "wall_time": 3.0}
     rec = {
         "compute": {"flops": 10.0, "wall_time": 1.0},
-        "rescored": {"judge": {"flops": 5.0, "wall_time": 2.0}, "probe": {"flops": 7.0, "wall_time": 3.0}},
+        "rescored": {
+            "judge": {"flops": 5.0, "wall_time": 2.0},
+            "probe": spent,
+            "layers": spent,
+            "layers@0123456789ab": {**spent, "free_when_live": True},  # another file on the policy's states
+            "layers@ba9876543210": spent,  # a larger model's states: its replay is real work
+        },
         "candidates": [{"answer": "1", "correct": True, "steps": [{"n_tokens": 3}], "scores": {"judge": [0.5]}}],
     }
     assert pool_from_record(rec, "judge", "last").flops == 15.0
-    assert pool_from_record(rec, "probe", "last").wall_time == 1.0
+    for free in ("probe", "layers", "layers@0123456789ab"):
+        assert pool_from_record(rec, free, "last").wall_time == 1.0
+    assert pool_from_record(rec, "layers@ba9876543210", "last").flops == 17.0
 
 
 def test_paired_differences_see_what_overlapping_intervals_hide():
@@ -197,3 +206,29 @@ def test_views_with_other_strategy_lists_replay_the_same_subsets():
         assert (a.accuracy, a.ci_low, a.ci_high) == (b.accuracy, b.ci_low, b.ci_high)
         assert np.array_equal(a.per_problem, b.per_problem)
         assert at(wide, "oracle", n).accuracy == at(narrow, "oracle", n).accuracy
+
+
+@pytest.mark.parametrize("free", [True, False])
+def test_a_rescore_marks_a_replay_that_live_sampling_would_not_pay(monkeypatch, free):
+    from types import SimpleNamespace
+
+    from ttscale.core import Compute, Problem
+    from ttscale.engines.fake import FakeGenerator
+    from ttscale.evaluation import run
+
+    class Replaying:
+        name = "layers@0123456789ab"
+        free_when_live = free
+
+        def score(self, problem, candidates):
+            return [[0.5] for _ in candidates], Compute(verifier_tokens=9)
+
+    monkeypatch.setattr(run, "make_scorer", lambda *args: Replaying())
+    stored = {"text": "x", "steps": [{"text": "x", "n_tokens": 1}], "answer": "1", "scores": {"logprob": [-1.0]}}
+    record = {"id": "p", "candidates": [stored]}
+    out = run.rescore_pool(
+        record, Problem("p", "q"), FakeGenerator(lambda p, s: "x"), SimpleNamespace(scorer="x", system_prompt=None)
+    )
+    spent = out["rescored"]["layers@0123456789ab"]
+    assert spent["verifier_tokens"] == 9 and spent.get("free_when_live", False) is free
+    assert out["candidates"][0]["scores"] == {"logprob": [-1.0], "layers@0123456789ab": [0.5]}

@@ -64,9 +64,12 @@ class CurvePoint:
 def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
     cands = record["candidates"]
     spent = dict(record.get("compute", {}))
-    # A verifier added after sampling is charged what it cost, except the probe's replay of
-    # stored text: live, the probe reads states the sampling pass already computed.
-    extra = record.get("rescored", {}).get(scorer) if scorer != "probe" else None
+    # A verifier added after sampling is charged what it cost, except a replay of stored text
+    # by a reader of the policy's own states (the probe, the shipped layer reward, any marked
+    # "free_when_live"): live, they read states the sampling pass already computed.
+    extra = record.get("rescored", {}).get(scorer)
+    if scorer in ("probe", "layers") or (extra or {}).get("free_when_live"):
+        extra = None
     for key in ("flops", "wall_time"):
         spent[key] = spent.get(key, 0.0) + (extra or {}).get(key, 0.0)
     return PoolProblem(

@@ -127,7 +127,8 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     samples: list[SampleRecord] = [
         {**c, "scores": {**c["scores"], scorer.name: s}} for c, s in zip(record["candidates"], scores, strict=True)
     ]
-    return {**record, "candidates": samples, "rescored": {**record.get("rescored", {}), scorer.name: spent.to_dict()}}
+    cost = {**spent.to_dict(), **({"free_when_live": True} if getattr(scorer, "free_when_live", False) else {})}
+    return {**record, "candidates": samples, "rescored": {**record.get("rescored", {}), scorer.name: cost}}
 
 
 def restore_tests(problem: Problem, record: PoolRecord) -> None:

@@ -200,6 +200,8 @@ class LayerRewardScorer:
         self.system = system
         self.name = name
         self.live = live  # whether a sampled candidate's own states are this reward's input
+        # then a stored text's replay is an artefact of rescoring, which live sampling never pays
+        self.free_when_live = live
         if generator is not None:
             layer_index(getattr(generator, "layers", None) or (), reward.layers)
 

@@ -92,6 +92,9 @@ def packaged_probe(model_name: str) -> Path | None:
 class ProbeScorer:
     """Per-step scores from the probe; needs an engine started with hidden_states=True."""
 
+    # a stored text's replay is an artefact of rescoring: live, the sampling pass reads the states
+    free_when_live = True
+
     def __init__(self, probe: Probe, generator: Any = None, system: str = SYSTEM_PROMPT, name: str = "probe") -> None:
         self.name = name
         self.probe = probe

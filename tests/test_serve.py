@@ -1,6 +1,7 @@
 """`ttscale serve`: validation, the bounded queue under a load test, the official openai client."""
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -343,3 +344,17 @@ def test_a_public_address_without_an_api_key_is_warned_about(capsys):
     httpd = serve(ServeConfig(model="fake", api_key="k"), lambda: slow_fake(0), "0.0.0.0", 0)
     httpd.server_close()
     assert "without --api-key" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("threads", "workers", "expected"),
+    [
+        ("auto", 1, "auto"),  # one engine in the process: it reads its neighbours itself
+        ("auto", 2, max(1, (os.cpu_count() or 1) // 2)),  # engines in one process cannot see each other
+        (1, 2, 1),  # a count given is kept
+    ],
+)
+def test_several_workers_split_the_cores_since_auto_cannot_tell_them_apart(threads, workers, expected):
+    from ttscale.cli.commands import worker_threads
+
+    assert worker_threads(threads, workers) == expected

@@ -48,3 +48,13 @@ def test_the_machine_readings_are_real_seconds():
     before, mine = machine_busy_seconds(), own_busy_seconds()
     sum(i * i for i in range(300_000))  # a little work of our own
     assert machine_busy_seconds() >= before and own_busy_seconds() > mine
+
+
+def test_a_machine_without_proc_stat_keeps_every_core():
+    def unreadable() -> float:
+        raise FileNotFoundError("/proc/stat")
+
+    m = Meter()
+    g = ThreadGovernor(2, machine=unreadable, own=lambda: m.own, clock=lambda: m.t)
+    m.step(2.0, 0.0)
+    assert g.threads() == 2

@@ -42,10 +42,10 @@ def bench_engine(
 
     problem = load_dataset("math500").problems[problem_index]
     params = recommended_sampling(model, max_tokens=max_tokens, seed=seed)
-    gen = LlamaCppGenerator(model)
+    threads = os.cpu_count() or 1  # fixed, as the plain loop's: a like-for-like comparison
+    gen = LlamaCppGenerator(model, n_threads=threads)
     prompt = problem_prompt(problem.question)
     text = gen.render(prompt)
-    threads = os.cpu_count() or 1
 
     # Plain loop: llama-cpp-python's high-level API, one completion at a time.
     plain = Llama(model_path=str(gen.path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -130,8 +130,8 @@ def bench_engine_server(
         "sampling": params.to_dict(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    local = LlamaCppGenerator(model)
-    out["threads"] = os.cpu_count() or 1  # the embedded engine's default: every core
+    out["threads"] = os.cpu_count() or 1  # every core, fixed: the server side uses none while this runs
+    local = LlamaCppGenerator(model, n_threads=out["threads"])
     out["rounds"] = rounds
     sides = (("server", server), ("embedded", local))
     for _, gen in sides:
@@ -269,6 +269,8 @@ def bench_contention(
         "machine": f"{platform.machine()}, {cores} cores",
         "neighbours": neighbours,
         "neighbour": neighbour,
+        # llama.cpp's CPU threads meet at OpenMP barriers: how long a waiting thread spins
+        "openmp_wait": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "rows": rows,
         "same_samples_everywhere": same,
     }
@@ -278,7 +280,8 @@ def format_contention(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']}, {r['n']} samples x {r['max_tokens']} tokens, {r['machine']}, beside {r['neighbours']} "
         f"{NEIGHBOUR_TEXT[r.get('neighbour', 'loop')]}; the same samples at every thread count: "
-        f"{'yes' if r['same_samples_everywhere'] else 'NO'}",
+        f"{'yes' if r['same_samples_everywhere'] else 'NO'}; OpenMP wait: "
+        f"{', '.join(f'{k}={v}' for k, v in r.get('openmp_wait', {}).items() if v) or 'the default'}",
         "",
         "| threads | alone tok/s | beside busy tok/s | slowdown | busy vs the best alone | decodes by threads (busy) |",
         "|---|---:|---:|---:|---:|---|",

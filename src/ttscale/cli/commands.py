@@ -390,6 +390,15 @@ def recipe_command(args: argparse.Namespace) -> int:
     return status
 
 
+def worker_threads(threads: int | str, workers: int) -> int | str:
+    """The thread setting of each serve worker's engine. The workers share this process, and
+    "auto" reads the CPU of other processes only: beside each other, each would take every
+    core, so with several workers "auto" becomes each one's share of the cores."""
+    if threads == "auto" and workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return threads
+
+
 def serve_command(args: argparse.Namespace) -> int:
     cfg = ServeConfig(
         **_verifier_and_sampling(args, search=_search_options(args)),
@@ -402,8 +411,7 @@ def serve_command(args: argparse.Namespace) -> int:
         max_n=args.max_n,
         api_key=args.api_key,
     )
-    if args.threads is None:  # each worker's engine gets its share of the cores, not all of them
-        args.threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    args.threads = worker_threads(args.threads, args.workers)
     httpd = serve(cfg, lambda: _generator(args), args.host, args.port)
     print(
         f"ttscale serve: http://{args.host}:{args.port}/v1 ({cfg.model}, default {cfg.strategy} n={cfg.n})", flush=True

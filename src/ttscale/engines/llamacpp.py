@@ -45,7 +45,7 @@ class LlamaCppGenerator:
         n_ctx: int = 32768,
         n_seq_max: int = 64,
         n_batch: int = 512,
-        n_threads: int | str | None = None,
+        n_threads: int | str | None = "auto",
         verbose: bool = False,
         hidden_states: bool = False,
         layers: Sequence[int] | None = None,
@@ -55,8 +55,8 @@ class LlamaCppGenerator:
         layers: also return these layers' states (negative: from the end), pooled per step
         and kept for the last tokens (`Completion.layer_states`), read from the same decode
         through llama.cpp's eval callback (`layer_tap.py`).
-        n_threads: a count (default every core), or "auto": every core the rest of the
-        machine leaves free, re-read about once a second (`threads.py`)."""
+        n_threads: "auto" (the default): every core the rest of the machine leaves free,
+        re-read about once a second (`threads.py`); or a fixed count (None: every core)."""
         import llama_cpp as L
         from llama_cpp import _logger
 

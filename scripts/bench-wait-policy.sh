@@ -4,7 +4,7 @@
 # when the library loads). BENCHMARKS.md, "Sharing the machine". Usage: scripts/bench-wait-policy.sh [ROUNDS]
 set -euo pipefail
 one='
-import json, time
+import time
 from ttscale.engines.llamacpp import LlamaCppGenerator
 from ttscale.engines.models import DEFAULT_MODEL, recommended_sampling
 from ttscale.tasks.datasets import load_dataset

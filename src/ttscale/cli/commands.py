@@ -81,7 +81,7 @@ def _engine_identity(args: argparse.Namespace) -> dict[str, Any]:
     if args.server:
         return {"kind": "openai", "model": args.server_model or args.model}
     build = f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}"
-    return {"kind": "llama.cpp", "threads": args.threads or os.cpu_count() or 1, "build": build}
+    return {"kind": "llama.cpp", "threads": args.threads, "build": build}
 
 
 def _generator(args: argparse.Namespace) -> Any:

@@ -427,6 +427,29 @@ def test_merge_into_one_of_the_shards_keeps_its_views_and_gains_the_others_searc
         merge_runs(tmp_path / "later", [tmp_path / "pool"])
 
 
+def test_merge_folds_a_rescored_copy_of_a_run_into_it(tmp_path, fake_factory):
+    import shutil
+
+    from ttscale.evaluation import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=3)
+    make = doubling_generator(fake_factory, {"loads": 0})
+    run_eval(cfg_for(ds), make, tmp_path / "run", progress=False, n_boot=5)
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    run_eval(cfg_for(ds, scorer="judge"), make, tmp_path / "copy", progress=False, n_boot=5)
+    before = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    r = merge_runs(tmp_path / "run", [tmp_path / "run", tmp_path / "copy"])
+    assert (r.records, r.duplicates, r.missing) == (3, [], [])  # a rescore is not duplicated work
+    after = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    for old, new in zip(before, after, strict=True):
+        assert [c["text"] for c in new["candidates"]] == [c["text"] for c in old["candidates"]]
+        assert all("judge" in c["scores"] and "logprob" in c["scores"] for c in new["candidates"])
+        assert new["rescored"]["judge"]["verifier_tokens"] > 0
+    # merged once more, the copy adds nothing new: duplicated work, kept once
+    r = merge_runs(tmp_path / "again", [tmp_path / "run", tmp_path / "copy"])
+    assert (r.records, len(r.duplicates)) == (3, 3)
+
+
 def test_a_pool_grows_to_a_larger_budget_keeping_its_samples(tmp_path, fake_factory):
     ds = write_dataset(tmp_path / "d.jsonl", n=2)
     c = {"loads": 0}

@@ -243,21 +243,42 @@ def _shard_engines(shard_dirs: Sequence[Path], metas: Sequence[dict[str, Any]], 
     return {"engines": [m.get("engine") for m in metas], "same_model_declared": True}
 
 
+def fold_rescored(kept: dict[str, Any], other: dict[str, Any]) -> dict[str, Any] | None:
+    """One record holding both copies' verifier scores, when they are the same samples and the
+    other copy adds a verifier (a copy of a run rescored by another); None otherwise (other
+    samples, or nothing new: duplicated work). Where both copies scored with one verifier,
+    the kept copy's scores and cost stay."""
+    texts = [c.get("text") for c in kept.get("candidates", [])]
+    if not texts or texts != [c.get("text") for c in other.get("candidates", [])]:
+        return None
+    if not set(other.get("rescored", {})) - set(kept.get("rescored", {})):
+        return None
+    candidates = [
+        {**mine, "scores": {**theirs.get("scores", {}), **mine.get("scores", {})}}
+        for mine, theirs in zip(kept["candidates"], other["candidates"], strict=True)
+    ]
+    return {**kept, "candidates": candidates, "rescored": {**other.get("rescored", {}), **kept.get("rescored", {})}}
+
+
 def _merged_lines(shard_dirs: Sequence[Path]) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """(records, traces, duplicated keys): each key's latest record of the first shard holding it."""
-    records: dict[str, str] = {}
+    """(records, traces, duplicated keys): each key's latest record of the first shard holding
+    it; a later shard's copy of the same samples adds the verifier scores the first lacks
+    (not a duplicate), while a copy with other samples is a duplicate, left out."""
+    records: dict[str, dict[str, Any]] = {}
     traces: dict[str, str] = {}
     duplicates = []
     for d in shard_dirs:
         for key, rec in read_records(d / "samples.jsonl").items():
-            if key in records:
-                duplicates.append(key)
+            if key not in records:
+                records[key] = rec
+            elif (folded := fold_rescored(records[key], rec)) is not None:
+                records[key] = folded
             else:
-                records[key] = json.dumps(rec, ensure_ascii=False)
+                duplicates.append(key)
         for t in read_jsonl(d / "traces.jsonl"):
             if "key" in t:
                 traces.setdefault(t["key"], json.dumps(t, ensure_ascii=False))
-    return records, traces, duplicates
+    return {k: json.dumps(r, ensure_ascii=False) for k, r in records.items()}, traces, duplicates
 
 
 def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = False) -> MergeReport:

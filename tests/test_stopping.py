@@ -44,6 +44,43 @@ def test_the_beta_rule_waits_for_a_clear_leader(groups, settled):
     assert leader_is_settled(groups) is settled
 
 
+CONFIDENT = [
+    # (groups so far, each one's mean self-certainty, stops at gate 0.6 under threshold 0.95)
+    ([0, 0, 1, 2], [3.0, 3.0, 1.0, 1.0], True),  # 2 votes to 1 (0.6875 >= 0.6), the leader surer
+    ([0, 0, 1, 2], [1.0, 1.0, 3.0, 3.0], False),  # the same lead, the leader less sure
+    ([0, 0, 1, 2], [2.0, 2.0, 2.0, 2.0], False),  # equally sure: not more self-certain
+    ([0, 1, 2, 3], [9.0, 1.0, 1.0, 1.0], False),  # 1 vote to 1 (0.5) is below any gate
+    ([0, 0, 0, 0, 0], [0.1, 0.1, 0.1, 0.1, 0.1], True),  # the Beta rule alone (63/64)
+    ([0, 0, None, None], [1.0, 1.0, 5.0, 5.0], True),  # no other answer to be surer than
+    ([None, None], [1.0, 1.0], False),
+]
+
+
+@pytest.mark.parametrize(("groups", "certainty", "stops"), CONFIDENT)
+def test_a_weaker_lead_stops_only_when_the_leader_is_the_more_self_certain(groups, certainty, stops):
+    from ttscale.strategies.picks import leader_is_confident
+
+    assert leader_is_confident(groups, certainty, threshold=0.95, gate=0.6) is stops
+
+
+def test_the_confidence_gate_is_replayed_from_each_samples_certainty():
+    groups, sure, unsure = [0, 1, 0, 2, 3, 3, 3, 3], [3.0, 1.0, 3.0, 1.0] + [1.0] * 4, [1.0, 3.0, 1.0, 3.0] + [1.0] * 4
+    assert replay("adaptive_confident", groups, [0.0] * 8, None, sure) == (0, 4)
+    assert replay("adaptive_confident", groups, [0.0] * 8, None, unsure) == (4, 8)  # 3 wins in the end
+    assert replay("adaptive_confident", [0, 0, 1, 1], [0.0] * 4, None, [1.0] * 4) == (0, 2)  # 2 of 2 (7/8) alone
+    assert replay("adaptive_confident", groups, [0.0] * 8, {"confidence_gate": 0.7}, sure) == (4, 8)
+    with pytest.raises(ValueError, match="must not exceed"):
+        stopping("adaptive_confident", {"confidence_gate": 0.9, "adaptive_threshold": 0.8})
+    with pytest.raises(ValueError, match="confidence_gate"):
+        stopping("adaptive_confident", {"confidence_gate": 0.3})
+    # a stored pool carries each sample's certainty from its steps
+    from ttscale.evaluation.curves import pool_from_record
+
+    steps = [{"n_tokens": 4, "certainty_sum": 8.0}, {"n_tokens": 4, "certainty_sum": 0.0}]
+    record = {"compute": {"flops": 0, "wall_time": 0}, "candidates": [{"answer": "1", "scores": {}, "steps": steps}]}
+    assert pool_from_record(record, "logprob", "mean").certainty == [1.0]
+
+
 def test_esc_stops_at_the_first_window_that_agrees():
     assert window_agrees([3, 3, 3, 3]) and not window_agrees([3, 3, 1, 3]) and not window_agrees([None] * 4)
     esc = stopping("esc")
@@ -90,6 +127,9 @@ def test_live_stopping_samples_in_rounds_and_reports_what_it_saved():
     assert len(e.candidates) == 4 and e.outcome["samples_saved"] == 12
     e2 = run_strategy("esc", problem, FakeGenerator(script), LogProbScorer(), 16, spec, {"esc_window": 2})
     assert len(e2.candidates) == 2
+    # both of the first round agree (7/8 passes the gate) and no other answer is surer: it stops there
+    c = run_strategy("adaptive_confident", problem, FakeGenerator(script), LogProbScorer(), 16, spec)
+    assert len(c.candidates) == 2 and c.outcome == {"samples": 2, "samples_saved": 14}
     b = run_strategy("borda", problem, FakeGenerator(script), LogProbScorer(), 3, spec)
     assert b.answer == "7" and len(b.candidates) == 3
 
@@ -191,3 +231,14 @@ def test_a_stopping_parameter_is_fitted_to_spend_least_within_the_tolerance():
     assert fit["calibration_ids"] == ["p0", "p1", "p2", "late"] and fit["option"] == "adaptive_threshold"
     with pytest.raises(ValueError, match="not a stopping vote"):
         fit_stopping(records, "majority", 8)
+
+
+def test_the_confidence_gate_is_fitted_under_a_fixed_threshold():
+    from ttscale.evaluation.stopping_fit import fit_stopping
+
+    sample = {"answer": "7", "correct": True, "scores": {"logprob": [0.5]}, "steps": [{"n_tokens": 10}]}
+    cands = [dict(sample) for _ in range(4)]
+    records = [{"id": "p", "compute": {"flops": 1.0, "wall_time": 1.0}, "candidates": cands}]
+    fit = fit_stopping(records, "adaptive_confident", 4, n_boot=3, fixed={"adaptive_threshold": 0.8})
+    assert fit["option"] == "confidence_gate" and fit["fixed"] == {"adaptive_threshold": 0.8}
+    assert [r["confidence_gate"] for r in fit["grid"]] == [0.6, 0.65, 0.7, 0.8]  # the gate stays under 0.8

@@ -11,6 +11,7 @@ from typing import Any
 from ..core import AGGREGATIONS
 from ..engines.models import DEFAULT_MODEL, REGISTRY
 from ..strategies.catalogue import CATALOGUE, PER_BUDGET_STRATEGIES, POOL_STRATEGIES, SEARCHES
+from ..strategies.picks import STOPPING
 from ..verifiers.registry import ALL_SCORERS, PRM_KEYS, known_scorer
 
 ALL_STRATEGIES = list(CATALOGUE)
@@ -130,7 +131,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--adaptive-threshold",
         type=float,
-        help="adaptive_majority: the Beta rule's probability to stop at (default 0.95)",
+        help="adaptive_majority, adaptive_confident: the Beta rule's probability to stop at (default 0.95)",
+    )
+    s.add_argument(
+        "--confidence-gate",
+        type=float,
+        help="adaptive_confident: the weaker Beta probability at which a more self-certain leader stops (default 0.6)",
     )
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
     s.add_argument("--max-iterations", type=int, default=20, help="steps at most")
@@ -444,7 +450,10 @@ def export_hf_parser(sub: Any, fmt: Any) -> None:
 def fit_stopping_parser(sub: Any, fmt: Any) -> None:
     fs = sub.add_parser("fit-stopping", help="fit a stopping vote's window or threshold on calibration pools")
     fs.add_argument("runs", type=Path, nargs="+", help="eval run directories holding pools of calibration problems")
-    fs.add_argument("--rule", required=True, choices=["esc", "adaptive_majority"])
+    fs.add_argument("--rule", required=True, choices=list(STOPPING))
+    fs.add_argument(
+        "--adaptive-threshold", type=float, help="adaptive_confident: the threshold held fixed while its gate is fitted"
+    )
     fs.add_argument("--n", type=_positive, default=16, help="the budget it must hold majority's accuracy at")
     fs.add_argument("--tolerance", type=float, default=0.015, help="accuracy it may lose against majority (paired)")
     fs.add_argument("--scorer", default="logprob")

@@ -120,7 +120,11 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stopping_options(args: argparse.Namespace) -> dict[str, Any]:
     """The stopping votes' parameters, only where given (a run's keys keep their layout)."""
-    given = {"esc_window": args.esc_window, "adaptive_threshold": args.adaptive_threshold}
+    given = {
+        "esc_window": args.esc_window,
+        "adaptive_threshold": args.adaptive_threshold,
+        "confidence_gate": args.confidence_gate,
+    }
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -191,7 +195,10 @@ def fit_optimal_command(args: argparse.Namespace) -> int:
 def fit_stopping_command(args: argparse.Namespace) -> int:
     records = [r for d in args.runs for r in read_run(d, args.start, args.limit)]
     try:
-        fit = fit_stopping(records, args.rule, args.n, args.tolerance, scorer_name(args.scorer), args.aggregate)
+        fixed = {} if args.adaptive_threshold is None else {"adaptive_threshold": args.adaptive_threshold}
+        fit = fit_stopping(
+            records, args.rule, args.n, args.tolerance, scorer_name(args.scorer), args.aggregate, fixed=fixed
+        )
     except ValueError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core import aggregate
 from ..strategies.picks import replay
+from ..tasks.confidence import mean_certainty
 from ..tasks.domain import MATH
 from ..util.stats import paired_difference, problem_ci, subset_draws
 
@@ -29,6 +30,7 @@ class PoolProblem:
     correct: np.ndarray  # bool per sample
     scores: list[float]
     tokens: np.ndarray  # generated tokens per sample
+    certainty: list[float] = field(default_factory=list)  # mean self-certainty per sample
     # the whole pool's cost; a subset is charged its share of the generated tokens
     flops: float = 0.0
     wall_time: float = 0.0
@@ -77,6 +79,10 @@ def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> P
         correct=np.array([bool(c.get("correct")) for c in cands]),
         scores=[aggregate(c["scores"][scorer], aggregation) if c["scores"].get(scorer) else 0.0 for c in cands],
         tokens=np.array([sum(s["n_tokens"] for s in c["steps"]) for c in cands], dtype=float),
+        certainty=[
+            mean_certainty([s["n_tokens"] for s in c["steps"]], [s.get("certainty_sum", 0.0) for s in c["steps"]])
+            for c in cands
+        ],
         flops=float(spent["flops"]),
         wall_time=float(spent["wall_time"]),
         fixed_tokens=float(spent.get("test_tokens", 0)),
@@ -151,7 +157,8 @@ def curves(
             groups = [pool.groups[i] for i in subset]
             scores = [pool.scores[i] for i in subset]
             hits["oracle"][b, p] = pool.correct[subset].any()
-            picks = {s: replay(s, groups, scores, options) for s in strategies}
+            certainty = [pool.certainty[i] for i in subset] if pool.certainty else []
+            picks = {s: replay(s, groups, scores, options, certainty) for s in strategies}
             for s in names:
                 k, used = picks.get(s, (None, len(subset)))
                 if s != "oracle":

@@ -16,6 +16,7 @@ from .curves import curves, pool_from_record
 GRIDS: dict[str, tuple[float, ...]] = {
     "esc": (2, 3, 4, 6, 8),
     "adaptive_majority": (0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+    "adaptive_confident": (0.6, 0.65, 0.7, 0.8, 0.9, 0.95),  # the gate (at most the threshold)
 }
 
 
@@ -28,23 +29,25 @@ def fit_stopping(
     aggregation: str = "mean",
     n_boot: int = 100,
     seed: int = 0,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The chosen value and every value's replayed accuracy difference and token share."""
+    """The chosen value and every value's replayed accuracy difference and token share;
+    `fixed` holds the rule's other options (adaptive_confident's threshold)."""
     if rule not in STOPPING:
         raise ValueError(f"{rule!r} is not a stopping vote; choose from {', '.join(STOPPING)}")
-    _, key = STOPPING[rule]
+    key = STOPPING[rule][1][0]
+    fixed = fixed or {}
     pools = [r for r in records if r.get("kind", "pool") == "pool"]
     if not pools:
         raise ValueError("no stored pools among the calibration records")
     replayed = [pool_from_record(r, scorer, aggregation) for r in pools]
     rows = []
-    for value in GRIDS[rule]:
+    ceiling = fixed.get("adaptive_threshold", 0.95) if rule == "adaptive_confident" else float("inf")
+    for value in (v for v in GRIDS[rule] if v <= ceiling):
         setting = int(value) if rule == "esc" else float(value)
-        points = {
-            p.strategy: p
-            for p in curves(replayed, ["majority", rule], n_boot=n_boot, seed=seed, options={key: setting})
-            if p.n == n
-        }
+        options = {**fixed, key: setting}
+        replays = curves(replayed, ["majority", rule], n_boot=n_boot, seed=seed, options=options)
+        points = {p.strategy: p for p in replays if p.n == n}
         if rule not in points:
             raise ValueError(f"the pools hold fewer than {n} samples")
         mine, base = points[rule], points["majority"]
@@ -66,6 +69,7 @@ def fit_stopping(
         "tolerance": tolerance,
         "chosen": None if chosen is None else chosen[key],
         "option": key,
+        "fixed": fixed,
         "grid": rows,
         "calibration_ids": [r["id"] for r in pools],
     }

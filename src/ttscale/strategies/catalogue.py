@@ -20,6 +20,7 @@ from .debug import self_debug
 from .deepconf import deepconf_online
 from .picks import POOL_RULES
 from .pool import (
+    adaptive_confident,
     adaptive_majority,
     best_of_n,
     borda,
@@ -110,6 +111,13 @@ CATALOGUE: dict[str, Entry] = {
             adaptive_majority,
             POOL,
             "majority, sampling 2 at a time until the leader is settled",
+            BOTH,
+        ),
+        Entry(
+            "adaptive_confident",
+            adaptive_confident,
+            POOL,
+            "adaptive majority that trusts a weaker lead when it is the more self-certain",
             BOTH,
         ),
         Entry("beam_search", beam_search, PER_BUDGET, "verifier-guided beam search over steps"),

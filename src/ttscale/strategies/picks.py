@@ -98,22 +98,61 @@ def pick_filtered(groups: Groups, scores: Sequence[float], keep: float) -> int |
     return pick_weighted([g if i in kept else None for i, g in enumerate(groups)], scores)
 
 
-def window_agrees(groups: Groups) -> bool:
+# A stopping vote reads the answer groups of the samples drawn so far and each one's mean
+# self-certainty (the engine measures it while sampling, so reading it costs nothing).
+Certainty = Sequence[float]
+
+
+def window_agrees(groups: Groups, certainty: Certainty = ()) -> bool:
     """ESC (Li et al., 2024): the latest window of samples all give one answer."""
     return len(groups) > 0 and groups[0] is not None and len(set(groups)) == 1
 
 
-def leader_is_settled(groups: Groups, threshold: float = 0.95) -> bool:
+def _leader_and_runner_up(groups: Groups) -> tuple[int | None, int, int]:
+    """The leading answer class (ties to the one seen first), its votes and the runner-up's."""
+    counts: dict[int, int] = {}
+    for g in groups:
+        if g is not None:
+            counts[g] = counts.get(g, 0) + 1
+    if not counts:
+        return None, 0, 0
+    ranked = sorted(counts, key=lambda g: (-counts[g], groups.index(g)))
+    return ranked[0], counts[ranked[0]], counts[ranked[1]] if len(ranked) > 1 else 0
+
+
+def beta_leader_probability(groups: Groups) -> float:
     """Adaptive-Consistency's Beta rule (Aggarwal et al., 2023): with v1 votes for the
     leading answer and v2 for the runner-up, the posterior probability that the leader's
-    share exceeds the runner-up's, P(X > 1/2) for X ~ Beta(v1 + 1, v2 + 1), passes the
-    threshold. For whole-number parameters that is P(Binomial(v1 + v2 + 1, 1/2) <= v1)."""
-    counts = sorted((groups.count(g) for g in set(groups) if g is not None), reverse=True)
-    if not counts:
-        return False
-    v1, v2 = counts[0], counts[1] if len(counts) > 1 else 0
+    share exceeds the runner-up's, P(X > 1/2) for X ~ Beta(v1 + 1, v2 + 1). For whole-number
+    parameters that is P(Binomial(v1 + v2 + 1, 1/2) <= v1); 0 with no answer yet."""
+    leader, v1, v2 = _leader_and_runner_up(groups)
+    if leader is None:
+        return 0.0
     trials = v1 + v2 + 1
-    return sum(math.comb(trials, j) for j in range(v1 + 1)) / 2**trials >= threshold
+    return sum(math.comb(trials, j) for j in range(v1 + 1)) / 2**trials
+
+
+def leader_is_settled(groups: Groups, certainty: Certainty = (), threshold: float = 0.95) -> bool:
+    """The Beta rule passes the threshold."""
+    return beta_leader_probability(groups) >= threshold
+
+
+def leader_is_confident(groups: Groups, certainty: Certainty, threshold: float = 0.95, gate: float = 0.6) -> bool:
+    """The Beta rule passes `threshold`; or it passes the weaker `gate` and the leading
+    answer's samples are, on average, more self-certain than the other answered samples
+    (vacuously so when there are none: two samples that agree, 7/8, pass a gate of 0.6). A
+    lead of 2 votes to 1 (0.6875) passes a gate of 0.6 but not a threshold of 0.7: such a
+    lead is trusted only when the model was surer of it (the idea of DeepConf's
+    confidence-weighted consensus, applied to when to stop)."""
+    p = beta_leader_probability(groups)
+    if p >= threshold:
+        return True
+    if p < gate:
+        return False
+    leader, _, _ = _leader_and_runner_up(groups)
+    mine = [c for g, c in zip(groups, certainty, strict=True) if g == leader]
+    others = [c for g, c in zip(groups, certainty, strict=True) if g is not None and g != leader]
+    return not others or sum(mine) / len(mine) > sum(others) / len(others)
 
 
 @dataclass(frozen=True)
@@ -122,17 +161,22 @@ class Stopping:
     window (ESC) or on every sample so far (Adaptive-Consistency)."""
 
     step: int
-    settled: Callable[[Groups], bool]
+    settled: Callable[[Groups, Certainty], bool]
     window: bool  # settled reads the latest round only
 
-    def settled_after(self, groups: Groups) -> bool:
-        """Whether the vote stops once it has read these samples (a whole number of rounds)."""
-        return self.settled(groups[-self.step :] if self.window else groups)
+    def settled_after(self, groups: Groups, certainty: Certainty = ()) -> bool:
+        """Whether the vote stops once it has read these samples (a whole number of rounds);
+        without their certainties, every sample counts as equally sure."""
+        certainty = list(certainty) or [0.0] * len(groups)
+        if self.window:
+            return self.settled(groups[-self.step :], certainty[-self.step :])
+        return self.settled(groups, certainty)
 
-    def stop_at(self, groups: Groups) -> int:
+    def stop_at(self, groups: Groups, certainty: Certainty = ()) -> int:
         """How many of these samples (in their order) the vote reads before it stops."""
+        certainty = list(certainty) or [0.0] * len(groups)
         for used in range(self.step, len(groups), self.step):
-            if self.settled_after(groups[:used]):
+            if self.settled_after(groups[:used], certainty[:used]):
                 return used
         return len(groups)
 
@@ -144,34 +188,58 @@ def esc_rule(window: int = 4) -> Stopping:
     return Stopping(step=window, settled=window_agrees, window=True)
 
 
+def _probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value <= 1:
+        raise ValueError(f"{name} must be a number from 0.5 to 1, not {value!r}")
+    return float(value)
+
+
 def adaptive_rule(threshold: float = 0.95) -> Stopping:
     """Adaptive majority: rounds of 2, stopping once the Beta rule passes `threshold`."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.5 <= threshold <= 1:
-        raise ValueError(f"adaptive_threshold must be a number from 0.5 to 1, not {threshold!r}")
-    return Stopping(step=2, settled=functools.partial(leader_is_settled, threshold=float(threshold)), window=False)
+    settled = functools.partial(leader_is_settled, threshold=_probability("adaptive_threshold", threshold))
+    return Stopping(step=2, settled=settled, window=False)
 
 
-# each stopping vote: its rule, from the run's option that sets it (absent: the default)
-STOPPING: dict[str, tuple[Callable[..., Stopping], str]] = {
-    "esc": (esc_rule, "esc_window"),
-    "adaptive_majority": (adaptive_rule, "adaptive_threshold"),
+def adaptive_confident_rule(gate: float = 0.6, threshold: float = 0.95) -> Stopping:
+    """Adaptive majority with a confidence gate: rounds of 2, stopping once the Beta rule
+    passes `threshold`, or passes `gate` with the leading answer the more self-certain."""
+    threshold = _probability("adaptive_threshold", threshold)
+    gate = _probability("confidence_gate", gate)
+    if gate > threshold:
+        raise ValueError(f"confidence_gate ({gate}) must not exceed adaptive_threshold ({threshold})")
+    settled = functools.partial(leader_is_confident, threshold=threshold, gate=gate)
+    return Stopping(step=2, settled=settled, window=False)
+
+
+# each stopping vote: its rule, and the run's options that set it (absent: the defaults); the
+# first option is the one `fit-stopping` fits
+STOPPING: dict[str, tuple[Callable[..., Stopping], tuple[str, ...]]] = {
+    "esc": (esc_rule, ("esc_window",)),
+    "adaptive_majority": (adaptive_rule, ("adaptive_threshold",)),
+    "adaptive_confident": (adaptive_confident_rule, ("confidence_gate", "adaptive_threshold")),
 }
+OPTION_ARGUMENT = {"esc_window": "window", "adaptive_threshold": "threshold", "confidence_gate": "gate"}
 
 
 def stopping(name: str, options: Mapping[str, Any] | None = None) -> Stopping:
-    """A stopping vote's rule, with the run's setting of its parameter if it has one."""
-    make, key = STOPPING[name]
+    """A stopping vote's rule, with the run's settings of its parameters where it has them."""
+    make, keys = STOPPING[name]
     options = options or {}
-    return make(options[key]) if key in options else make()
+    return make(**{OPTION_ARGUMENT[k]: options[k] for k in keys if k in options})
 
 
 def replay(
-    name: str, groups: Groups, scores: Sequence[float], options: Mapping[str, Any] | None = None
+    name: str,
+    groups: Groups,
+    scores: Sequence[float],
+    options: Mapping[str, Any] | None = None,
+    certainty: Certainty = (),
 ) -> tuple[int | None, int]:
     """A pool rule on a pool's samples in their order: the pick and how many it read (the
-    run's options set a stopping vote's parameter)."""
+    run's options set a stopping vote's parameters; `certainty` is each sample's mean
+    self-certainty, which a confidence-gated vote reads)."""
     if name in STOPPING:
-        used = stopping(name, options).stop_at(groups)
+        used = stopping(name, options).stop_at(groups, certainty)
         return pick_majority(groups[:used], scores[:used]), used
     return VOTING_RULES[name](groups, scores), len(groups)
 

@@ -14,9 +14,18 @@ from dataclasses import replace
 
 from ..core import Candidate, Compute, Generator, Problem, Result, Scorer
 from ..core.seeds import round_seed
+from ..tasks.confidence import mean_certainty
 from ..tasks.domain import Domain, domain_of
 from .candidates import from_completion, score_candidates
-from .picks import VOTING_RULES, Stopping, adaptive_rule, esc_rule, pick_from_pool, pick_majority
+from .picks import (
+    VOTING_RULES,
+    Stopping,
+    adaptive_confident_rule,
+    adaptive_rule,
+    esc_rule,
+    pick_from_pool,
+    pick_majority,
+)
 from .spec import RunSpec
 
 
@@ -87,13 +96,19 @@ def _stop_early(
         drawn, spent = draw(problem, generator, k, seeded)
         candidates, compute = candidates + drawn, compute + spent
         groups = domain.group([c.answer for c in candidates])
-        if len(candidates) < n and rule.settled_after(groups):
+        certainty = [candidate_certainty(c) for c in candidates]
+        if len(candidates) < n and rule.settled_after(groups, certainty):
             break
     compute = compute + score_candidates(problem, candidates, scorer, spec.aggregation)
     chosen = pick_majority(domain.group([c.answer for c in candidates]), [c.score for c in candidates])
     compute.wall_time = time.perf_counter() - t0
     outcome = {"samples": len(candidates), "samples_saved": n - len(candidates)}
     return Result.picked(name, candidates, chosen, compute, _settings(n, scorer, spec), outcome)
+
+
+def candidate_certainty(c: Candidate) -> float:
+    """A drawn sample's mean self-certainty, as a stored pool's replay reads it."""
+    return mean_certainty([s.n_tokens for s in c.steps], [s.certainty_sum for s in c.steps])
 
 
 def esc(
@@ -116,6 +131,22 @@ def adaptive_majority(
     """Majority, sampling 2 at a time until the leading answer is settled by the Beta rule
     at `adaptive_threshold` (Adaptive-Consistency, Aggarwal et al., 2023)."""
     return _stop_early("adaptive_majority", adaptive_rule(adaptive_threshold), problem, generator, scorer, n, spec)
+
+
+def adaptive_confident(
+    problem: Problem,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    spec: RunSpec | None = None,
+    *,
+    confidence_gate: float = 0.6,
+    adaptive_threshold: float = 0.95,
+) -> Result:
+    """Adaptive majority that also stops at a weaker lead (the Beta rule past
+    `confidence_gate`) when the leading answer's samples are the more self-certain."""
+    rule = adaptive_confident_rule(confidence_gate, adaptive_threshold)
+    return _stop_early("adaptive_confident", rule, problem, generator, scorer, n, spec)
 
 
 majority = _pool_strategy("majority")

@@ -34,3 +34,10 @@ def trace_confidence(certainties: Sequence[float]) -> dict[str, float]:
         sums = np.convolve(c, np.ones(GROUP_WINDOW), mode="valid")
         lowest = float(sums.min() / GROUP_WINDOW)
     return {"lowest_group": lowest, "tail": float(c[-TAIL_TOKENS:].mean()), "mean": float(c.mean())}
+
+
+def mean_certainty(n_tokens: Sequence[int], certainty_sums: Sequence[float]) -> float:
+    """A solution's mean self-certainty over all its tokens, from its steps' token counts and
+    certainty sums (what every stored pool keeps, and what a stopping vote reads live)."""
+    tokens = sum(n_tokens)
+    return max(0.0, sum(certainty_sums) / tokens) if tokens else 0.0

@@ -36,6 +36,7 @@ def test_the_kinds_partition_the_catalogue():
         "filter_vote",
         "esc",
         "adaptive_majority",
+        "adaptive_confident",
     )
 
 

@@ -128,6 +128,25 @@ def test_a_worker_that_misses_its_deadline_is_replaced():
         pool.close()
 
 
+def test_a_slow_start_or_import_does_not_count_against_the_calls_deadline(tmp_path, monkeypatch):
+    # on a busy machine a new worker's imports (sympy) outlasted a grading deadline, and two
+    # equal answers silently compared as different: the deadline now counts the call alone
+    from ttscale.tasks.bounded import BoundedPool
+
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(2)\n\ndef double(x):\n    return 2 * x\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    pool = BoundedPool(size=1)
+    try:
+        assert pool.call("slow_to_import:double", (21,), deadline=0.5, fallback="late") == 42
+        assert pool.call("slow_to_import:double", (4,), deadline=0.5, fallback="late") == 8  # imported once
+        assert pool.timeouts == 0
+        with pytest.raises(RuntimeError, match="ModuleNotFoundError"):
+            pool.call("no_such_module_here:f", (), deadline=5, fallback=None)
+        assert pool.call(max, (2, 7), deadline=30, fallback=None) == 7
+    finally:
+        pool.close()
+
+
 def test_a_worker_that_dies_is_an_error_not_a_silent_fallback():
     import os
 

@@ -6,7 +6,12 @@ answer like 9^{9^{9^9}}: no thread, signal or timeout inside the process can sto
 A worker is a fresh interpreter (`python -m ttscale.tasks.bounded_worker FD FD`), not a fork: forking
 a process that runs llama.cpp threads is not safe, and multiprocessing's spawn would re-run the
 caller's main script. A worker that dies for another reason is an error, never a silent
-fallback."""
+fallback.
+
+A call's deadline bounds the call alone: a new worker's start, and its first import of the
+module a call names, are waited for apart (up to STARTUP_SECONDS), because on a busy machine
+importing sympy alone can outlast a grading deadline, and a timed-out comparison would
+silently count two equal answers as different."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
+
+STARTUP_SECONDS = 300.0  # a worker's start or first import of a module; past it, an error
 
 
 class WorkerDied(RuntimeError):
@@ -37,6 +44,31 @@ class _Worker:
         os.close(child_out)
         self.outbox = Connection(to_child, readable=False)
         self.inbox = Connection(from_child, writable=False)
+        self.started = False  # its ready message read
+        self.imported: set[str] = set()  # modules of "module:function" calls it has imported
+
+    def prepare(self, fn: Callable[..., Any] | str) -> None:
+        """Wait (up to STARTUP_SECONDS) until the worker has started and imported the module
+        `fn` names, so that the call's deadline counts the call alone."""
+        steps = [] if self.started else [None]
+        module = fn.partition(":")[0] if isinstance(fn, str) else None
+        if module is not None and module not in self.imported:
+            steps.append(module)
+        for step in steps:
+            if step is not None:
+                self.outbox.send((f"{step}:", ()))
+            if not self.inbox.poll(STARTUP_SECONDS):
+                raise WorkerDied(
+                    f"a worker process did not {'start' if step is None else 'import ' + step} "
+                    f"within {STARTUP_SECONDS:.0f} s"
+                )
+            status, value = self.inbox.recv()
+            if status == "error":
+                raise RuntimeError(value)
+            if step is None:
+                self.started = True
+            else:
+                self.imported.add(step)
 
     def kill(self) -> None:
         self.process.kill()
@@ -60,6 +92,13 @@ class BoundedPool:
         fn is a module-level function of an installed module, or its name "module:function",
         which only the worker imports (so the parent need not load what fn needs)."""
         worker = self._take()
+        try:
+            worker.prepare(fn)
+        except (WorkerDied, RuntimeError, EOFError, OSError) as e:
+            self._drop(worker, timed_out=False)
+            if isinstance(e, (WorkerDied, RuntimeError)):
+                raise
+            raise WorkerDied(f"a worker process died while starting ({e})") from None
         try:
             worker.outbox.send((fn, args))
             if not worker.inbox.poll(deadline):

@@ -9,7 +9,10 @@ from multiprocessing.connection import Connection
 
 
 def _serve(inbox: Connection, outbox: Connection) -> None:
-    """A worker's loop: call what it is sent, send back ("ok", value) or ("error", message)."""
+    """A worker's loop: say it is ready, then call what it is sent and send back ("ok", value)
+    or ("error", message). "module:" (no function) only imports the module, so that the
+    caller can wait for a slow import apart from the call's own deadline."""
+    outbox.send(("ok", None))
     while True:
         try:
             fn, args = inbox.recv()
@@ -18,7 +21,11 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
         try:
             if isinstance(fn, str):  # "module:function", imported here, never in the parent
                 module, _, name = fn.partition(":")
-                fn = getattr(importlib.import_module(module), name)
+                loaded = importlib.import_module(module)
+                if not name:
+                    outbox.send(("ok", None))
+                    continue
+                fn = getattr(loaded, name)
             outbox.send(("ok", fn(*args)))
         except Exception as e:  # reported to the caller, who decides
             outbox.send(("error", f"{type(e).__name__}: {e}"))

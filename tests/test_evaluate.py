@@ -440,6 +440,8 @@ def test_merge_folds_a_rescored_copy_of_a_run_into_it(tmp_path, fake_factory):
     before = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     r = merge_runs(tmp_path / "run", [tmp_path / "run", tmp_path / "copy"])
     assert (r.records, r.duplicates, r.missing) == (3, [], [])  # a rescore is not duplicated work
+    merged_from = json.loads((tmp_path / "run" / "config.json").read_text())["merged_from"]
+    assert merged_from == [str(tmp_path / "run"), str(tmp_path / "copy")]
     after = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     for old, new in zip(before, after, strict=True):
         assert [c["text"] for c in new["candidates"]] == [c["text"] for c in old["candidates"]]

@@ -281,6 +281,12 @@ def _merged_lines(shard_dirs: Sequence[Path]) -> tuple[dict[str, str], dict[str,
     return {k: json.dumps(r, ensure_ascii=False) for k, r in records.items()}, traces, duplicates
 
 
+def _earlier_merges(out_dir: Path, in_place: bool) -> list[str]:
+    if not in_place:
+        return []
+    return list(json.loads((out_dir / "config.json").read_text()).get("merged_from") or [])
+
+
 def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = False) -> MergeReport:
     """Combine shard run directories into one (their records and search traces). Refuses
     shards run with other settings, and shards sampled by other engines (the embedded
@@ -313,7 +319,8 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = Fal
             "limit": limit,
             "start": start,
             "levels": list(levels) or None,
-            "merged_from": [str(d) for d in shard_dirs],
+            # merged in place, the directory keeps the history of what it was merged from before
+            "merged_from": list(dict.fromkeys([*_earlier_merges(out_dir, in_place), *map(str, shard_dirs)])),
             "created": time.time(),
             **engines,
         }

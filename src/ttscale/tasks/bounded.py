@@ -50,7 +50,7 @@ class _Worker:
     def prepare(self, fn: Callable[..., Any] | str) -> None:
         """Wait (up to STARTUP_SECONDS) until the worker has started and imported the module
         `fn` names, so that the call's deadline counts the call alone."""
-        steps = [] if self.started else [None]
+        steps: list[str | None] = [] if self.started else [None]
         module = fn.partition(":")[0] if isinstance(fn, str) else None
         if module is not None and module not in self.imported:
             steps.append(module)

@@ -126,8 +126,10 @@ def beta_leader_probability(groups: Groups) -> float:
     share exceeds the runner-up's, P(X > 1/2) for X ~ Beta(v1 + 1, v2 + 1). For whole-number
     parameters that is P(Binomial(v1 + v2 + 1, 1/2) <= v1); 0 with no answer yet."""
     leader, v1, v2 = _leader_and_runner_up(groups)
-    if leader is None:
-        return 0.0
+    return 0.0 if leader is None else _beta_rule(v1, v2)
+
+
+def _beta_rule(v1: int, v2: int) -> float:
     trials = v1 + v2 + 1
     return sum(math.comb(trials, j) for j in range(v1 + 1)) / 2**trials
 
@@ -144,12 +146,12 @@ def leader_is_confident(groups: Groups, certainty: Certainty, threshold: float =
     lead of 2 votes to 1 (0.6875) passes a gate of 0.6 but not a threshold of 0.7: such a
     lead is trusted only when the model was surer of it (the idea of DeepConf's
     confidence-weighted consensus, applied to when to stop)."""
-    p = beta_leader_probability(groups)
+    leader, v1, v2 = _leader_and_runner_up(groups)
+    p = 0.0 if leader is None else _beta_rule(v1, v2)
     if p >= threshold:
         return True
     if p < gate:
         return False
-    leader, _, _ = _leader_and_runner_up(groups)
     mine = [c for g, c in zip(groups, certainty, strict=True) if g == leader]
     others = [c for g, c in zip(groups, certainty, strict=True) if g is not None and g != leader]
     return not others or sum(mine) / len(mine) > sum(others) / len(others)
@@ -164,16 +166,15 @@ class Stopping:
     settled: Callable[[Groups, Certainty], bool]
     window: bool  # settled reads the latest round only
 
-    def settled_after(self, groups: Groups, certainty: Certainty = ()) -> bool:
-        """Whether the vote stops once it has read these samples (a whole number of rounds);
-        without their certainties, every sample counts as equally sure."""
-        certainty = list(certainty) or [0.0] * len(groups)
+    def settled_after(self, groups: Groups, certainty: Certainty) -> bool:
+        """Whether the vote stops once it has read these samples (a whole number of rounds)."""
         if self.window:
             return self.settled(groups[-self.step :], certainty[-self.step :])
         return self.settled(groups, certainty)
 
     def stop_at(self, groups: Groups, certainty: Certainty = ()) -> int:
-        """How many of these samples (in their order) the vote reads before it stops."""
+        """How many of these samples (in their order) the vote reads before it stops; without
+        their certainties, every sample counts as equally sure."""
         certainty = list(certainty) or [0.0] * len(groups)
         for used in range(self.step, len(groups), self.step):
             if self.settled_after(groups[:used], certainty[:used]):

@@ -94,9 +94,9 @@ class BoundedPool:
         worker = self._take()
         try:
             worker.prepare(fn)
-        except (WorkerDied, RuntimeError, EOFError, OSError) as e:
+        except (RuntimeError, EOFError, OSError) as e:  # RuntimeError: WorkerDied, or a failed import
             self._drop(worker, timed_out=False)
-            if isinstance(e, (WorkerDied, RuntimeError)):
+            if isinstance(e, RuntimeError):
                 raise
             raise WorkerDied(f"a worker process died while starting ({e})") from None
         try:

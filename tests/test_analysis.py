@@ -194,6 +194,48 @@ def test_paired_differences_see_what_overlapping_intervals_hide():
     assert points[0].to_dict()["per_problem"] == base.tolist()
 
 
+@pytest.mark.parametrize(
+    ("tokens", "baseline_n"),
+    [
+        (1100.0, 4),  # a quarter of majority@16's tokens: paired with majority@4
+        (1400.0, 4),  # below the log midpoint of majority@4's 1000 and @8's 2000 (1414)
+        (1430.0, 8),  # just past it
+        (2000.0 * 0.85, 8),  # 15% under majority@8: not its own N, so paired with @8 here
+        (3000.0, 16),  # 1.5x majority@8's but nearer @16's 4000 on a log scale (2828)
+        (9000.0, 16),  # more than every budget: the largest
+        (100.0, 1),
+    ],
+)
+def test_matched_tokens_pair_with_the_nearest_majority_budget(tokens, baseline_n):
+    from ttscale.evaluation.curves import CurvePoint, matched_token_differences
+    from ttscale.evaluation.tables import matched_table
+
+    rng = np.random.default_rng(1)
+    hits = {n: rng.uniform(0, 1, 50) for n in (1, 2, 4, 8, 16)}
+    points = [CurvePoint("majority", n, hits[n].mean(), 0, 1, 250.0 * n, per_problem=hits[n]) for n in hits]
+    mine = rng.uniform(0, 1, 50)
+    points.append(CurvePoint("early_stop", 16, mine.mean(), 0, 1, tokens, per_problem=mine))
+    (row,) = matched_token_differences(points)
+    assert row["strategy"] == "early_stop" and row["n"] == 16 and row["baseline_n"] == baseline_n
+    assert row["difference"] == pytest.approx((mine - hits[baseline_n]).mean())
+    assert row["token_ratio"] == pytest.approx(tokens / (250.0 * baseline_n))
+    assert f"| early_stop | 16 | {baseline_n} |" in matched_table([row])
+
+
+def test_matched_tokens_leave_out_what_spends_as_majority_does():
+    from ttscale.evaluation.curves import CurvePoint, matched_token_differences
+
+    hits = np.linspace(0, 1, 20)
+    points = [CurvePoint("majority", n, 0.5, 0, 1, 100.0 * n, per_problem=hits) for n in (4, 8)]
+    points += [
+        CurvePoint("weighted", 8, 0.5, 0, 1, 810.0, per_problem=hits),  # within 10% of majority@8
+        CurvePoint("oracle", 8, 0.9, 0, 1, 400.0, per_problem=hits),  # a bound, not a strategy
+        CurvePoint("other_problems", 8, 0.5, 0, 1, 400.0, per_problem=hits[:10]),  # nothing to pair with
+        CurvePoint("stopped", 8, 0.5, 0, 1, 420.0, per_problem=hits),
+    ]
+    assert [(r["strategy"], r["baseline_n"]) for r in matched_token_differences(points)] == [("stopped", 4)]
+
+
 def test_views_with_other_strategy_lists_replay_the_same_subsets():
     # a compare view replays fewer rules over the same pool: the shared rule's points,
     # intervals and per-problem hits must not move with what else the view computes

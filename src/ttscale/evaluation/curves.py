@@ -206,6 +206,39 @@ def paired_differences(
     return rows
 
 
+def matched_token_differences(
+    points: Sequence[CurvePoint], baseline: str = "majority", seed: int = 0, n_boot: int = 1000, spread: float = 0.1
+) -> list[dict[str, Any]]:
+    """Every strategy that spends a different number of generated tokens from the baseline at
+    its own N (by more than `spread`) against the baseline at the budget whose tokens are
+    nearest its own (on a log scale): what the tokens it saved or spent would have bought
+    the baseline. Paired over problems, as `paired_differences`."""
+    base = [p for p in points if p.strategy == baseline and p.per_problem is not None and p.generated_tokens > 0]
+    own_n = {p.n: p for p in base}
+    rows = []
+    for p in points:
+        if p.strategy in (baseline, "oracle", "pass@1") or p.per_problem is None or p.generated_tokens <= 0:
+            continue
+        same_n = own_n.get(p.n)
+        if same_n is not None and abs(p.generated_tokens / same_n.generated_tokens - 1) <= spread:
+            continue  # it spends what the baseline spends at its N: the same-N pairing says it all
+        peers = [b for b in base if len(b.per_problem) == len(p.per_problem)]  # type: ignore[arg-type]
+        if not peers:
+            continue
+        b = min(peers, key=lambda b: abs(math.log(p.generated_tokens / b.generated_tokens)))
+        paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)  # type: ignore[arg-type]
+        rows.append(
+            {
+                "strategy": p.strategy,
+                "n": p.n,
+                "baseline_n": b.n,
+                **paired,
+                "token_ratio": p.generated_tokens / b.generated_tokens,
+            }
+        )
+    return rows
+
+
 def search_points(records: Sequence[dict[str, Any]], label: str, n: int, rule: str | None, seed: int) -> CurvePoint:
     """One point of a per-budget strategy: its own pick, or `rule`'s over its final candidates."""
     hits = np.array([bool(r["picks"][rule]["correct"] if rule else r["correct"]) for r in records], dtype=float)

@@ -16,11 +16,11 @@ from ..strategies.optimal import Policy
 from ..strategies.picks import STOPPING
 from ..verifiers.registry import scorer_name
 from .config import EvalConfig, EvalError, RecordKey
-from .curves import CurvePoint, curves, paired_differences, pool_from_record, search_picks
+from .curves import CurvePoint, curves, matched_token_differences, paired_differences, pool_from_record, search_picks
 from .policy import policy_per_problem, replay_compute_optimal
 from .quality import verifier_quality
 from .store import RunStore
-from .tables import paired_table, plot, quality_table, table
+from .tables import matched_table, paired_table, plot, quality_table, table
 
 
 @dataclass
@@ -147,6 +147,7 @@ def summarize(
     for pair in compare:
         _compared_part(done, store, cfg, pair, n_boot, t)
     paired = paired_differences(t.points, seed=cfg.seed)
+    matched = matched_token_differences(t.points, seed=cfg.seed)
     # A view at smaller budgets replays the whole stored pool: its identity names that pool.
     first_pool = store.records[RecordKey.pool(done[0].id).format()] if cfg.pool_strategies and done else None
     pool_size = len(first_pool["candidates"]) if first_pool else cfg.pool_n
@@ -174,11 +175,14 @@ def summarize(
         "compute_optimal_replayed": {"policy": replay_policy, "per_budget": t.spending} if replay_policy else None,
         "not_compared": t.missing,
         "vs_majority": paired,
+        "vs_majority_matched_tokens": matched,
     }
     (out_dir / f"{summary_name}.json").write_text(json.dumps(summary, indent=2))
     title = _title(cfg, len(done), len(problems))
     md = table(t.points)
-    (out_dir / f"{summary_name}.md").write_text(_markdown(title, md, t, paired, pool_size, replay_policy, len(done)))
+    (out_dir / f"{summary_name}.md").write_text(
+        _markdown(title, md, t, paired, matched, pool_size, replay_policy, len(done))
+    )
     if t.points:
         plot(t.points, str(out_dir / ("plot.png" if summary_name == "summary" else f"{summary_name}.png")), title)
     return EvalReport(out_dir, t.points, len(done), t.compute, md, len(done) == len(problems))
@@ -193,7 +197,14 @@ def _title(cfg: EvalConfig, done: int, requested: int) -> str:
 
 
 def _markdown(
-    title: str, md: str, t: _Tally, paired: list[dict[str, Any]], pool_size: int, replay_policy: str | None, done: int
+    title: str,
+    md: str,
+    t: _Tally,
+    paired: list[dict[str, Any]],
+    matched: list[dict[str, Any]],
+    pool_size: int,
+    replay_policy: str | None,
+    done: int,
 ) -> str:
     per = max(1, done)
     c = t.compute
@@ -206,6 +217,14 @@ def _markdown(
         else ""
     )
     missing_md = f"\nNot compared (not run on every problem above): {'; '.join(t.missing)}.\n" if t.missing else ""
+    matched_md = (
+        "\n## Against majority voting at matched tokens\n\nEach strategy that spends a different number "
+        "of generated tokens from majority at its N, against majority at the budget whose generated "
+        "tokens are nearest its own; paired over problems as above.\n\n"
+        f"{matched_table(matched)}\n"
+        if matched
+        else ""
+    )
     quality_md = (
         f"\n## How well each verifier separates right from wrong samples\n\n{quality_table(t.quality)}\n"
         if t.quality
@@ -226,5 +245,5 @@ def _markdown(
         f"{c.prompt_tokens / per:.0f} prompt tokens computed, {c.cached_prompt_tokens / per:.0f} "
         f"served from cache, {c.verifier_tokens / per:.0f} verifier tokens, "
         f"{c.wall_time / per:.1f} s wall, {c.flops / per:.3g} FLOPs.\n"
-        f"{optimal_md}{missing_md}{paired_md}{quality_md}"
+        f"{optimal_md}{missing_md}{paired_md}{matched_md}{quality_md}"
     )

@@ -55,6 +55,30 @@ def test_a_server_is_charged_the_embedded_engines_flops_per_token(engine):
     assert REGISTRY[DEFAULT_MODEL].params == engine.n_params
 
 
+def test_a_replay_recomputes_a_samples_token_statistics(engine):
+    """A pool stored before DeepConf's token confidences were kept gets them back by replay:
+    one prefill gives each token's log-probability and self-certainty as sampling did (the
+    end-of-turn token's too, when the sample ended by itself)."""
+    from ttscale.tasks.confidence import trace_confidence
+
+    prompt = problem_prompt(QUESTION + " (replayed)")
+    (row,) = engine.generate([prompt], 2, SamplingParams(max_tokens=200, seed=3)).completions
+    assert "eos" in {c.finish_reason for c in row}  # the end-of-turn token is predicted too
+    for c in row:
+        replayed, spent = engine.replay(prompt, c.text, c.finish_reason, certainties=True)
+        assert spent.prompt_tokens >= len(replayed.token_ids) > 0
+        if len(replayed.certainties) != len(c.certainties):  # the text tokenized otherwise than sampled
+            continue
+        # a prefill batches the tokens that sampling fed one by one: quantized sums differ slightly
+        assert replayed.certainties == pytest.approx(c.certainties, rel=0.02)
+        assert replayed.logprobs == pytest.approx(c.logprobs, abs=0.2)
+        live, again = trace_confidence(c.certainties), trace_confidence(replayed.certainties)
+        assert again == pytest.approx(live, rel=0.02)
+    assert any(
+        len(engine.replay(prompt, c.text, c.finish_reason, certainties=True)[0].certainties) == c.n_tokens for c in row
+    )
+
+
 def test_same_seed_same_samples_and_samples_differ(engine):
     prompt = problem_prompt("Name a random animal and describe it.")
     params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_tokens=10, seed=7)

@@ -158,6 +158,45 @@ def test_confidence_verifiers_read_the_trace_or_fall_back_to_steps():
     assert TailConfidence().score(problem, [stored, live])[0] == [[1.0], [3.0]]
 
 
+class _Replaying:
+    """An engine that recomputes a stored text's token statistics: one certainty per character."""
+
+    replays_certainties = True
+
+    def __init__(self):
+        self.replayed = []
+
+    def replay(self, prompt, text, finish_reason="eos", certainties=False):
+        from ttscale.core import Completion, Compute
+
+        assert certainties
+        self.replayed.append(text)
+        values = [float(len(text))] * len(text)
+        n = len(text)
+        done = Completion(text, list(range(n)), [-0.1] * n, values, list(range(n)), finish_reason)
+        return done, Compute(prompt_tokens=len(text), flops=2.0 * len(text), wall_time=0.5)
+
+
+def test_an_old_pool_gets_real_token_confidences_by_replay_only_when_it_is_rescored():
+    from ttscale.core import Candidate, Step
+    from ttscale.verifiers.registry import make_scorer
+
+    steps = [Step("a", n_tokens=2, certainty_sum=8.0), Step("b", n_tokens=2, certainty_sum=2.0)]
+    stored = Candidate("abc", steps, answer="1")  # sampled before token confidences were kept
+    live = Candidate("abcd", steps, answer="1", confidence={"lowest_group": 0.5, "tail": 3.0, "mean": 2.5})
+    problem = Problem("p", "q")
+    engine = _Replaying()
+    scores, spent = make_scorer("conf_group", engine, stored=True).score(problem, [stored, live])
+    assert scores == [[3.0], [0.5]] and engine.replayed == ["abc"]  # the live sample's own are kept
+    assert spent.verifier_tokens == 3 and spent.flops == 6.0 and spent.generated_tokens == 0
+    # scoring live samples or a search's nodes: read at step level, no replay (it would cost a node's prefill)
+    assert make_scorer("conf_group", engine).score(problem, [stored])[0] == [[1.0]] and engine.replayed == ["abc"]
+    # an engine that cannot replay (a server): step level, nothing charged
+    scores, spent = make_scorer("conf_tail", object(), stored=True).score(problem, [stored])
+    assert scores == [[1.0]] and spent.verifier_tokens == 0
+    assert make_scorer("conf_tail", engine, stored=True).free_when_live  # live sampling measures them for free
+
+
 def test_deepconf_votes_among_its_most_confident_traces():
     from ttscale.strategies.picks import pick_filtered
 

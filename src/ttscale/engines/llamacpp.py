@@ -27,7 +27,7 @@ from ..core import Completion, Compute, Generation, Prompt, SamplingParams, mode
 from .kv_slots import Slot, SlotError, SlotPlan, Unit, idle_slots, pack_units, plan_slots
 from .layer_tap import LayerTap
 from .models import DEFAULT_MODEL, ModelError, resolve
-from .sequences import Decoding, LayerPooler, add_token, logsumexp_rows, step_end_tokens
+from .sequences import Decoding, LayerPooler, add_token, distribution_statistics, logsumexp_rows, step_end_tokens
 from .threads import ThreadGovernor
 
 
@@ -37,6 +37,8 @@ class EngineError(RuntimeError):
 
 class LlamaCppGenerator:
     """A `Generator` over one GGUF model. Not thread-safe: one call at a time."""
+
+    replays_certainties = True  # `replay(..., certainties=True)` recomputes a stored text's token statistics
 
     def __init__(
         self,
@@ -313,12 +315,15 @@ class LlamaCppGenerator:
             )
         return out, compute
 
-    def replay(self, prompt: Prompt, text: str, finish_reason: str = "eos") -> tuple[Completion, Compute]:
+    def replay(
+        self, prompt: Prompt, text: str, finish_reason: str = "eos", certainties: bool = False
+    ) -> tuple[Completion, Compute]:
         """The completion this engine would have returned had it sampled exactly `text` after
-        `prompt`, with the hidden states it captures at step ends (log-probabilities are not
-        recomputed). One prefill, no sampling: this is how a probe scores stored solutions,
-        and it costs a forward pass that sampling with hidden_states=True gets for free."""
-        if not self.hidden_states and not self._tap:
+        `prompt`: the hidden states it captures at step ends and, with `certainties`, each
+        token's log-probability and self-certainty (what a pool stored before DeepConf's token
+        confidences were kept lacks). One prefill, no sampling: this is how a stored solution
+        is scored, and it costs a forward pass that sampling gets for free."""
+        if not certainties and not self.hidden_states and not self._tap:
             raise EngineError("replay reads hidden states: start the engine with hidden_states=True or layers")
         t0 = time.perf_counter()
         self._clock += 1
@@ -333,11 +338,21 @@ class LlamaCppGenerator:
         states: dict[int, np.ndarray] = {}
         pooler = LayerPooler(self._tap.layers, self.n_embd) if self._tap else None
         last = max(wanted, default=-1)  # sampling never computes a state past it
-        # no logits are read back: ask for them only where a state needs them (layer_tap)
-        logits = bool(self.hidden_states) or bool(self._tap and self._tap.reads_last_layer)
+        logprobs: list[float] = []
+        certainty: list[float] = []
+        # what each position predicted: the prompt's last token the first token, and so on;
+        # a sample that ended by itself also drew the end-of-turn token, as sampling records
+        predicted = answer[1:] + ([self._end_of_turn()] if finish_reason == "eos" else [])
+        if certainties and answer:
+            self._token_statistics([0], answer[:1], logprobs, certainty)
+        # no logits are read back unless asked for: only where a state or a certainty needs them
+        logits = certainties or bool(self.hidden_states) or bool(self._tap and self._tap.reads_last_layer)
         for at in range(0, len(answer), self.n_batch):
             chunk = answer[at : at + self.n_batch]
             self._decode([(slot, tok) for tok in chunk], logits=logits, states=True)
+            if certainties:  # row j predicted token at + j + 1
+                following = predicted[at : at + len(chunk)]
+                self._token_statistics(list(range(len(following))), following, logprobs, certainty)
             for k in range(at, at + len(chunk)):
                 if pooler and self._states is not None and k <= last:
                     pooler.add(k, self._states[k - at])
@@ -350,8 +365,8 @@ class LlamaCppGenerator:
         completion = Completion(
             text=text,
             token_ids=answer,
-            logprobs=[],
-            certainties=[],
+            logprobs=logprobs,
+            certainties=certainty,
             token_offsets=offsets,
             hidden=sorted(states.items(), key=lambda kv: kv[0]),
             finish_reason=finish_reason,
@@ -364,6 +379,22 @@ class LlamaCppGenerator:
             flops=model_flops(self.n_params, computed),
         )
         return completion, compute
+
+    def _end_of_turn(self) -> int:
+        eot = int(self._L.llama_vocab_eot(self._vocab))
+        return eot if eot >= 0 else int(self._L.llama_vocab_eos(self._vocab))
+
+    def _token_statistics(
+        self, rows: list[int], tokens: list[int], logprobs: list[float], certainty: list[float]
+    ) -> None:
+        """Append the log-probability of tokens[j] under logits row rows[j], and that row's
+        self-certainty, as sampling records them (`_sample`)."""
+        if not rows:
+            return
+        logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(max(rows) + 1, self.n_vocab))
+        lse, certain = distribution_statistics(logits[rows], self._log_v)
+        certainty += certain.tolist()
+        logprobs += (logits[rows, tokens] - lse).tolist()
 
     def _embedding(self, row: int) -> np.ndarray:
         vec = np.ctypeslib.as_array(self._L.llama_get_embeddings_ith(self._ctx, row), shape=(self.n_embd,))
@@ -436,8 +467,7 @@ class LlamaCppGenerator:
         L = self._L
         t0 = time.perf_counter()
         logits = np.ctypeslib.as_array(L.llama_get_logits(self._ctx), shape=(max(rows) + 1, self.n_vocab))
-        lse = logsumexp_rows(logits)
-        certainty = lse - logits.mean(axis=1) - self._log_v
+        lse, certainty = distribution_statistics(logits, self._log_v)
         for s, row in zip(seqs, rows, strict=True):
             if s.pooler and self._states is not None and s.token_ids:
                 s.pooler.add(len(s.token_ids) - 1, self._states[row])  # the token just fed

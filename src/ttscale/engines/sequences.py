@@ -171,3 +171,10 @@ def step_end_tokens(pieces: list[bytes], finish_reason: str) -> tuple[list[int],
 def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
     peak = logits.max(axis=1)
     return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+
+
+def distribution_statistics(logits: np.ndarray, log_vocab: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of next-token logits: the log normaliser, and the self-certainty KL(uniform || p)
+    = logsumexp(z) - mean(z) - log V (Kang et al., 2025), which DeepConf's confidences read."""
+    lse = logsumexp_rows(logits)
+    return lse, lse - logits.mean(axis=1) - log_vocab

@@ -118,7 +118,7 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     """A stored pool scored by one more verifier, without sampling again. Its cost is kept
     apart under "rescored": a probe replaying stored text pays a prefill that live sampling
     with hidden states does not."""
-    scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt)
+    scorer = make_scorer(cfg.scorer, generator, cfg.system_prompt, stored=True)
     restore_tests(problem, record)
     generator.reset()
     t0 = time.perf_counter()

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from ..core import Candidate, Compute, Problem, Step
+from ..tasks.confidence import trace_confidence
+from ..tasks.domain import domain_of
+from ..tasks.prompts import SYSTEM_PROMPT
 
 
 class _StepStatScorer:
@@ -16,6 +20,7 @@ class _StepStatScorer:
     # read the whole next-token distribution (self-certainty), which only the embedded
     # engine returns; a server returns the sampled tokens' log-probabilities
     needs_certainties = False
+    replays_stored = False  # a stored step carries what these read
 
     def step_score(self, step: Step) -> float:
         raise NotImplementedError
@@ -47,24 +52,50 @@ class SelfCertaintyScorer(_StepStatScorer):
 
 
 class _TraceConfidenceScorer:
-    """DeepConf's trace confidence (`tasks/confidence.py`), one score per solution. A
-    solution stored without token-level confidences (runs before they were kept, or a search
-    node) is read at step level: its steps stand for the windows."""
+    """DeepConf's trace confidence (`tasks/confidence.py`), one score per solution, from the
+    token-level confidences its sampling pass kept. A solution stored without them (pools
+    sampled before they were kept) is replayed through an engine that can recompute them
+    (`replays_certainties`: one prefill, charged as verifier tokens, which live sampling
+    never pays); with no such engine it is read at step level: its steps stand for the
+    windows, an approximation its scores say nothing of, so a run states which it used."""
 
     name = ""
     key = ""
     needs_certainties = True
+    replays_stored = True  # built with an engine, to recompute what an old pool lacks
+    free_when_live = True  # a replay only stands in for what sampling measured for free
+
+    def __init__(self, generator: Any = None, system: str = SYSTEM_PROMPT):
+        self.generator = generator if getattr(generator, "replays_certainties", False) else None
+        self.system = system
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
-        return [[max(0.0, self.of(c))] for c in candidates], Compute()
+        spent = Compute()
+        out = []
+        for c in candidates:
+            confidence = c.confidence
+            if not confidence and self.generator is not None and c.text:
+                confidence, cost = self._replay(problem, c)
+                spent = spent + cost
+            out.append([max(0.0, self.of(c, confidence))])
+        return out, spent
 
-    def of(self, c: Candidate) -> float:
-        if self.key in c.confidence:
-            return c.confidence[self.key]
+    def of(self, c: Candidate, confidence: dict[str, float] | None = None) -> float:
+        confidence = c.confidence if confidence is None else confidence
+        if self.key in confidence:
+            return confidence[self.key]
         means = [s.certainty_sum / s.n_tokens for s in c.steps if s.n_tokens]
         if not means:
             return 0.0
         return min(means) if self.key == "lowest_group" else means[-1]
+
+    def _replay(self, problem: Problem, c: Candidate) -> tuple[dict[str, float], Compute]:
+        assert self.generator is not None
+        prompt = domain_of(problem).prompt(self.system)
+        completion, cost = self.generator.replay(prompt, c.text, c.finish_reason, certainties=True)
+        return trace_confidence(completion.certainties), Compute(
+            verifier_tokens=cost.prompt_tokens, flops=cost.flops, wall_time=cost.wall_time
+        )
 
 
 class LowestGroupConfidence(_TraceConfidenceScorer):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import Scorer
+from ..tasks.prompts import SYSTEM_PROMPT
 from .execution import EXECUTION
 from .judge import LLMJudgeScorer, OutcomeJudgeScorer
 from .layer_reward import LayerRewardScorer, reward_layers, reward_name
@@ -82,15 +83,20 @@ def layers_to_read(name: str, model: str) -> tuple[int, ...] | None:
     return reward_layers(model, name.partition("@")[2] or None) if needs_layers(name) else None
 
 
-def make_scorer(name: str, generator: Any = None, system: str | None = None) -> Scorer:
+def make_scorer(name: str, generator: Any = None, system: str | None = None, stored: bool = False) -> Scorer:
     """A verifier by name. Model-free ones need nothing; "judge" runs on the generator; the
-    probe needs the system prompt the solutions were sampled under, to replay stored ones."""
+    probe needs the system prompt the solutions were sampled under, to replay stored ones.
+    stored: it scores a stored pool, so DeepConf's confidences, which pools sampled before
+    they were kept lack, are recomputed by replay (a search's growing nodes lack them too,
+    and are read at step level instead: a replay per node would cost more than the node)."""
     if name in SCORERS:
         if SCORERS[name].needs_certainties and not returns_certainties(generator):
             raise ValueError(
                 f"the {name} verifier reads the whole next-token distribution, which a server does not "
                 "return: use logprob, or the embedded engine"
             )
+        if stored and SCORERS[name].replays_stored:
+            return SCORERS[name](generator, system or SYSTEM_PROMPT)  # type: ignore[call-arg]
         return SCORERS[name]()
     if name in CODE_SCORERS:
         return CODE_SCORERS[name](generator)

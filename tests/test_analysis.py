@@ -197,29 +197,33 @@ def test_paired_differences_see_what_overlapping_intervals_hide():
 @pytest.mark.parametrize(
     ("tokens", "baseline_n"),
     [
-        (1100.0, 4),  # a quarter of majority@16's tokens: paired with majority@4
-        (1400.0, 4),  # below the log midpoint of majority@4's 1000 and @8's 2000 (1414)
-        (1430.0, 8),  # just past it
-        (2000.0 * 0.85, 8),  # 15% under majority@8: not its own N, so paired with @8 here
-        (3000.0, 16),  # 1.5x majority@8's but nearer @16's 4000 on a log scale (2828)
-        (9000.0, 16),  # more than every budget: the largest
+        (1000.0, 4),  # exactly majority@4's tokens
+        (1001.0, 8),  # a token more: majority@4 would be given less, so @8
+        (1100.0, 8),
+        (2000.0 * 0.85, 8),  # 15% under majority@8, at N=16: paired with @8
+        (3000.0, 16),
         (100.0, 1),
+        (9000.0, None),  # more than majority's largest budget: no matched pairing
     ],
 )
-def test_matched_tokens_pair_with_the_nearest_majority_budget(tokens, baseline_n):
+def test_matched_tokens_give_majority_at_least_as_many_tokens(tokens, baseline_n):
     from ttscale.evaluation.curves import CurvePoint, matched_token_differences
-    from ttscale.evaluation.tables import matched_table
+    from ttscale.evaluation.tables import paired_table
 
     rng = np.random.default_rng(1)
     hits = {n: rng.uniform(0, 1, 50) for n in (1, 2, 4, 8, 16)}
     points = [CurvePoint("majority", n, hits[n].mean(), 0, 1, 250.0 * n, per_problem=hits[n]) for n in hits]
     mine = rng.uniform(0, 1, 50)
     points.append(CurvePoint("early_stop", 16, mine.mean(), 0, 1, tokens, per_problem=mine))
-    (row,) = matched_token_differences(points)
+    rows = matched_token_differences(points)
+    if baseline_n is None:
+        assert rows == []
+        return
+    (row,) = rows
     assert row["strategy"] == "early_stop" and row["n"] == 16 and row["baseline_n"] == baseline_n
     assert row["difference"] == pytest.approx((mine - hits[baseline_n]).mean())
     assert row["token_ratio"] == pytest.approx(tokens / (250.0 * baseline_n))
-    assert f"| early_stop | 16 | {baseline_n} |" in matched_table([row])
+    assert f"| early_stop | 16 | {baseline_n} |" in paired_table([row])
 
 
 def test_matched_tokens_leave_out_what_spends_as_majority_does():
@@ -231,7 +235,7 @@ def test_matched_tokens_leave_out_what_spends_as_majority_does():
         CurvePoint("weighted", 8, 0.5, 0, 1, 810.0, per_problem=hits),  # within 10% of majority@8
         CurvePoint("oracle", 8, 0.9, 0, 1, 400.0, per_problem=hits),  # a bound, not a strategy
         CurvePoint("other_problems", 8, 0.5, 0, 1, 400.0, per_problem=hits[:10]),  # nothing to pair with
-        CurvePoint("stopped", 8, 0.5, 0, 1, 420.0, per_problem=hits),
+        CurvePoint("stopped", 8, 0.5, 0, 1, 380.0, per_problem=hits),
     ]
     assert [(r["strategy"], r["baseline_n"]) for r in matched_token_differences(points)] == [("stopped", 4)]
 
@@ -265,7 +269,7 @@ def test_a_rescore_marks_a_replay_that_live_sampling_would_not_pay(monkeypatch, 
         def score(self, problem, candidates):
             return [[0.5] for _ in candidates], Compute(verifier_tokens=9)
 
-    monkeypatch.setattr(run, "make_scorer", lambda *args: Replaying())
+    monkeypatch.setattr(run, "make_scorer", lambda *args, **kwargs: Replaying())
     stored = {"text": "x", "steps": [{"text": "x", "n_tokens": 1}], "answer": "1", "scores": {"logprob": [-1.0]}}
     record = {"id": "p", "candidates": [stored]}
     out = run.rescore_pool(

@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 
 from ..evaluation.config import RecordKey
+from ..evaluation.curves import matched_budget
 from ..util.stats import paired_difference
 
 STATUS_COLOURS = {
@@ -237,14 +238,11 @@ def matched_tokens(points: Sequence[dict[str, Any]], seed: int = 0) -> list[dict
     for r in rounds:
         for p in sorted(systems[r], key=lambda q: q["n"]):
             for other in pools:
-                enough = [
-                    q
-                    for q in sorted(systems[other], key=lambda q: q["n"])
-                    if q["generated_tokens"] >= p["generated_tokens"]
-                ]
-                if not enough or p.get("per_problem") is None or enough[0].get("per_problem") is None:
+                by_n = {q["n"]: q for q in systems[other]}
+                n = matched_budget(p["generated_tokens"], [(m, q["generated_tokens"]) for m, q in by_n.items()])
+                if n is None or p.get("per_problem") is None or by_n[n].get("per_problem") is None:
                     continue
-                q = enough[0]
+                q = by_n[n]
                 if len(p["per_problem"]) != len(q["per_problem"]):
                     continue
                 rows.append(

@@ -206,36 +206,33 @@ def paired_differences(
     return rows
 
 
+def matched_budget(tokens: float, spent: Sequence[tuple[int, float]]) -> int | None:
+    """The smallest budget whose generated tokens per problem are at least `tokens`: the
+    baseline at matched tokens, never given less than the system it is compared with."""
+    return next((n for n, t in sorted(spent) if t >= tokens), None)
+
+
 def matched_token_differences(
     points: Sequence[CurvePoint], baseline: str = "majority", seed: int = 0, n_boot: int = 1000, spread: float = 0.1
 ) -> list[dict[str, Any]]:
     """Every strategy that spends a different number of generated tokens from the baseline at
-    its own N (by more than `spread`) against the baseline at the budget whose tokens are
-    nearest its own (on a log scale): what the tokens it saved or spent would have bought
-    the baseline. Paired over problems, as `paired_differences`."""
-    base = [p for p in points if p.strategy == baseline and p.per_problem is not None and p.generated_tokens > 0]
-    own_n = {p.n: p for p in base}
+    its own N (by more than `spread`) against the baseline at its `matched_budget`: what the
+    tokens it saved or spent buy the baseline. Paired over problems, as `paired_differences`."""
+    base = {p.n: p for p in points if p.strategy == baseline and p.per_problem is not None}
     rows = []
     for p in points:
-        if p.strategy in (baseline, "oracle", "pass@1") or p.per_problem is None or p.generated_tokens <= 0:
+        if p.strategy in (baseline, "oracle", "pass@1") or p.per_problem is None:
             continue
-        same_n = own_n.get(p.n)
-        if same_n is not None and abs(p.generated_tokens / same_n.generated_tokens - 1) <= spread:
+        same_n = base.get(p.n)
+        if same_n is not None and abs(p.generated_tokens - same_n.generated_tokens) <= spread * same_n.generated_tokens:
             continue  # it spends what the baseline spends at its N: the same-N pairing says it all
-        peers = [b for b in base if len(b.per_problem) == len(p.per_problem)]  # type: ignore[arg-type]
-        if not peers:
+        n = matched_budget(p.generated_tokens, [(b.n, b.generated_tokens) for b in base.values()])
+        b = base.get(n) if n is not None else None
+        if b is None or b.per_problem is None or len(b.per_problem) != len(p.per_problem):
             continue
-        b = min(peers, key=lambda b: abs(math.log(p.generated_tokens / b.generated_tokens)))
-        paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)  # type: ignore[arg-type]
-        rows.append(
-            {
-                "strategy": p.strategy,
-                "n": p.n,
-                "baseline_n": b.n,
-                **paired,
-                "token_ratio": p.generated_tokens / b.generated_tokens,
-            }
-        )
+        paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)
+        ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
+        rows.append({"strategy": p.strategy, "n": p.n, "baseline_n": b.n, **paired, "token_ratio": ratio})
     return rows
 
 

@@ -20,7 +20,7 @@ from .curves import CurvePoint, curves, matched_token_differences, paired_differ
 from .policy import policy_per_problem, replay_compute_optimal
 from .quality import verifier_quality
 from .store import RunStore
-from .tables import matched_table, paired_table, plot, quality_table, table
+from .tables import paired_table, plot, quality_table, table
 
 
 @dataclass
@@ -219,9 +219,9 @@ def _markdown(
     missing_md = f"\nNot compared (not run on every problem above): {'; '.join(t.missing)}.\n" if t.missing else ""
     matched_md = (
         "\n## Against majority voting at matched tokens\n\nEach strategy that spends a different number "
-        "of generated tokens from majority at its N, against majority at the budget whose generated "
-        "tokens are nearest its own; paired over problems as above.\n\n"
-        f"{matched_table(matched)}\n"
+        "of generated tokens from majority at its N, against majority at its smallest budget that "
+        "generated at least as many tokens per problem; paired over problems as above.\n\n"
+        f"{paired_table(matched)}\n"
         if matched
         else ""
     )

@@ -46,29 +46,23 @@ def table(points: Sequence[CurvePoint], with_ci: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _difference_cells(r: dict[str, Any]) -> str:
-    sure = "" if r["ci_low"] <= 0 <= r["ci_high"] else " *"
-    return (
-        f"{100 * r['difference']:+.1f}{sure} | [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] "
-        f"| {r['token_ratio']:.2f} |"
-    )
-
-
 def paired_table(rows: Sequence[dict[str, Any]], baseline: str = "majority") -> str:
+    """Paired differences against the baseline (`curves.paired_differences`), or against it at
+    matched tokens when the rows name the baseline's budget (`matched_token_differences`)."""
+    matched = any("baseline_n" in r for r in rows)
+    budget = f" {baseline}'s N |" if matched else ""
     lines = [
-        f"| strategy | N | accuracy - {baseline} (points) | 95% interval | tokens / {baseline}'s |",
-        "|---|---:|---:|---|---:|",
+        f"| strategy | N |{budget} accuracy - {baseline} (points) | 95% interval | tokens / {baseline}'s |",
+        "|---|---:|" + ("---:|" if matched else "") + "---:|---|---:|",
     ]
-    lines += [f"| {r['strategy']} | {r['n']} | {_difference_cells(r)}" for r in rows]
-    return "\n".join(lines)
-
-
-def matched_table(rows: Sequence[dict[str, Any]], baseline: str = "majority") -> str:
-    lines = [
-        f"| strategy | N | {baseline}'s N | accuracy - {baseline} (points) | 95% interval | tokens / {baseline}'s |",
-        "|---|---:|---:|---:|---|---:|",
-    ]
-    lines += [f"| {r['strategy']} | {r['n']} | {r['baseline_n']} | {_difference_cells(r)}" for r in rows]
+    for r in rows:
+        sure = "" if r["ci_low"] <= 0 <= r["ci_high"] else " *"
+        lines.append(
+            f"| {r['strategy']} | {r['n']} |"
+            + (f" {r['baseline_n']} |" if matched else "")
+            + f" {100 * r['difference']:+.1f}{sure} | [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}] "
+            f"| {r['token_ratio']:.2f} |"
+        )
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from ttscale.apps.train_reward import (
 )
 from ttscale.core import Candidate, Problem, Step
 from ttscale.verifiers.layer_reward import (
+    KINDS,
     LayerReward,
     LayerRewardError,
     LayerRewardScorer,
@@ -168,11 +169,48 @@ def write_collection(tmp_path, rng, n_problems: int = 30, k: int = 8):
 
 def test_loading_a_collection_splits_each_problem_back_into_its_solutions(tmp_path):
     out = write_collection(tmp_path, np.random.default_rng(5), n_problems=3)
-    problems, layers = load_problems(out)
-    assert layers == LAYERS and len(problems) == 3 and all(len(p) == 8 for p in problems)
+    problems, layers, kinds = load_problems(out)
+    assert layers == LAYERS and len(problems) == 3 and kinds == KINDS and all(len(p) == 8 for p in problems)
     first = problems[0][0]
     assert first.features["step_last"].shape == (3, 3, WIDTH) and first.features["final"].shape == (3, WIDTH)
     assert first.correct and first.vote_share == pytest.approx(sum(s.correct for s in problems[0]) / 8)
+
+
+def test_the_committed_answer_states_train_the_answer_reader_without_the_full_states(tmp_path):
+    from ttscale.apps.layer_data import answers_path, write_answers
+    from ttscale.apps.train_reward import TrainRewardError
+
+    out = write_collection(tmp_path, np.random.default_rng(9))
+    grid = [Reader("answer", (12,), 10.0), Reader("answer", (20,), 10.0)]
+    _, with_states = train_reward(out, "sha", grid=grid, progress=False)
+    assert write_answers(out) == 30 and write_answers(out) == 0  # once per problem
+    with np.load(answers_path(out, "q0")) as z, np.load(states_path(out, "q0")) as full:
+        assert z["answer_mean"].dtype == np.float16 and z["answer_mean"].shape == (8, len(LAYERS), WIDTH)
+        assert np.array_equal(z["answer_mean"], full["answer_mean"]) and z["has_answer"].all()
+    for f in (out / "states").iterdir():  # a fresh checkout: only what git holds
+        f.unlink()
+    problems, layers, kinds = load_problems(out)
+    assert kinds == ("answer",) and layers == LAYERS and set(problems[0][0].features) == {"answer_mean"}
+    _, from_answers = train_reward(out, "sha", grid=grid, progress=False)
+    assert from_answers["validation"] == with_states["validation"]  # the same numbers, nothing replayed
+    assert from_answers["readers_served"] == ["answer"] and with_states["readers_served"] == list(KINDS)
+    assert all(t["reader"].startswith("answer") for t in train_reward(out, "sha", progress=False)[1]["tried"])
+    with pytest.raises(TrainRewardError, match="--rebuild"):
+        train_reward(out, "sha", grid=[Reader("final", (20,), 10.0)], progress=False)
+    assert len(list((out / "answers").iterdir())) == 30
+
+
+def test_a_solution_without_answer_tokens_commits_its_last_tokens_state():
+    from ttscale.apps.layer_data import answer_arrays
+
+    rng = np.random.default_rng(10)
+    arrays = stack_solutions([features(rng, True), features(rng, False, answer=False)], LAYERS)
+    kept = answer_arrays(arrays)
+    assert kept["has_answer"].tolist() == [True, False]
+    assert np.array_equal(kept["answer_mean"][1], arrays["final"][1])
+    assert solution_vectors("answer", {"answer_mean": kept["answer_mean"][1]}, [1]).tolist() == (
+        solution_vectors("answer", {k: v[1] for k, v in arrays.items() if k in ("answer_mean", "final")}, [1]).tolist()
+    )
 
 
 def test_a_collection_without_states_is_a_clear_error(tmp_path):

@@ -7,7 +7,12 @@ held goes to `states/`, one .npz per problem, too large for git: per step, the s
 its last token and their mean over its tokens; per solution, the states at the tokens of
 its final answer (the last \\boxed{}) and at its last token.
 
-A problem is done when its line is in `samples.jsonl`; its states file is written first
+What the exact-answer probe reads goes to `answers/` as well, small enough to commit (about
+70 KB a problem): per solution the mean state over its answer tokens at every layer, in
+float16 (its last token's where it boxes no answer). A fresh checkout can therefore train
+the answer-token reader without replaying anything; the other readers need `states/`.
+
+A problem is done when its line is in `samples.jsonl`; its states files are written first
 (then renamed into place), so a kill loses at most the problem in flight. On a machine
 where `states/` is missing (a fresh checkout), `rebuild` replays the stored texts for
 their states: one prefill per solution, no sampling, the same pooling (a test checks that
@@ -51,16 +56,35 @@ def stack_solutions(solutions: Sequence[dict[str, np.ndarray]], layers: Sequence
     return out
 
 
-def states_path(out_dir: Path, problem_id: str) -> Path:
+def states_path(out_dir: Path, problem_id: str, kind: str = "states") -> Path:
     # ids hold slashes ("test/algebra/1.json"): the file is named by a digest of the id
-    return out_dir / "states" / f"{hashlib.sha1(problem_id.encode()).hexdigest()[:16]}.npz"
+    return out_dir / kind / f"{hashlib.sha1(problem_id.encode()).hexdigest()[:16]}.npz"
 
 
-def _write_states(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def answers_path(out_dir: Path, problem_id: str) -> Path:
+    return states_path(out_dir, problem_id, "answers")
+
+
+def answer_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The committed part of one problem's states: each solution's mean answer-token state at
+    every layer, (solutions, layers, width) float16, or its last token's where it has no
+    answer tokens (what the answer reader reads then, too: `layer_reward.solution_vectors`)."""
+    answer = arrays["answer_mean"].copy()
+    missing = np.isnan(answer.astype(np.float32)).any(axis=tuple(range(1, answer.ndim)))
+    answer[missing] = arrays["final"][missing]
+    return {"answer_mean": answer, "has_answer": ~missing, "layers": arrays["layers"]}
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.stem + ".part.npz")
-    np.savez(part, **arrays)  # type: ignore[arg-type]
+    (np.savez_compressed if compress else np.savez)(part, **arrays)  # type: ignore[arg-type]
     os.replace(part, path)
+
+
+def _write_states(out_dir: Path, problem_id: str, arrays: dict[str, np.ndarray]) -> None:
+    _write(states_path(out_dir, problem_id), arrays)
+    _write(answers_path(out_dir, problem_id), answer_arrays(arrays), compress=True)
 
 
 def _solution_record(completion: Completion, problem: Problem) -> dict[str, Any]:
@@ -109,7 +133,7 @@ def collect_layers(
         generator.reset()  # the same seed gives the same samples whatever ran before
         gen = generator.generate([MathDomain(problem).prompt(system)], k, sampled)
         completions = gen.completions[0]
-        _write_states(states_path(out_dir, problem.id), _arrays(completions, layers))
+        _write_states(out_dir, problem.id, _arrays(completions, layers))
         append_jsonl(
             samples,
             {
@@ -128,6 +152,19 @@ def collect_layers(
     return len(todo)
 
 
+def write_answers(out_dir: Path) -> int:
+    """The committed answer states of every problem whose states are here but whose answers
+    file is not (a collection made before they were kept). Returns how many were written."""
+    written = 0
+    for rec in read_jsonl(out_dir / "samples.jsonl"):
+        states, answers = states_path(out_dir, rec["id"]), answers_path(out_dir, rec["id"])
+        if states.exists() and not answers.exists():
+            with np.load(states) as z:
+                _write(answers, answer_arrays({k: z[k] for k in ("answer_mean", "final", "layers")}), compress=True)
+            written += 1
+    return written
+
+
 def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress: bool = True) -> int:
     """Write the states file of every stored problem that has none, by replaying its
     solutions' texts. Returns how many were rebuilt. The engine may run another model than
@@ -135,6 +172,7 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
     reader's, in the layers it reads (each states file records its layers)."""
     layers = list(generator.layers or ())
     records = read_jsonl(out_dir / "samples.jsonl")
+    write_answers(out_dir)
     missing = [r for r in records if not states_path(out_dir, r["id"]).exists()]
     # problems with both right and wrong solutions first: they are what teaches a ranking,
     # so a rebuild cut short still leaves the most useful states
@@ -145,7 +183,7 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
             raise LayerDataError(f"{rec['id']} was collected with layers {stored}, this engine reads {layers}")
         prompt = MathDomain(Problem(rec["id"], rec["question"])).prompt(system)
         replayed = [generator.replay(prompt, s["text"], s["finish_reason"])[0] for s in rec["solutions"]]
-        _write_states(states_path(out_dir, rec["id"]), _arrays(replayed, layers))
+        _write_states(out_dir, rec["id"], _arrays(replayed, layers))
     return len(missing)
 
 
@@ -168,5 +206,6 @@ def summary(out_dir: Path) -> dict[str, Any]:
         "generated_tokens": sum(r["compute"]["generated_tokens"] for r in records),
         "seconds": round(sum(r["compute"]["wall_time"] for r in records), 1),
         "with_states": sum(states_path(out_dir, r["id"]).exists() for r in records),
+        "with_answer_states": sum(answers_path(out_dir, r["id"]).exists() for r in records),
         "layers": records[0]["layers"] if records else None,
     }

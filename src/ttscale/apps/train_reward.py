@@ -31,7 +31,7 @@ from ..evaluation.quality import vote_shares
 from ..util.jsonl import read_jsonl
 from ..util.stats import auroc, problem_ci
 from ..verifiers.layer_reward import KINDS, LayerReward, layer_index, solution_vectors
-from .layer_data import states_path
+from .layer_data import answers_path, states_path
 
 
 class TrainRewardError(RuntimeError):
@@ -59,28 +59,34 @@ class Reader:
         return f"{self.kind} @ {','.join(map(str, self.layers))} (l2 {self.l2:g}, pca {self.components})"
 
 
-def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int]]:
-    """Every stored problem with a states file: its solutions' features, outcomes and vote
-    shares among the problem's own samples; and the layers the states hold."""
+def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int], tuple[str, ...]]:
+    """Every stored problem with states: its solutions' features, outcomes and vote shares
+    among the problem's own samples; the layers the states hold; and the readers they serve:
+    every kind when each problem has its full states (`states/`), only the answer-token
+    reader when some have only the committed answer states (`answers/`, a fresh checkout)."""
     records = read_jsonl(out_dir / "samples.jsonl")
-    problems, layers = [], None
+    problems, layers, full = [], None, True
     for rec in records:
         path = states_path(out_dir, rec["id"])
         if not path.exists():
-            continue
+            path, full = answers_path(out_dir, rec["id"]), False
+            if not path.exists():
+                continue
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
         layers = [int(x) for x in arrays["layers"]]
         sols = []
         for i, (s, share) in enumerate(zip(rec["solutions"], vote_shares(rec["solutions"]), strict=True)):
-            mine = arrays["step_solution"] == i
-            features = {k: arrays[k][mine] for k in ("step_last", "step_mean", "step_ends")}
-            features |= {k: arrays[k][i] for k in ("answer_mean", "answer_last", "final")}
+            features = {"answer_mean": arrays["answer_mean"][i]}
+            if "step_solution" in arrays:
+                mine = arrays["step_solution"] == i
+                features |= {k: arrays[k][mine] for k in ("step_last", "step_mean", "step_ends")}
+                features |= {k: arrays[k][i] for k in ("answer_last", "final")}
             sols.append(Solution(features, bool(s["correct"]), share))
         problems.append(sols)
     if not problems:
         raise TrainRewardError(f"no problem in {out_dir} has its states: run collect-layers (or --rebuild)")
-    return problems, layers or []
+    return problems, layers or [], KINDS if full else ("answer",)
 
 
 def within_auroc(
@@ -205,10 +211,10 @@ def combine_with_votes(
     return out
 
 
-def readers(layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0)) -> list[Reader]:
+def readers(layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0), kinds: Sequence[str] = KINDS) -> list[Reader]:
     """The grid: every reader on each layer alone and on all of them side by side."""
     sets = [(layer,) for layer in layers] + ([tuple(layers)] if len(layers) > 1 else [])
-    return [Reader(kind, chosen, l2) for kind in KINDS for chosen in sets for l2 in l2s]
+    return [Reader(kind, chosen, l2) for kind in kinds for chosen in sets for l2 in l2s]
 
 
 def train_reward(
@@ -221,14 +227,16 @@ def train_reward(
     progress: bool = True,
 ) -> tuple[LayerReward, dict[str, Any]]:
     """Choose, judge and refit the reward (module docstring); returns it and the report."""
-    problems, available = load_problems(out_dir)
+    problems, available, kinds = load_problems(out_dir)
+    if grid is not None and (unserved := sorted({r.kind for r in grid} - set(kinds))):
+        raise TrainRewardError(f"readers {unserved} need the full states: run collect-layers --rebuild")
     order = np.random.default_rng(seed).permutation(len(problems))
     n_val = max(1, int(len(problems) * val_fraction))
     val = [problems[i] for i in sorted(order[:n_val])]
     fit = [problems[i] for i in sorted(order[n_val:])]
     tried = []
     best: tuple[float, Reader, list[list[float]]] | None = None
-    for reader in grid if grid is not None else readers(available):
+    for reader in grid if grid is not None else readers(available, kinds=kinds):
         oof = out_of_fold(reader, fit, available, folds, seed)
         score, _ = within_auroc(oof, fit)
         tried.append({"reader": reader.label, "cv_auroc_within_problem": round(score, 4)})
@@ -258,6 +266,7 @@ def train_reward(
         "solutions": sum(map(len, problems)),
         "correct_share": round(float(np.mean([s.correct for p in problems for s in p])), 4),
         "layers": available,
+        "readers_served": list(kinds),  # the answer reader alone when only answers/ was here
         "seed": seed,
         "folds": folds,
         "chosen": chosen.label,

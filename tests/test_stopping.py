@@ -242,6 +242,21 @@ def test_deepconf_online_stops_unconfident_samples_while_they_are_generated():
         OpenAIGenerator(["http://127.0.0.1:9"], "m").generate([], 1, SamplingParams(confidence_floor=1.0))
 
 
+def test_deepconf_high_online_is_asked_for_on_the_command_line():
+    from ttscale.cli import build_parser
+    from ttscale.cli.commands import _search_options
+    from ttscale.strategies.catalogue import accepted_options
+
+    parse = build_parser().parse_args
+    given = _search_options(parse(["eval", "--strategy", "deepconf_online", "--deepconf-keep", "0.9"]))
+    assert given["keep"] == 0.9 and accepted_options("deepconf_online", given) == {"keep": 0.9}
+    assert "keep" not in accepted_options("beam_search", given)  # only the strategy that takes it
+    assert "keep" not in _search_options(parse(["eval"]))  # stored runs keep their keys
+    for bad in ("0", "1.5", "most"):
+        with pytest.raises(SystemExit):
+            parse(["eval", "--deepconf-keep", bad])
+
+
 def test_a_confidence_floor_is_checked_and_kept_out_of_old_records():
     assert "confidence_floor" not in SamplingParams().to_dict()  # stored runs keep their identity
     assert SamplingParams(confidence_floor=0.5).to_dict()["confidence_floor"] == 0.5

@@ -87,6 +87,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a share in (0, 1], not {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
+    return value
+
+
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
@@ -137,6 +147,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--confidence-gate",
         type=float,
         help="adaptive_confident: the weaker Beta probability at which a more self-certain leader stops (default 0.6)",
+    )
+    s.add_argument(
+        "--deepconf-keep",
+        type=_share,
+        help="deepconf_online: the top share of the warm-up's confidences a sample must reach to go on "
+        "(default 0.1, DeepConf-low; 0.9 is DeepConf-high)",
     )
     s.add_argument("--lookahead", type=int, default=0, help="greedy steps rolled out to score a candidate")
     s.add_argument("--max-iterations", type=int, default=20, help="steps at most")

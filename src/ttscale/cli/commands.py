@@ -115,6 +115,8 @@ def _search_options(args: argparse.Namespace) -> dict[str, Any]:
         options["policy"] = args.policy
     if args.refine_all_rounds:  # only when asked, so that the keys of stored runs stay as they were
         options["stop_on_repeat"] = False
+    if args.deepconf_keep is not None:  # likewise
+        options["keep"] = args.deepconf_keep
     return options
 
 

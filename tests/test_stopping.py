@@ -242,6 +242,30 @@ def test_deepconf_online_stops_unconfident_samples_while_they_are_generated():
         OpenAIGenerator(["http://127.0.0.1:9"], "m").generate([], 1, SamplingParams(confidence_floor=1.0))
 
 
+def test_deepconf_online_does_not_take_one_kept_sample_for_a_consensus():
+    from ttscale.strategies.deepconf import deepconf_online
+
+    def logprob(piece):  # the fake's certainty of a piece is -logprob
+        return {"hi": -5.0, "lo": -0.1, "mid": -4.0}.get(piece.strip(), -1.0)
+
+    def script(prompt, seed):
+        j = seed % 100
+        if seed // 1000 == 2:  # the warm-up: one confident sample among four
+            word, answer = [("hi ", 7), ("mid ", 9), ("lo ", 8), ("lo ", 8)][j]
+        else:
+            word, answer = ("hi ", 7) if j < 2 else ("lo ", 8)
+        return word * 40 + f"so $\\boxed{{{answer}}}$."
+
+    problem = Problem("p", "What is 3 plus 4?", gold="7")
+    spec = RunSpec(SamplingParams(seed=2))
+    alone = deepconf_online(problem, FakeGenerator(script, logprob=logprob), LogProbScorer(), 16, spec, min_votes=1)
+    assert len(alone.candidates) == 4 and alone.outcome["kept"] == 1  # the warm-up's best agreed with itself
+    r = deepconf_online(problem, FakeGenerator(script, logprob=logprob), LogProbScorer(), 16, spec)
+    assert r.answer == "7" and len(r.candidates) == 8 and r.outcome["kept"] == 3 and r.settings["min_votes"] == 2
+    with pytest.raises(ValueError, match="min_votes"):
+        deepconf_online(problem, FakeGenerator(script), LogProbScorer(), 16, spec, min_votes=0)
+
+
 def test_deepconf_high_online_is_asked_for_on_the_command_line():
     from ttscale.cli import build_parser
     from ttscale.cli.commands import _search_options

@@ -1,8 +1,14 @@
 """DeepConf online (Fu et al., 2025, "Deep Think with Confidence"): a few warm-up samples
 set a confidence floor; every later sample is watched while it is generated, and one whose
 confidence over its last 32 tokens falls below the floor is stopped there (its tokens are
-still charged). Sampling stops once the kept samples agree enough; the answer is the
-confidence-weighted vote of the kept ones.
+still charged). Sampling stops once at least `min_votes` kept samples agree enough; the
+answer is the confidence-weighted vote of the kept ones.
+
+Why `min_votes`: with a budget of 16 the warm-up is 4 (DeepConf's is 16 of 512), and at
+keep = 0.1 the floor sits near the best warm-up sample, so the warm-up usually keeps one
+sample, which "agrees" with itself. Judged on one vote, the consensus ended 96% of GSM8K-100
+problems right after the warm-up (measured: 4.1 samples per problem): the most confident
+of 4, not DeepConf. Two kept votes are the least that can agree.
 
 The floor is the warm-up samples' lowest group confidence at the (1 - keep) quantile: with
 keep = 0.1 (DeepConf-low) only a sample as confident as the warm-up's best tenth survives.
@@ -36,11 +42,14 @@ def deepconf_online(
     keep: float = 0.1,
     consensus: float = 0.95,
     round_size: int = 4,
+    min_votes: int = 2,
 ) -> Result:
     """n samples at most: `warmup` drawn whole, then rounds of `round_size` under the floor,
-    until the leading answer holds `consensus` of the kept samples' confidence."""
-    if not 0 < keep <= 1 or not 0 < consensus <= 1 or warmup < 1 or round_size < 1:
-        raise ValueError("deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1")
+    until `min_votes` or more kept samples' leading answer holds `consensus` of their confidence."""
+    if not 0 < keep <= 1 or not 0 < consensus <= 1 or warmup < 1 or round_size < 1 or min_votes < 1:
+        raise ValueError(
+            "deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1, min_votes >= 1"
+        )
     spec = spec or RunSpec()
     t0 = time.perf_counter()
     domain, sampled, compute = begin(problem, generator, n, spec)
@@ -50,7 +59,9 @@ def deepconf_online(
     warm = [c.confidence.get("lowest_group", 0.0) for c in candidates]
     floor = float(np.quantile(warm, 1 - keep)) if warm else 0.0
     rounds = 0
-    while len(candidates) < n and _agreement([candidates[i] for i in _kept(candidates, floor)], domain) < consensus:
+    while len(candidates) < n and not _agreed(
+        [candidates[i] for i in _kept(candidates, floor)], domain, consensus, min_votes
+    ):
         k = min(round_size, n - len(candidates))
         watched = replace(params, seed=round_seed(params.seed, rounds + 1), confidence_floor=floor)
         drawn, spent = draw(problem, generator, k, replace(sampled, params=watched))
@@ -67,6 +78,7 @@ def deepconf_online(
         "keep": keep,
         "consensus": consensus,
         "round_size": round_size,
+        "min_votes": min_votes,
         "scorer": scorer.name,
         "aggregation": spec.aggregation,
         "sampling": spec.params.to_dict(),
@@ -90,9 +102,15 @@ def _kept(candidates: list[Candidate], floor: float) -> set[int]:
     }
 
 
-def _agreement(kept: list[Candidate], domain: Any) -> float:
-    """The leading answer's share of the kept samples' confidence."""
+def _agreed(kept: list[Candidate], domain: Any, consensus: float, min_votes: int) -> bool:
+    """Whether at least `min_votes` kept samples have answered and their leading answer holds
+    `consensus` of their confidence."""
     done = [c for c in kept if c.answer is not None]
+    return len(done) >= min_votes and _agreement(done, domain) >= consensus
+
+
+def _agreement(done: list[Candidate], domain: Any) -> float:
+    """The leading answer's share of the answered kept samples' confidence."""
     if not done:
         return 0.0
     groups = domain.group([c.answer for c in done])

@@ -226,7 +226,7 @@ def test_deepconf_online_stops_unconfident_samples_while_they_are_generated():
 
     gen = FakeGenerator(script, logprob=logprob)
     problem = Problem("p", "What is 3 plus 4?", gold="7")
-    r = deepconf_online(problem, gen, LogProbScorer(), 12, RunSpec(SamplingParams(seed=2)), keep=0.5)
+    r = deepconf_online(problem, gen, LogProbScorer(), 12, RunSpec(SamplingParams(seed=2)), keep=0.5, round_size=4)
     assert r.answer == "7"
     floor = r.outcome["floor"]
     assert 0.1 < floor < 4.0  # between the warm-up's kept two and its unconfident two
@@ -258,10 +258,16 @@ def test_deepconf_online_does_not_take_one_kept_sample_for_a_consensus():
 
     problem = Problem("p", "What is 3 plus 4?", gold="7")
     spec = RunSpec(SamplingParams(seed=2))
-    alone = deepconf_online(problem, FakeGenerator(script, logprob=logprob), LogProbScorer(), 16, spec, min_votes=1)
+
+    def run(**options):
+        return deepconf_online(problem, FakeGenerator(script, logprob=logprob), LogProbScorer(), 16, spec, **options)
+
+    alone = run(min_votes=1, round_size=4)
     assert len(alone.candidates) == 4 and alone.outcome["kept"] == 1  # the warm-up's best agreed with itself
-    r = deepconf_online(problem, FakeGenerator(script, logprob=logprob), LogProbScorer(), 16, spec)
+    r = run(round_size=4)
     assert r.answer == "7" and len(r.candidates) == 8 and r.outcome["kept"] == 3 and r.settings["min_votes"] == 2
+    whole = run()  # by default the rest of the budget in one batch, as DeepConf's online script
+    assert whole.answer == "7" and len(whole.candidates) == 16 and whole.settings["round_size"] == 12
     with pytest.raises(ValueError, match="min_votes"):
         deepconf_online(problem, FakeGenerator(script), LogProbScorer(), 16, spec, min_votes=0)
 

@@ -4,6 +4,11 @@ confidence over its last 32 tokens falls below the floor is stopped there (its t
 still charged). Sampling stops once at least `min_votes` kept samples agree enough; the
 answer is the confidence-weighted vote of the kept ones.
 
+After the warm-up the rest of the budget is drawn in one batch by default, as DeepConf's
+online script does: an engine decodes a batch of 12 several times faster than three rounds
+of 4 (measured here: about 33 generated tokens per second in rounds of 4 against 108 in a
+batch of 16); smaller rounds (`round_size`) can stop sooner at the consensus.
+
 Why `min_votes`: with a budget of 16 the warm-up is 4 (DeepConf's is 16 of 512), and at
 keep = 0.1 the floor sits near the best warm-up sample, so the warm-up usually keeps one
 sample, which "agrees" with itself. Judged on one vote, the consensus ended 96% of GSM8K-100
@@ -41,11 +46,13 @@ def deepconf_online(
     warmup: int = 4,
     keep: float = 0.1,
     consensus: float = 0.95,
-    round_size: int = 4,
+    round_size: int | None = None,
     min_votes: int = 2,
 ) -> Result:
-    """n samples at most: `warmup` drawn whole, then rounds of `round_size` under the floor,
+    """n samples at most: `warmup` drawn whole, then rounds of `round_size` under the floor
+    (None: the rest of the budget in one batch, as DeepConf's online script draws them),
     until `min_votes` or more kept samples' leading answer holds `consensus` of their confidence."""
+    round_size = round_size or max(1, n - warmup)
     if not 0 < keep <= 1 or not 0 < consensus <= 1 or warmup < 1 or round_size < 1 or min_votes < 1:
         raise ValueError(
             "deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1, min_votes >= 1"

@@ -427,6 +427,27 @@ def test_merge_into_one_of_the_shards_keeps_its_views_and_gains_the_others_searc
         merge_runs(tmp_path / "later", [tmp_path / "pool"])
 
 
+def test_a_pools_only_copy_holds_the_pools_and_folds_back_with_what_ran_in_it(tmp_path, fake_factory):
+    from ttscale.evaluation import merge_runs
+
+    ds = write_dataset(tmp_path / "d.jsonl", n=3)
+    c = {"loads": 0}
+    searched = {"strategies": ("majority", "beam_search"), "search": {"beam_width": 2}}
+    run_eval(cfg_for(ds, **searched), doubling_generator(fake_factory, c), tmp_path / "run", progress=False, n_boot=5)
+    r = merge_runs(tmp_path / "copy", [tmp_path / "run"], pools_only=True)
+    assert (r.records, r.duplicates, r.missing) == (3, [], [])
+    copied = [json.loads(line) for line in (tmp_path / "copy" / "samples.jsonl").read_text().splitlines()]
+    assert all(rec.get("kind") is None for rec in copied) and not (tmp_path / "copy" / "traces.jsonl").exists()
+    # a verifier added in the copy folds back into the run, its searches kept
+    run_eval(
+        cfg_for(ds, scorer="judge"), doubling_generator(fake_factory, c), tmp_path / "copy", progress=False, n_boot=5
+    )
+    r = merge_runs(tmp_path / "run", [tmp_path / "run", tmp_path / "copy"])
+    assert (r.records, r.duplicates) == (6, [])  # 3 pools, now judged, and 3 searches
+    with pytest.raises(EvalError, match="new directory"):
+        merge_runs(tmp_path / "run", [tmp_path / "run"], pools_only=True)
+
+
 def test_merge_folds_a_rescored_copy_of_a_run_into_it(tmp_path, fake_factory):
     import shutil
 

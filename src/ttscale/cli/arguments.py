@@ -448,6 +448,12 @@ def merge_parser(sub: Any, fmt: Any) -> None:
         action="store_true",
         help="declare that shards sampled by different engines (llama.cpp, vLLM, ...) served the same weights",
     )
+    me.add_argument(
+        "--pools-only",
+        action="store_true",
+        help="copy only the pools, into a new directory: a scratch copy to rescore or to run a live strategy beside "
+        "them (merge it back into the run afterwards)",
+    )
 
 
 def models_parser(sub: Any, fmt: Any) -> None:

@@ -370,7 +370,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def merge_command(args: argparse.Namespace) -> int:
     try:
-        r = merge_runs(args.output, args.shards, same_model=args.same_model)
+        r = merge_runs(args.output, args.shards, same_model=args.same_model, pools_only=args.pools_only)
     except EvalError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
         return 2

@@ -287,13 +287,17 @@ def _earlier_merges(out_dir: Path, in_place: bool) -> list[str]:
     return list(json.loads((out_dir / "config.json").read_text()).get("merged_from") or [])
 
 
-def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = False) -> MergeReport:
+def merge_runs(
+    out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = False, pools_only: bool = False
+) -> MergeReport:
     """Combine shard run directories into one (their records and search traces). Refuses
     shards run with other settings, and shards sampled by other engines (the embedded
     llama.cpp, a server, another server's model) unless `same_model` declares that they
     serve the same weights; reports duplicated work (kept once) and problems of the covered
     slice no shard finished. The output is a new directory, or one of the shards (merging
-    the others into it in place, under its lock: its views stay where they are)."""
+    the others into it in place, under its lock: its views stay where they are).
+    pools_only: keep the pools alone, into a new directory: a scratch copy of a committed
+    run in which to rescore its samples or run a live strategy beside them, folded back later."""
     metas = _shard_metas(shard_dirs)
     engines = _shard_engines(shard_dirs, metas, same_model)
     levels = tuple(metas[0].get("levels") or ())
@@ -303,12 +307,17 @@ def merge_runs(out_dir: Path, shard_dirs: Sequence[Path], same_model: bool = Fal
     ends = [None if m.get("limit") is None else m.get("start", 0) + m["limit"] for m in metas]
     limit = None if None in ends else max(e for e in ends if e is not None) - start
     in_place = any(out_dir.resolve() == d.resolve() for d in shard_dirs)
+    if in_place and pools_only:
+        raise EvalError("a pools-only copy goes into a new directory: in place it would drop the run's searches")
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "samples.jsonl").exists() and not in_place:
         raise EvalError(f"{out_dir} already holds samples; merge into a new directory or into one of the shards")
     held = lock(out_dir / ".lock") if in_place else None
     try:
         records, traces, duplicates = _merged_lines(shard_dirs)
+        if pools_only:
+            records = {k: line for k, line in records.items() if RecordKey.parse(k).kind == "pool"}
+            traces = {}
         # written aside and renamed, so a merge in place that dies leaves the shard as it was
         for name, lines in (("traces.jsonl", traces), ("samples.jsonl", records)):
             if lines:

@@ -52,7 +52,8 @@ def deepconf_online(
     """n samples at most: `warmup` drawn whole, then rounds of `round_size` under the floor
     (None: the rest of the budget in one batch, as DeepConf's online script draws them),
     until `min_votes` or more kept samples' leading answer holds `consensus` of their confidence."""
-    round_size = round_size or max(1, n - warmup)
+    if round_size is None:
+        round_size = max(1, n - warmup)
     if not 0 < keep <= 1 or not 0 < consensus <= 1 or warmup < 1 or round_size < 1 or min_votes < 1:
         raise ValueError(
             "deepconf_online needs 0 < keep <= 1, 0 < consensus <= 1, warmup >= 1, round_size >= 1, min_votes >= 1"

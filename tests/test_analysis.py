@@ -195,18 +195,18 @@ def test_paired_differences_see_what_overlapping_intervals_hide():
 
 
 @pytest.mark.parametrize(
-    ("tokens", "baseline_n"),
+    ("tokens", "baseline_ns"),
     [
-        (1000.0, 4),  # exactly majority@4's tokens
-        (1001.0, 8),  # a token more: majority@4 would be given less, so @8
-        (1100.0, 8),
-        (2000.0 * 0.85, 8),  # 15% under majority@8, at N=16: paired with @8
-        (3000.0, 16),
-        (100.0, 1),
-        (9000.0, None),  # more than majority's largest budget: no matched pairing
+        (1000.0, [4]),  # exactly majority@4's tokens: one pairing
+        (1001.0, [8, 4]),  # a token more: majority@4 would be given less, so @8 above and @4 below
+        (1100.0, [8, 4]),
+        (2000.0 * 0.85, [8, 4]),  # 15% under majority@8, at N=16: between @8 and @4
+        (3000.0, [16, 8]),
+        (100.0, [1]),  # less than majority's smallest budget: nothing below
+        (9000.0, [16]),  # more than majority's largest budget: nothing above
     ],
 )
-def test_matched_tokens_give_majority_at_least_as_many_tokens(tokens, baseline_n):
+def test_matched_tokens_set_majority_just_above_and_just_below_a_strategys_tokens(tokens, baseline_ns):
     from ttscale.evaluation.curves import CurvePoint, matched_token_differences
     from ttscale.evaluation.tables import paired_table
 
@@ -216,14 +216,14 @@ def test_matched_tokens_give_majority_at_least_as_many_tokens(tokens, baseline_n
     mine = rng.uniform(0, 1, 50)
     points.append(CurvePoint("early_stop", 16, mine.mean(), 0, 1, tokens, per_problem=mine))
     rows = matched_token_differences(points)
-    if baseline_n is None:
-        assert rows == []
-        return
-    (row,) = rows
-    assert row["strategy"] == "early_stop" and row["n"] == 16 and row["baseline_n"] == baseline_n
-    assert row["difference"] == pytest.approx((mine - hits[baseline_n]).mean())
-    assert row["token_ratio"] == pytest.approx(tokens / (250.0 * baseline_n))
-    assert f"| early_stop | 16 | {baseline_n} |" in paired_table([row])
+    assert [r["baseline_n"] for r in rows] == baseline_ns
+    for row, n in zip(rows, baseline_ns, strict=True):
+        assert row["strategy"] == "early_stop" and row["n"] == 16
+        assert row["difference"] == pytest.approx((mine - hits[n]).mean())
+        assert row["token_ratio"] == pytest.approx(tokens / (250.0 * n))
+        assert f"| early_stop | 16 | {n} |" in paired_table([row])
+    # majority above is never given fewer tokens, majority below never more
+    assert all((r["token_ratio"] <= 1.0) == (250.0 * r["baseline_n"] >= tokens) for r in rows)
 
 
 def test_matched_tokens_leave_out_what_spends_as_majority_does():
@@ -278,3 +278,45 @@ def test_a_rescore_marks_a_replay_that_live_sampling_would_not_pay(monkeypatch, 
     spent = out["rescored"]["layers@0123456789ab"]
     assert spent["verifier_tokens"] == 9 and spent.get("free_when_live", False) is free
     assert out["candidates"][0]["scores"] == {"logprob": [-1.0], "layers@0123456789ab": [0.5]}
+
+
+def test_a_rescore_stores_what_one_reading_gives_two_verifiers_and_counts_the_pass_once(monkeypatch):
+    """A judge probe's pass also yields the judge's P(Yes): both are stored, each charged the
+    whole pass in its own curve, and the run's total counts the pass once."""
+    from types import SimpleNamespace
+
+    from ttscale.core import Compute, Problem
+    from ttscale.engines.fake import FakeGenerator
+    from ttscale.evaluation import run
+    from ttscale.evaluation.curves import pool_from_record
+    from ttscale.evaluation.summary import pool_compute
+
+    class Reading:
+        name = "layers@0123456789ab"
+        free_when_live = False
+
+        def __init__(self):
+            self.side_scores = {}
+
+        def score(self, problem, candidates):
+            self.side_scores = {"outcome_judge:big": [[0.9] for _ in candidates]}
+            return [[0.25] for _ in candidates], Compute(verifier_tokens=7, flops=70.0, wall_time=2.0)
+
+    monkeypatch.setattr(run, "make_scorer", lambda *args, **kwargs: Reading())
+    stored = {"text": "x", "steps": [{"text": "x", "n_tokens": 1}], "answer": "1", "scores": {"logprob": [-1.0]}}
+    out = run.rescore_pool(
+        {"id": "p", "candidates": [stored, dict(stored)], "compute": {"generated_tokens": 3, "flops": 5.0}},
+        Problem("p", "q"),
+        FakeGenerator(lambda p, s: "x"),
+        SimpleNamespace(scorer="x", system_prompt=None),
+    )
+    assert [c["scores"] for c in out["candidates"]] == [
+        {"logprob": [-1.0], "layers@0123456789ab": [0.25], "outcome_judge:big": [0.9]}
+    ] * 2
+    probe, judge = out["rescored"]["layers@0123456789ab"], out["rescored"]["outcome_judge:big"]
+    assert probe["verifier_tokens"] == judge["verifier_tokens"] == 7 and judge["read_by"] == "layers@0123456789ab"
+    assert "read_by" not in probe
+    for name in ("layers@0123456789ab", "outcome_judge:big"):  # each curve is charged the whole pass
+        assert pool_from_record(out, name, "last").flops == pytest.approx(75.0)
+    total = pool_compute(out)
+    assert (total.verifier_tokens, total.flops, total.generated_tokens) == (7, 75.0, 3)

@@ -21,6 +21,7 @@ from ttscale.apps.train_reward import (
 from ttscale.core import Candidate, Problem, Step
 from ttscale.verifiers.layer_reward import (
     KINDS,
+    SOLUTION_KINDS,
     LayerReward,
     LayerRewardError,
     LayerRewardScorer,
@@ -61,15 +62,20 @@ def features(rng, right: bool, steps: int = 3, signal: float = 2.0, answer: bool
         ("answer", False, (1, 2 * WIDTH)),  # no box: the last token stands in
         ("gated_last", True, (3, 2 * WIDTH)),
         ("gated_mean", True, (3, 2 * WIDTH)),
+        ("judge", True, (1, 2 * WIDTH)),  # a judge's states where it answers
     ],
 )
 def test_each_reader_reads_the_chosen_layers_side_by_side(kind, answer, shape):
+    assert kind in KINDS
     f = features(np.random.default_rng(0), True, answer=answer)
+    f["judge"] = f["final"] + 1.0
     rows = layer_index(LAYERS, (20, 23))
     got = solution_vectors(kind, f, rows)
     assert got.shape == shape and np.isfinite(got).all()
     if kind == "answer" and not answer:
         assert np.array_equal(got, solution_vectors("final", f, rows))
+    if kind == "judge":
+        assert np.allclose(got, solution_vectors("final", f, rows) + 1.0, atol=0.01)
 
 
 def test_a_reader_asking_for_a_layer_the_states_lack_says_which():
@@ -170,7 +176,7 @@ def write_collection(tmp_path, rng, n_problems: int = 30, k: int = 8):
 def test_loading_a_collection_splits_each_problem_back_into_its_solutions(tmp_path):
     out = write_collection(tmp_path, np.random.default_rng(5), n_problems=3)
     problems, layers, kinds = load_problems(out)
-    assert layers == LAYERS and len(problems) == 3 and kinds == KINDS and all(len(p) == 8 for p in problems)
+    assert layers == LAYERS and len(problems) == 3 and kinds == SOLUTION_KINDS and all(len(p) == 8 for p in problems)
     first = problems[0][0]
     assert first.features["step_last"].shape == (3, 3, WIDTH) and first.features["final"].shape == (3, WIDTH)
     assert first.correct and first.vote_share == pytest.approx(sum(s.correct for s in problems[0]) / 8)
@@ -193,7 +199,7 @@ def test_the_committed_answer_states_train_the_answer_reader_without_the_full_st
     assert kinds == ("answer",) and layers == LAYERS and set(problems[0][0].features) == {"answer_mean"}
     _, from_answers = train_reward(out, "sha", grid=grid, progress=False)
     assert from_answers["validation"] == with_states["validation"]  # the same numbers, nothing replayed
-    assert from_answers["readers_served"] == ["answer"] and with_states["readers_served"] == list(KINDS)
+    assert from_answers["readers_served"] == ["answer"] and with_states["readers_served"] == list(SOLUTION_KINDS)
     assert all(t["reader"].startswith("answer") for t in train_reward(out, "sha", progress=False)[1]["tried"])
     with pytest.raises(TrainRewardError, match="--rebuild"):
         train_reward(out, "sha", grid=[Reader("final", (20,), 10.0)], progress=False)

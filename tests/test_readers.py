@@ -137,3 +137,127 @@ def test_a_second_real_model_judges_whole_solutions_at_its_own_size(monkeypatch)
         assert compute.flops == pytest.approx(2.0 * judge.n_params * compute.verifier_tokens, rel=1e-6)
     finally:
         readers.close_readers()
+
+
+class JudgingFake(FakeGenerator):
+    """A judge with layers: its states where it answers carry, along unit 0, whether the
+    solution it is shown ends in 7 (the right answer in these tests), plus noise."""
+
+    name = "judger"
+    layers = (3, 5)
+    width = 4
+
+    def read_next_token(self, prompts, tokens, states=False):
+        logprobs, compute = self.next_token_logprobs(prompts, tokens)
+        rows = []
+        for p in prompts:
+            user = dict(p.messages)["user"]
+            rng = np.random.default_rng(abs(hash(user)) % 2**32)
+            x = rng.normal(size=(len(self.layers), self.width))
+            x[1, 0] += 2.0 if "= 7" in user else -2.0
+            rows.append(x)
+        return logprobs, np.array(rows, np.float32) if states else None, compute
+
+
+def test_a_judge_probe_reads_the_judge_where_it_answers_and_keeps_its_p_yes_from_the_same_pass():
+    from ttscale.verifiers.layer_reward import LayerReward, LayerRewardScorer
+
+    engine = JudgingFake(lambda p, s: "x")
+    w = np.zeros(JudgingFake.width)
+    w[0] = 1.0
+    reward = LayerReward("judge", (5,), np.zeros(4), np.ones(4), None, w, 0.0)
+    scorer = LayerRewardScorer(reward, engine, live=True)
+    assert not scorer.live and not scorer.free_when_live  # its input is never the sampling pass's
+    problem = Problem("p", "What is 3 + 4?")
+    cands = [candidate("3 + 4 = 7"), candidate("3 + 4 = 8"), candidate("3 + 4 = 7")]
+    cands[0].layer_features = {"never": "read"}
+    scores, compute = scorer.score(problem, cands)
+    assert scores[0] == scores[2] and scores[0][0] > 0.5 > scores[1][0]
+    alone, judged = OutcomeJudgeScorer(engine, "outcome_judge:judger").score(problem, cands)
+    assert scorer.side_scores == {"outcome_judge:judger": alone}  # the judge's P(Yes), not read twice
+    assert compute.verifier_tokens == judged.verifier_tokens > 0 and compute.flops >= judged.flops
+
+
+def test_a_judge_probe_is_trained_on_a_judges_readings_of_a_collection_and_set_beside_its_p_yes(tmp_path):
+    import json
+
+    from ttscale.apps.layer_data import judge_path, read_judgements, summary
+    from ttscale.apps.train_reward import TrainRewardError, load_problems, train_reward
+
+    out = tmp_path / "collection"
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for p in range(30):
+        right = rng.random(8) < 0.5
+        right[0], right[1] = True, False
+        sols = [
+            {"text": f"so {p} = {7 if r else 10 + i}", "answer": "7" if r else str(10 + i), "correct": bool(r)}
+            for i, r in enumerate(right)
+        ]
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"q{p}",
+                    "question": f"question {p}",
+                    "solutions": sols,
+                    "layers": [12],
+                    "compute": {"generated_tokens": 0, "wall_time": 0.0},
+                }
+            )
+        )
+    (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TrainRewardError, match="--judge"):
+        load_problems(out, "judger")
+    engine = JudgingFake(lambda p, s: "x")
+    assert read_judgements(engine, out, progress=False) == 30
+    assert read_judgements(engine, out, progress=False) == 0  # resumes: nothing left
+    with np.load(judge_path(out, "q0", "judger")) as z:
+        assert z["judge"].shape == (8, 2, 4) and z["judge"].dtype == np.float16 and z["layers"].tolist() == [3, 5]
+        assert z["p_yes"].shape == (8,) and int(z["verifier_tokens"]) > 0
+    assert summary(out)["with_judge_states"] == {"judger": 30}
+    problems, layers, kinds = load_problems(out, "judger")
+    assert kinds == ("judge",) and layers == [3, 5] and len(problems) == 30
+    reward, report = train_reward(out, "sha", progress=False, judge="judger")
+    assert reward.kind == "judge" and report["judge"] == "judger"
+    assert all(t["reader"].startswith("judge") for t in report["tried"])
+    v = report["validation"]
+    assert v["reward"]["auroc_within_problem"] > 0.9  # layer 5 knows
+    assert set(v) == {"reward", "vote_share", "reward+vote_share", "judge_p_yes"}
+
+
+@pytest.mark.integration
+def test_a_real_judge_reads_its_states_where_it_answers_in_the_pass_that_gives_its_p_yes():
+    """On the real model: the judge's layer states at the token where it answers come from
+    the prefill that gives its P(Yes) (the same P(Yes) as without them), one row per prompt
+    whether judged alone or beside another, and a judge probe over them keeps that P(Yes) as
+    the outcome judge's score."""
+    from ttscale.engines.llamacpp import LlamaCppGenerator
+    from ttscale.verifiers.judge import read_judgement
+    from ttscale.verifiers.layer_reward import LayerReward, LayerRewardScorer
+
+    problem = Problem("p", "Tom has 3 red balls and 4 blue balls. How many balls does he have?")
+    texts = ["He has 3 + 4 = 7 balls.\n\nThe answer is \\boxed{7}.", "He has 3 * 4 = 12.\n\nSo \\boxed{12}."]
+    prompts = [outcome_prompt(problem.question, t) for t in texts]
+    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=(12, -1))
+    try:
+        plain, _ = gen.next_token_logprobs(prompts, ["Yes", "No"])
+        gen.reset()
+        yes, states, spent = read_judgement(gen, prompts)
+        gen.reset()
+        _, alone, _ = read_judgement(gen, prompts[1:])
+        width = states.shape[2]
+        w = np.random.default_rng(0).normal(size=width) / np.sqrt(width)
+        reward = LayerReward("judge", (23,), np.zeros(width), np.full(width, np.sqrt((states**2).mean())), None, w, 0.0)
+        gen.reset()
+        scorer = LayerRewardScorer(reward, gen)
+        scores, cost = scorer.score(problem, [candidate(t) for t in texts])
+    finally:
+        gen.close()
+    assert states.shape == (2, 2, gen.n_embd) and np.isfinite(states).all()
+    assert yes == pytest.approx([1.0 / (1.0 + np.exp(n - y)) for y, n in plain], abs=0.01)
+    assert np.abs(alone[0] - states[1]).max() <= 0.02 * np.abs(states[1]).max()
+    assert not np.allclose(states[0], states[1])  # each prompt its own row
+    assert spent.verifier_tokens > 0 and cost.verifier_tokens == spent.verifier_tokens
+    assert [s[0] for s in scorer.side_scores["outcome_judge:qwen2.5-coder-0.5b"]] == pytest.approx(yes, abs=1e-6)
+    assert all(0.0 < s[0] < 1.0 for s in scores)

@@ -186,11 +186,15 @@ def test_an_old_pool_gets_real_token_confidences_by_replay_only_when_it_is_resco
     live = Candidate("abcd", steps, answer="1", confidence={"lowest_group": 0.5, "tail": 3.0, "mean": 2.5})
     problem = Problem("p", "q")
     engine = _Replaying()
-    scores, spent = make_scorer("conf_group", engine, stored=True).score(problem, [stored, live])
+    group = make_scorer("conf_group", engine, stored=True)
+    scores, spent = group.score(problem, [stored, live])
     assert scores == [[3.0], [0.5]] and engine.replayed == ["abc"]  # the live sample's own are kept
+    # the same replay measures the tail confidence too: a rescore stores it, nothing replayed again
+    tail = make_scorer("conf_tail", engine, stored=True)
+    assert group.side_scores == {"conf_tail": tail.score(problem, [stored, live])[0]} and engine.replayed == ["abc"] * 2
     assert spent.verifier_tokens == 3 and spent.flops == 6.0 and spent.generated_tokens == 0
     # scoring live samples or a search's nodes: read at step level, no replay (it would cost a node's prefill)
-    assert make_scorer("conf_group", engine).score(problem, [stored])[0] == [[1.0]] and engine.replayed == ["abc"]
+    assert make_scorer("conf_group", engine).score(problem, [stored])[0] == [[1.0]] and engine.replayed == ["abc"] * 2
     # an engine that cannot replay (a server): step level, nothing charged
     scores, spent = make_scorer("conf_tail", object(), stored=True).score(problem, [stored])
     assert scores == [[1.0]] and spent.verifier_tokens == 0

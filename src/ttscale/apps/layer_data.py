@@ -12,6 +12,10 @@ What the exact-answer probe reads goes to `answers/` as well, small enough to co
 float16 (its last token's where it boxes no answer). A fresh checkout can therefore train
 the answer-token reader without replaying anything; the other readers need `states/`.
 
+A judge probe's data is another reading of the same stored solutions (`read_judgements`):
+a model, the policy or a larger one, asked as the outcome judge asks whether each solution
+is right; its P(Yes) and its states where it answers go to `judge-MODEL/` (committed).
+
 A problem is done when its line is in `samples.jsonl`; its states files are written first
 (then renamed into place), so a kill loses at most the problem in flight. On a machine
 where `states/` is missing (a fresh checkout), `rebuild` replays the stored texts for
@@ -38,6 +42,7 @@ from ..tasks.domain import MATH, MathDomain
 from ..tasks.layer_features import answer_tokens, completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..util.jsonl import append_jsonl, read_jsonl
+from ..verifiers.judge import outcome_prompt, read_judgement
 
 
 class LayerDataError(RuntimeError):
@@ -63,6 +68,10 @@ def states_path(out_dir: Path, problem_id: str, kind: str = "states") -> Path:
 
 def answers_path(out_dir: Path, problem_id: str) -> Path:
     return states_path(out_dir, problem_id, "answers")
+
+
+def judge_path(out_dir: Path, problem_id: str, model: str) -> Path:
+    return states_path(out_dir, problem_id, f"judge-{model}")
 
 
 def answer_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -187,6 +196,37 @@ def rebuild(generator: Any, out_dir: Path, system: str = SYSTEM_PROMPT, progress
     return len(missing)
 
 
+def read_judgements(engine: Any, out_dir: Path, progress: bool = True) -> int:
+    """Every stored solution read by `engine` (an engine with layers) as the outcome judge
+    reads it, for a judge probe (`layer_reward`, the "judge" reader): per problem, in
+    `judge-MODEL/`, the judge's P(Yes) and its layers' states where it answers, float16
+    (about 100 KB a problem for a 1,536-wide model at 4 layers: committed), and what the
+    reading cost. Resumes; problems with both right and wrong solutions first, as `rebuild`."""
+    layers = list(engine.layers or ())
+    if not layers:
+        raise LayerDataError("a judge probe's data is read from layers: start the engine with layers")
+    records = read_jsonl(out_dir / "samples.jsonl")
+    missing = [r for r in records if not judge_path(out_dir, r["id"], engine.name).exists()]
+    missing.sort(key=lambda r: not _has_both(r))
+    for rec in tqdm(missing, desc="judging", unit="problem", disable=not progress):
+        prompts = [outcome_prompt(rec["question"], s["text"]) for s in rec["solutions"]]
+        yes, states, spent = read_judgement(engine, prompts)
+        arrays: dict[str, np.ndarray] = {
+            "judge": states.astype(np.float16),
+            "p_yes": np.asarray(yes, dtype=np.float64),
+            "layers": np.asarray(layers, dtype=np.int32),
+            "verifier_tokens": np.asarray(spent.verifier_tokens),
+            "wall_time": np.asarray(spent.wall_time),
+        }
+        _write(judge_path(out_dir, rec["id"], engine.name), arrays, compress=True)
+    return len(missing)
+
+
+def _judges(out_dir: Path) -> list[str]:
+    """The models whose judgements this collection holds (`read_judgements`)."""
+    return [d.name.removeprefix("judge-") for d in sorted(out_dir.glob("judge-*")) if d.is_dir()]
+
+
 def _has_both(record: dict[str, Any]) -> bool:
     right = sum(s["correct"] for s in record["solutions"])
     return 0 < right < len(record["solutions"])
@@ -207,5 +247,8 @@ def summary(out_dir: Path) -> dict[str, Any]:
         "seconds": round(sum(r["compute"]["wall_time"] for r in records), 1),
         "with_states": sum(states_path(out_dir, r["id"]).exists() for r in records),
         "with_answer_states": sum(answers_path(out_dir, r["id"]).exists() for r in records),
+        "with_judge_states": {
+            model: sum(judge_path(out_dir, r["id"], model).exists() for r in records) for model in _judges(out_dir)
+        },
         "layers": records[0]["layers"] if records else None,
     }

@@ -30,8 +30,8 @@ import numpy as np
 from ..evaluation.quality import vote_shares
 from ..util.jsonl import read_jsonl
 from ..util.stats import auroc, problem_ci
-from ..verifiers.layer_reward import KINDS, LayerReward, layer_index, solution_vectors
-from .layer_data import answers_path, states_path
+from ..verifiers.layer_reward import SOLUTION_KINDS, LayerReward, layer_index, solution_vectors
+from .layer_data import answers_path, judge_path, states_path
 
 
 class TrainRewardError(RuntimeError):
@@ -43,6 +43,7 @@ class Solution:
     features: dict[str, np.ndarray]
     correct: bool
     vote_share: float
+    p_yes: float | None = None  # the judge's own P(Yes), in a judge probe's data
 
 
 @dataclass
@@ -59,12 +60,16 @@ class Reader:
         return f"{self.kind} @ {','.join(map(str, self.layers))} (l2 {self.l2:g}, pca {self.components})"
 
 
-def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int], tuple[str, ...]]:
+def load_problems(out_dir: Path, judge: str | None = None) -> tuple[list[list[Solution]], list[int], tuple[str, ...]]:
     """Every stored problem with states: its solutions' features, outcomes and vote shares
     among the problem's own samples; the layers the states hold; and the readers they serve:
     every kind when each problem has its full states (`states/`), only the answer-token
-    reader when some have only the committed answer states (`answers/`, a fresh checkout)."""
+    reader when some have only the committed answer states (`answers/`, a fresh checkout).
+    judge: a model's reading as the outcome judge instead (`judge-MODEL/`), for the judge
+    probe alone."""
     records = read_jsonl(out_dir / "samples.jsonl")
+    if judge is not None:
+        return _load_judgements(out_dir, records, judge)
     problems, layers, full = [], None, True
     for rec in records:
         path = states_path(out_dir, rec["id"])
@@ -86,7 +91,29 @@ def load_problems(out_dir: Path) -> tuple[list[list[Solution]], list[int], tuple
         problems.append(sols)
     if not problems:
         raise TrainRewardError(f"no problem in {out_dir} has its states: run collect-layers (or --rebuild)")
-    return problems, layers or [], KINDS if full else ("answer",)
+    return problems, layers or [], SOLUTION_KINDS if full else ("answer",)
+
+
+def _load_judgements(
+    out_dir: Path, records: Sequence[dict[str, Any]], judge: str
+) -> tuple[list[list[Solution]], list[int], tuple[str, ...]]:
+    problems, layers = [], None
+    for rec in records:
+        path = judge_path(out_dir, rec["id"], judge)
+        if not path.exists():
+            continue
+        with np.load(path) as z:
+            states, p_yes, layers = z["judge"], z["p_yes"], [int(x) for x in z["layers"]]
+        shares = vote_shares(rec["solutions"])
+        problems.append(
+            [
+                Solution({"judge": states[i]}, bool(s["correct"]), share, float(p_yes[i]))
+                for i, (s, share) in enumerate(zip(rec["solutions"], shares, strict=True))
+            ]
+        )
+    if not problems:
+        raise TrainRewardError(f"no problem in {out_dir} has {judge}'s judgements: run collect-layers --judge")
+    return problems, layers or [], ("judge",)
 
 
 def within_auroc(
@@ -119,7 +146,7 @@ def fit_reader(
     standardised = (stacked - mean) / scale
     k = min(reader.components, stacked.shape[1], len(stacked) - 1)
     projection = PCA(n_components=k, random_state=0).fit(standardised).components_.T
-    if reader.kind in ("final", "answer"):
+    if reader.kind in ("final", "answer", "judge"):
         from sklearn.linear_model import LogisticRegression
 
         x = standardised @ projection
@@ -211,7 +238,9 @@ def combine_with_votes(
     return out
 
 
-def readers(layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0), kinds: Sequence[str] = KINDS) -> list[Reader]:
+def readers(
+    layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0), kinds: Sequence[str] = SOLUTION_KINDS
+) -> list[Reader]:
     """The grid: every reader on each layer alone and on all of them side by side."""
     sets = [(layer,) for layer in layers] + ([tuple(layers)] if len(layers) > 1 else [])
     return [Reader(kind, chosen, l2) for kind in kinds for chosen in sets for l2 in l2s]
@@ -225,9 +254,11 @@ def train_reward(
     seed: int = 0,
     grid: Sequence[Reader] | None = None,
     progress: bool = True,
+    judge: str | None = None,
 ) -> tuple[LayerReward, dict[str, Any]]:
-    """Choose, judge and refit the reward (module docstring); returns it and the report."""
-    problems, available, kinds = load_problems(out_dir)
+    """Choose, judge and refit the reward (module docstring); returns it and the report.
+    judge: train the judge probe on that model's judgements (`load_problems`)."""
+    problems, available, kinds = load_problems(out_dir, judge)
     if grid is not None and (unserved := sorted({r.kind for r in grid} - set(kinds))):
         raise TrainRewardError(f"readers {unserved} need the full states: run collect-layers --rebuild")
     order = np.random.default_rng(seed).permutation(len(problems))
@@ -257,6 +288,8 @@ def train_reward(
         return {"auroc_within_problem": round(mean, 4), "ci": [round(lo, 4), round(hi, 4)], "auroc": round(pooled, 4)}
 
     votes = [[s.vote_share for s in p] for p in val]
+    # a judge probe is also judged against the judge's own answer, read in the same pass
+    judge_rows = {"judge_p_yes": judged([[s.p_yes or 0.0 for s in p] for p in val])} if judge else {}
     report = {
         "collection": str(out_dir),
         "problems": len(problems),
@@ -267,6 +300,7 @@ def train_reward(
         "correct_share": round(float(np.mean([s.correct for p in problems for s in p])), 4),
         "layers": available,
         "readers_served": list(kinds),  # the answer reader alone when only answers/ was here
+        "judge": judge,
         "seed": seed,
         "folds": folds,
         "chosen": chosen.label,
@@ -275,6 +309,7 @@ def train_reward(
             "reward": judged(val_logits),
             "vote_share": judged(votes),
             "reward+vote_share": judged(combined),
+            **judge_rows,
         },
         "tried": tried,
     }

@@ -368,6 +368,12 @@ def collect_layers_parser(sub: Any, fmt: Any) -> None:
     )
     cl.add_argument("--output", type=Path, required=True, help="the data directory (samples.jsonl, states/)")
     cl.add_argument("--rebuild", action="store_true", help="only replay stored solutions whose states are missing")
+    cl.add_argument(
+        "--judge",
+        action="store_true",
+        help="only read the stored solutions through --model as the outcome judge does, keeping its P(Yes) and its "
+        "layers' states where it answers (judge-MODEL/: a judge probe's data)",
+    )
     cl.add_argument("--model", default=DEFAULT_MODEL, help="a registered model")
     cl.add_argument("--max-tokens", type=_positive, default=512)
     _add_threads(cl)
@@ -383,6 +389,9 @@ def train_reward_parser(sub: Any, fmt: Any) -> None:
     tr.add_argument("--output", type=Path, required=True, help="the reward file to write (.npz)")
     tr.add_argument("--report", type=Path, help="where the report goes (default: DATA/reward.md and .json)")
     tr.add_argument("--model", default=DEFAULT_MODEL, help="the registered model the states are of")
+    tr.add_argument(
+        "--judge", action="store_true", help="train the judge probe on --model's judgements (collect-layers --judge)"
+    )
     tr.add_argument("--val-fraction", type=float, default=0.2, help="problems held out to judge the chosen reader")
     tr.add_argument("--folds", type=_positive, default=4, help="cross-validation folds that choose the reader")
     tr.add_argument("--seed", type=int, default=0)

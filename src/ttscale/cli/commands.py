@@ -28,7 +28,7 @@ from ..apps.bench import (
 )
 from ..apps.bench_serve import Load, bench_serve, format_serve
 from ..apps.http import serve
-from ..apps.layer_data import collect_layers
+from ..apps.layer_data import collect_layers, read_judgements
 from ..apps.layer_data import rebuild as rebuild_layers
 from ..apps.layer_data import summary as layer_data_summary
 from ..apps.recipe import eval_args, load_recipe, plan
@@ -435,7 +435,11 @@ def serve_command(args: argparse.Namespace) -> int:
 def collect_layers_command(args: argparse.Namespace) -> int:
     get_spec(args.model)  # a registered model, or a clear error
     gen = LlamaCppGenerator(args.model, layers=args.layers, n_threads=args.threads)
-    if args.rebuild:
+    if args.rebuild and args.judge:
+        raise ValueError("--rebuild replays the policy's states, --judge reads a judge's: one at a time")
+    if args.judge:
+        print(f"judged the solutions of {read_judgements(gen, args.output, progress=not args.no_progress)} problems")
+    elif args.rebuild:
         print(f"rebuilt the states of {rebuild_layers(gen, args.output, progress=not args.no_progress)} problems")
     else:
         problems = training_problems(args.data, args.per_file, args.levels)
@@ -452,7 +456,8 @@ def train_reward_command(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     if not 0.0 < args.val_fraction < 1.0:
         raise ValueError("--val-fraction is a share of the problems, between 0 and 1")
-    reward, report = train_reward(args.data, spec.sha256, args.val_fraction, args.folds, args.seed)
+    judge = spec.name if args.judge else None
+    reward, report = train_reward(args.data, spec.sha256, args.val_fraction, args.folds, args.seed, judge=judge)
     reward.save(args.output)
     stem = args.report or args.data / "reward"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))

@@ -251,9 +251,12 @@ class LlamaCppGenerator:
         )
         return out, compute
 
-    def _prefill(self, prompt_tokens: list[list[int]], counts: list[int]) -> tuple[list[SlotPlan], int, int]:
+    def _prefill(
+        self, prompt_tokens: list[list[int]], counts: list[int], states: bool = False
+    ) -> tuple[list[SlotPlan], int, int]:
         """Bring each prompt into the first of its slots, computing only what no slot already
-        holds; afterwards logits row i belongs to prompt i. Returns the slot plan and the
+        holds; afterwards logits row i belongs to prompt i (and, with `states`, the chosen
+        layers' states at its last token are `self._states[i]`). Returns the slot plan and the
         prompt tokens computed and served from cache."""
         L = self._L
         try:
@@ -281,7 +284,7 @@ class LlamaCppGenerator:
         body = [(p.targets[0], tok) for i, p in enumerate(plan) for tok in prompt_tokens[i][p.reuse : -1]]
         for at in range(0, len(body), self.n_batch):
             self._decode(body[at : at + self.n_batch], logits=False)
-        self._decode([(p.targets[0], prompt_tokens[i][-1]) for i, p in enumerate(plan)], logits=True)
+        self._decode([(p.targets[0], prompt_tokens[i][-1]) for i, p in enumerate(plan)], logits=True, states=states)
         return plan, computed, cached
 
     def next_token_logprobs(
@@ -290,6 +293,17 @@ class LlamaCppGenerator:
         """log p(token | prompt) of each given single token at the position after each prompt:
         one forward pass over whatever part of each prompt is not cached yet (an LLM judge's
         "Yes"/"No", for instance)."""
+        logprobs, _, compute = self.read_next_token(prompts, tokens)
+        return logprobs, compute
+
+    def read_next_token(
+        self, prompts: Sequence[Prompt], tokens: Sequence[str], states: bool = False
+    ) -> tuple[list[list[float]], np.ndarray | None, Compute]:
+        """`next_token_logprobs`, and with `states` the chosen layers' states at each prompt's
+        last token, shape (prompts, layers, width): where a judge decides, read from the same
+        forward pass (what a probe of the judge reads, #20)."""
+        if states and not self._tap:
+            raise EngineError("the states at a prompt's end are read from layers: start the engine with layers")
         ids = []
         for t in tokens:
             tok = self.tokenize(t, special=False)
@@ -297,13 +311,16 @@ class LlamaCppGenerator:
                 raise EngineError(f"{t!r} is {len(tok)} tokens for this model, not one")
             ids.append(tok[0])
         out: list[list[float]] = []
+        read: list[np.ndarray] = []
         compute = Compute()
         token_lists = [self.tokenize(self.render(p)) for p in prompts]
         for at in range(0, len(token_lists), self.n_seq_max // 2 or 1):
             t0 = time.perf_counter()
             self._clock += 1
             chunk = token_lists[at : at + (self.n_seq_max // 2 or 1)]
-            _, computed, cached = self._prefill(chunk, [1] * len(chunk))
+            _, computed, cached = self._prefill(chunk, [1] * len(chunk), states=states)
+            if states and self._states is not None:
+                read.append(self._states.copy())
             logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(len(chunk), self.n_vocab))
             lse = logsumexp_rows(logits)
             out += [[float(logits[r, t] - lse[r]) for t in ids] for r in range(len(chunk))]
@@ -313,7 +330,9 @@ class LlamaCppGenerator:
                 wall_time=time.perf_counter() - t0,
                 flops=model_flops(self.n_params, computed),
             )
-        return out, compute
+        width = len(self.layers or ()), self.n_embd
+        stacked = (np.concatenate(read) if read else np.empty((0, *width), np.float32)) if states else None
+        return out, stacked, compute
 
     def replay(
         self, prompt: Prompt, text: str, finish_reason: str = "eos", certainties: bool = False
@@ -392,7 +411,9 @@ class LlamaCppGenerator:
         if not rows:
             return
         logits = np.ctypeslib.as_array(self._L.llama_get_logits(self._ctx), shape=(max(rows) + 1, self.n_vocab))
-        lse, certain = distribution_statistics(logits[rows], self._log_v)
+        # a replay asks for consecutive rows from 0: a view, not a copy of rows x vocabulary
+        read = logits[: len(rows)] if rows == list(range(len(rows))) else logits[rows]
+        lse, certain = distribution_statistics(read, self._log_v)
         certainty += certain.tolist()
         logprobs += (logits[rows, tokens] - lse).tolist()
 

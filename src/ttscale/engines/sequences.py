@@ -170,7 +170,11 @@ def step_end_tokens(pieces: list[bytes], finish_reason: str) -> tuple[list[int],
 
 def logsumexp_rows(logits: np.ndarray) -> np.ndarray:
     peak = logits.max(axis=1)
-    return peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+    # one temporary of rows x vocabulary, exponentiated in place: a replay reads 512 rows of
+    # 151,936 logits at a time, and a second temporary costs a tenth of its time
+    shifted = np.subtract(logits, peak[:, None])
+    np.exp(shifted, out=shifted)
+    return peak + np.log(shifted.sum(axis=1))
 
 
 def distribution_statistics(logits: np.ndarray, log_vocab: float) -> tuple[np.ndarray, np.ndarray]:

@@ -212,12 +212,20 @@ def matched_budget(tokens: float, spent: Sequence[tuple[int, float]]) -> int | N
     return next((n for n, t in sorted(spent) if t >= tokens), None)
 
 
+def budget_below(tokens: float, spent: Sequence[tuple[int, float]]) -> int | None:
+    """The largest budget whose generated tokens per problem are at most `tokens`: the
+    baseline never given more than the system it is compared with (the other side of
+    `matched_budget`, so a system is seen between the two)."""
+    return next((n for n, t in sorted(spent, reverse=True) if t <= tokens), None)
+
+
 def matched_token_differences(
     points: Sequence[CurvePoint], baseline: str = "majority", seed: int = 0, n_boot: int = 1000, spread: float = 0.1
 ) -> list[dict[str, Any]]:
     """Every strategy that spends a different number of generated tokens from the baseline at
-    its own N (by more than `spread`) against the baseline at its `matched_budget`: what the
-    tokens it saved or spent buy the baseline. Paired over problems, as `paired_differences`."""
+    its own N (by more than `spread`) against the baseline at its `matched_budget` and at its
+    `budget_below`: what the tokens it saved or spent buy the baseline, from above and from
+    below. Paired over problems, as `paired_differences`."""
     base = {p.n: p for p in points if p.strategy == baseline and p.per_problem is not None}
     rows = []
     for p in points:
@@ -226,13 +234,14 @@ def matched_token_differences(
         same_n = base.get(p.n)
         if same_n is not None and abs(p.generated_tokens - same_n.generated_tokens) <= spread * same_n.generated_tokens:
             continue  # it spends what the baseline spends at its N: the same-N pairing says it all
-        n = matched_budget(p.generated_tokens, [(b.n, b.generated_tokens) for b in base.values()])
-        b = base.get(n) if n is not None else None
-        if b is None or b.per_problem is None or len(b.per_problem) != len(p.per_problem):
-            continue
-        paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)
-        ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
-        rows.append({"strategy": p.strategy, "n": p.n, "baseline_n": b.n, **paired, "token_ratio": ratio})
+        spent = [(b.n, b.generated_tokens) for b in base.values()]
+        for n in dict.fromkeys([matched_budget(p.generated_tokens, spent), budget_below(p.generated_tokens, spent)]):
+            b = base.get(n) if n is not None else None
+            if b is None or b.per_problem is None or len(b.per_problem) != len(p.per_problem):
+                continue
+            paired = paired_difference(p.per_problem, b.per_problem, seed, n_boot)
+            ratio = p.generated_tokens / b.generated_tokens if b.generated_tokens else float("nan")
+            rows.append({"strategy": p.strategy, "n": p.n, "baseline_n": b.n, **paired, "token_ratio": ratio})
     return rows
 
 

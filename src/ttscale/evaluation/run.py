@@ -124,11 +124,20 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     t0 = time.perf_counter()
     scores, spent = scorer.score(problem, candidates_of(record["candidates"]))
     spent.wall_time = time.perf_counter() - t0
+    # a reading may serve more than one verifier (a judge probe's pass gives the judge's P(Yes)):
+    # each is stored under its own name and charged the whole pass, as if it had run alone
+    by_name = {scorer.name: scores, **getattr(scorer, "side_scores", {})}
     samples: list[SampleRecord] = [
-        {**c, "scores": {**c["scores"], scorer.name: s}} for c, s in zip(record["candidates"], scores, strict=True)
+        {**c, "scores": {**c["scores"], **{name: s[i] for name, s in by_name.items()}}}
+        for i, c in enumerate(record["candidates"])
     ]
     cost = {**spent.to_dict(), **({"free_when_live": True} if getattr(scorer, "free_when_live", False) else {})}
-    return {**record, "candidates": samples, "rescored": {**record.get("rescored", {}), scorer.name: cost}}
+    shared = {name: {**cost, "read_by": scorer.name} for name in by_name if name != scorer.name}
+    return {
+        **record,
+        "candidates": samples,
+        "rescored": {**record.get("rescored", {}), scorer.name: cost, **shared},
+    }
 
 
 def restore_tests(problem: Problem, record: PoolRecord) -> None:

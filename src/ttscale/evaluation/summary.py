@@ -75,9 +75,17 @@ def _pool_part(
         replayed, t.spending = replay_compute_optimal(pools, per_pool, sorted(cfg.ns), n_boot, cfg.seed)
         t.points += replayed
     for r in records:
-        t.compute = t.compute + Compute.from_dict(r["compute"])
-        for spent in r.get("rescored", {}).values():
-            t.compute = t.compute + Compute.from_dict(spent)
+        t.compute = t.compute + pool_compute(r)
+
+
+def pool_compute(record: dict[str, Any]) -> Compute:
+    """Everything a stored pool cost: its sampling and every verifier added later, a pass two
+    verifiers share (a judge probe's reading, which gives the judge's P(Yes)) counted once."""
+    total = Compute.from_dict(record["compute"])
+    for spent in record.get("rescored", {}).values():
+        if "read_by" not in spent:
+            total = total + Compute.from_dict(spent)
+    return total
 
 
 def _search_part(done: Sequence[Problem], store: RunStore, cfg: EvalConfig, t: _Tally) -> None:
@@ -220,7 +228,8 @@ def _markdown(
     matched_md = (
         "\n## Against majority voting at matched tokens\n\nEach strategy that spends a different number "
         "of generated tokens from majority at its N, against majority at its smallest budget that "
-        "generated at least as many tokens per problem; paired over problems as above.\n\n"
+        "generated at least as many tokens per problem and at its largest budget that generated at "
+        "most as many (tokens / majority's below 1 and above 1); paired over problems as above.\n\n"
         f"{paired_table(matched)}\n"
         if matched
         else ""

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from ..core import Candidate, Compute, Problem, Prompt
 
@@ -34,14 +36,31 @@ class NextTokenEngine(Protocol):
 OUTCOME_SYSTEM = "You are a strict math teacher. You check a student's whole solution. Answer only Yes or No."
 
 
+def _as_verifier_work(spent: Compute) -> Compute:
+    return Compute(verifier_tokens=spent.prompt_tokens, wall_time=spent.wall_time, flops=spent.flops)
+
+
+def _yes_share(logprobs: Sequence[Sequence[float]]) -> list[float]:
+    return [1.0 / (1.0 + math.exp(lp_no - lp_yes)) for lp_yes, lp_no in logprobs]
+
+
 def p_yes(engine: NextTokenEngine, prompts: Sequence[Prompt], yes: str, no: str) -> tuple[list[float], Compute]:
     """P(yes) against P(no) as the first token of the reply to each prompt, and the forward
     passes' cost as verifier work, whatever model runs them."""
     if not prompts:
         return [], Compute()
     logprobs, spent = engine.next_token_logprobs(list(prompts), (yes, no))
-    compute = Compute(verifier_tokens=spent.prompt_tokens, wall_time=spent.wall_time, flops=spent.flops)
-    return [1.0 / (1.0 + math.exp(lp_no - lp_yes)) for lp_yes, lp_no in logprobs], compute
+    return _yes_share(logprobs), _as_verifier_work(spent)
+
+
+def read_judgement(
+    engine: Any, prompts: Sequence[Prompt], yes: str = "Yes", no: str = "No"
+) -> tuple[list[float], np.ndarray, Compute]:
+    """`p_yes`, and the judging engine's layer states where it decides (the last prompt
+    token), (prompts, layers, width), from the same forward pass: a probe of the judge reads
+    them (`layer_reward`, the "judge" reader)."""
+    logprobs, states, spent = engine.read_next_token(list(prompts), (yes, no), states=True)
+    return _yes_share(logprobs), states, _as_verifier_work(spent)
 
 
 def outcome_prompt(question: str, solution: str) -> Prompt:

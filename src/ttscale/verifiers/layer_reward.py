@@ -1,10 +1,14 @@
 """A reward read off several layers of the policy (#25): whether a solution will end right,
 from the residual stream at chosen layers, pooled as the engine decoded it.
 
-Two readers, both linear on standardised (optionally PCA-projected) states:
+Three readers, all linear on standardised (optionally PCA-projected) states:
 - **token probes**: one vector per solution, the state at its last token ("final") or the
   mean over the tokens of its final answer ("answer": Orgad et al. 2025 read the exact
   answer tokens), several layers side by side;
+- **a judge probe** ("judge"): the reading model is asked, as the outcome judge asks it,
+  whether the solution is right, and the probe reads its states at the token where it
+  answers; one prefill gives both the judge's P(Yes) and the probe's input (#20: the larger
+  model as a judge and through a probe, for the price of one reading);
 - **gated step rewards** in the spirit of SWIFT (arXiv 2505.12225): every step s gets a
   reward r_s = w.x_s and a gate g_s = sigmoid(u.x_s + c); the solution's logit is
   sum_s g_s r_s / sum_s g_s + b. SWIFT gates every token; the engine keeps per-step pooled
@@ -32,9 +36,13 @@ from ..tasks.domain import MathDomain
 from ..tasks.layer_features import completion_features
 from ..tasks.prompts import SYSTEM_PROMPT
 from .file_names import content_name
+from .judge import outcome_prompt, read_judgement
 from .readers import model_with_sha256, reader_engine
 
-KINDS = ("final", "answer", "gated_last", "gated_mean")
+KINDS = ("final", "answer", "gated_last", "gated_mean", "judge")
+# the readers of the states a model's own sampling (or its replay) leaves; "judge" reads the
+# reading model's states where it judges the solution (`judge.read_judgement`) instead
+SOLUTION_KINDS = KINDS[:4]
 
 
 class LayerRewardError(RuntimeError):
@@ -55,6 +63,8 @@ def solution_vectors(kind: str, features: Mapping[str, np.ndarray], rows: Sequen
     answer tokens were not kept (no box) reads its last token instead."""
     if kind == "final":
         vec = features["final"][rows]
+    elif kind == "judge":
+        vec = features["judge"][rows]
     elif kind == "answer":
         vec = features["answer_mean"][rows]
         if np.isnan(vec.astype(np.float32)).any():
@@ -199,9 +209,13 @@ class LayerRewardScorer:
         self.generator = generator
         self.system = system
         self.name = name
-        self.live = live  # whether a sampled candidate's own states are this reward's input
+        # whether a sampled candidate's own states are this reward's input; a judge probe's
+        # never are: its input is the judge's reading of the finished text
+        self.live = live and reward.kind != "judge"
         # then a stored text's replay is an artefact of rescoring, which live sampling never pays
-        self.free_when_live = live
+        self.free_when_live = self.live
+        # what a judge probe's reading gives besides: the judge's own P(Yes), by its scorer's name
+        self.side_scores: dict[str, list[list[float]]] = {}
         if generator is not None:
             layer_index(getattr(generator, "layers", None) or (), reward.layers)
 
@@ -225,6 +239,8 @@ class LayerRewardScorer:
         return cls(reward, reader_engine(model, layers=reward.layers), system, name, live=False)
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        if self.reward.kind == "judge":
+            return self._score_by_judging(problem, candidates)
         t0 = time.perf_counter()
         out: list[list[float]] = []
         replayed = Compute()
@@ -241,6 +257,22 @@ class LayerRewardScorer:
         return out, own + Compute(
             verifier_tokens=replayed.prompt_tokens, flops=replayed.flops, wall_time=replayed.wall_time
         )
+
+    def _score_by_judging(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
+        """One outcome-judge prefill per distinct solution text (the problem's prefix shared in
+        the cache): the probe reads the states where the judge answers, and the judge's P(Yes)
+        is kept as the outcome judge's score (`side_scores`), so one reading serves both."""
+        if self.generator is None or not hasattr(self.generator, "read_next_token"):
+            raise LayerRewardError("a judge probe reads the judging model's layers: use the embedded engine")
+        t0 = time.perf_counter()
+        texts = list(dict.fromkeys(c.text for c in candidates))
+        yes, states, spent = read_judgement(self.generator, [outcome_prompt(problem.question, t) for t in texts])
+        available = list(self.generator.layers)
+        probe = {t: self.reward.predict({"judge": x}, available) for t, x in zip(texts, states, strict=True)}
+        judged = dict(zip(texts, yes, strict=True))
+        self.side_scores = {f"outcome_judge:{self.generator.name}": [[judged[c.text]] for c in candidates]}
+        own = Compute(wall_time=time.perf_counter() - t0 - spent.wall_time, flops=self.reward.flops(1) * len(texts))
+        return [[probe[c.text]] for c in candidates], own + spent
 
     def _replay(self, problem: Problem, candidate: Candidate) -> tuple[dict[str, np.ndarray], Compute]:
         if self.generator is None or not hasattr(self.generator, "replay"):

@@ -68,26 +68,29 @@ class _TraceConfidenceScorer:
     def __init__(self, generator: Any = None, system: str = SYSTEM_PROMPT):
         self.generator = generator if getattr(generator, "replays_certainties", False) else None
         self.system = system
+        # the other trace confidences of the same token statistics, by their scorers' names: a
+        # replay measures them all, so a rescore stores them all (`evaluation.run.rescore_pool`)
+        self.side_scores: dict[str, list[list[float]]] = {}
 
     def score(self, problem: Problem, candidates: Sequence[Candidate]) -> tuple[list[list[float]], Compute]:
         spent = Compute()
-        out = []
+        confidences = []
         for c in candidates:
             confidence = c.confidence
             if not confidence and self.generator is not None and c.text:
                 confidence, cost = self._replay(problem, c)
                 spent = spent + cost
-            out.append([max(0.0, self.of(c, confidence))])
-        return out, spent
-
-    def of(self, c: Candidate, confidence: dict[str, float] | None = None) -> float:
-        confidence = c.confidence if confidence is None else confidence
-        if self.key in confidence:
-            return confidence[self.key]
-        means = [s.certainty_sum / s.n_tokens for s in c.steps if s.n_tokens]
-        if not means:
-            return 0.0
-        return min(means) if self.key == "lowest_group" else means[-1]
+            confidences.append(confidence)
+        by_name = {
+            name: [
+                [max(0.0, trace_score(c, confidence, key))]
+                for c, confidence in zip(candidates, confidences, strict=True)
+            ]
+            for name, key in TRACE_CONFIDENCES.items()
+        }
+        own = by_name.pop(self.name)
+        self.side_scores = by_name
+        return own, spent
 
     def _replay(self, problem: Problem, c: Candidate) -> tuple[dict[str, float], Compute]:
         assert self.generator is not None
@@ -110,6 +113,20 @@ class TailConfidence(_TraceConfidenceScorer):
 
     name = "conf_tail"
     key = "tail"
+
+
+TRACE_CONFIDENCES = {LowestGroupConfidence.name: LowestGroupConfidence.key, TailConfidence.name: TailConfidence.key}
+
+
+def trace_score(c: Candidate, confidence: dict[str, float], key: str) -> float:
+    """One trace confidence of a solution: from its token-level confidences when it has them,
+    else at step level (its steps stand for the windows)."""
+    if key in confidence:
+        return confidence[key]
+    means = [s.certainty_sum / s.n_tokens for s in c.steps if s.n_tokens]
+    if not means:
+        return 0.0
+    return min(means) if key == "lowest_group" else means[-1]
 
 
 MODEL_FREE: dict[str, type[_StepStatScorer] | type[_TraceConfidenceScorer]] = {

@@ -320,3 +320,13 @@ def test_a_rescore_stores_what_one_reading_gives_two_verifiers_and_counts_the_pa
         assert pool_from_record(out, name, "last").flops == pytest.approx(75.0)
     total = pool_compute(out)
     assert (total.verifier_tokens, total.flops, total.generated_tokens) == (7, 75.0, 3)
+    # a verifier the pool already has keeps its own scores and cost: nothing is overwritten
+    earlier = {**stored, "scores": {"outcome_judge:big": [0.1]}}
+    again = run.rescore_pool(
+        {"id": "p", "candidates": [earlier], "compute": {}, "rescored": {"outcome_judge:big": {"flops": 1.0}}},
+        Problem("p", "q"),
+        FakeGenerator(lambda p, s: "x"),
+        SimpleNamespace(scorer="x", system_prompt=None),
+    )
+    assert again["candidates"][0]["scores"]["outcome_judge:big"] == [0.1]
+    assert again["rescored"]["outcome_judge:big"] == {"flops": 1.0}

@@ -125,8 +125,11 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     scores, spent = scorer.score(problem, candidates_of(record["candidates"]))
     spent.wall_time = time.perf_counter() - t0
     # a reading may serve more than one verifier (a judge probe's pass gives the judge's P(Yes)):
-    # each is stored under its own name and charged the whole pass, as if it had run alone
-    by_name = {scorer.name: scores, **getattr(scorer, "side_scores", {})}
+    # each is stored under its own name and charged the whole pass, as if it had run alone; a
+    # verifier the pool already has keeps its own scores and cost
+    had = set(record.get("rescored", {})) | set(record["candidates"][0]["scores"] if record["candidates"] else ())
+    side = {name: s for name, s in getattr(scorer, "side_scores", {}).items() if name not in had}
+    by_name = {scorer.name: scores, **side}
     samples: list[SampleRecord] = [
         {**c, "scores": {**c["scores"], **{name: s[i] for name, s in by_name.items()}}}
         for i, c in enumerate(record["candidates"])

@@ -217,6 +217,41 @@ def test_openai_client_against_a_real_ttscale_serve():
         proc.wait()
 
 
+def test_the_votes_that_spend_less_are_served_and_charged_every_token_they_generated():
+    # DeepConf online: the fake's certainty of a piece is -logprob, "hi" confident, "lo" not;
+    # the warm-up (seed 2) disagrees, so later samples run under the floor and the "lo" ones stop
+    def logprob(piece):
+        return {"hi": -5.0, "lo": -0.1, "mid": -4.0}.get(piece.strip(), -1.0)
+
+    def script(prompt, seed):
+        warm_up, j = seed // 1000 == 2, seed % 100
+        warm, later = [("hi ", 7), ("mid ", 9), ("lo ", 8), ("lo ", 8)], [("hi ", 7), ("lo ", 8)]
+        word, answer = warm[j] if warm_up else later[j >= 2]
+        return word * 40 + f"so $\\boxed{{{answer}}}$."
+
+    cfg = ServeConfig(model="fake", strategy="majority", n=4, max_n=16, search={"keep": 0.5, "round_size": 4})
+    httpd, url = start(cfg, lambda: FakeGenerator(script, logprob=logprob))
+    try:
+        ask, candidates = {"messages": MSG, "seed": 2, "max_tokens": 200}, {"return_candidates": True}
+        status, body = post(url, {**ask, "ttscale": {"strategy": "deepconf_online", "n": 12, **candidates}})
+        assert status == 200, body
+        extra = body["ttscale"]
+        stopped = [c for c in extra["candidates"] if c["finish_reason"] == "low_confidence"]
+        assert extra["answer"] == "7" and len(extra["candidates"]) == 12
+        assert len(stopped) == extra["outcome"]["stopped_early"] == 4 and all(c["tokens"] > 0 for c in stopped)
+        assert body["usage"]["completion_tokens"] == sum(c["tokens"] for c in extra["candidates"])
+        # a stopping vote reports the samples it did not draw, and is charged only those it drew
+        status, body = post(url, {**ask, "ttscale": {"strategy": "adaptive_majority", "n": 16, **candidates}})
+        assert status == 200, body
+        extra = body["ttscale"]
+        assert extra["outcome"]["samples"] + extra["outcome"]["samples_saved"] == 16
+        assert len(extra["candidates"]) == extra["outcome"]["samples"] < 16
+        assert body["usage"]["completion_tokens"] == sum(c["tokens"] for c in extra["candidates"])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--queue", "0"], ["--queue", "-1"], ["--workers", "0"], ["--n", "0"], ["--max-n", "0"], ["--timeout", "0"]],

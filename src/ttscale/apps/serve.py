@@ -5,8 +5,10 @@ POST /v1/chat/completions picks the strategy and budget from the request: a mode
 suffix ("qwen2.5-coder-0.5b:beam_search") or an extra body field
 {"ttscale": {"strategy": ..., "n": ..., "scorer": ..., "return_candidates": true}}, with the
 server's defaults for the rest. The reply's `usage` counts every generated token (all
-candidates) and the verifier's tokens; `ttscale` in the reply carries the answer, the compute
-and, when asked, every candidate with its score.
+candidates, a trace stopped early included) and the verifier's tokens; `ttscale` in the reply
+carries the answer, the compute, what the run found on the way (`outcome`: a stopping vote's
+samples saved, DeepConf's floor) and, when asked, every candidate with its score, tokens and
+finish reason.
 
 Work is bounded: a fixed number of workers run strategies, a queue of limited length holds
 the waiting requests, and a request that finds the queue full gets HTTP 429 at once. A job
@@ -346,13 +348,22 @@ def response_body(job: Job, result: Any, model: str) -> dict[str, Any]:
             "answer": result.answer,
             "compute": c.to_dict(),
             "seed": job.params.seed,
+            # what the run found on the way: a stopping vote's samples saved, DeepConf's floor
+            "outcome": result.outcome,
         },
     }
     if chosen is None:  # an empty content is not silent
         body["ttscale"]["note"] = f"no candidate reached an answer ({len(result.candidates)} tried)"
     if job.return_candidates:
         body["ttscale"]["candidates"] = [
-            {"text": x.text, "answer": x.answer, "score": x.score, "step_scores": x.step_scores}
+            {
+                "text": x.text,
+                "answer": x.answer,
+                "score": x.score,
+                "step_scores": x.step_scores,
+                "tokens": x.n_tokens,  # a trace stopped early ("low_confidence") is charged what it generated
+                "finish_reason": x.finish_reason,
+            }
             for x in result.candidates
         ]
         if isinstance(domain, CodeDomain):  # what each program did on the examples and the model's tests

@@ -314,10 +314,11 @@ class LlamaCppGenerator:
         read: list[np.ndarray] = []
         compute = Compute()
         token_lists = [self.tokenize(self.render(p)) for p in prompts]
-        for at in range(0, len(token_lists), self.n_seq_max // 2 or 1):
+        per_batch = self.n_seq_max // 2 or 1
+        for at in range(0, len(token_lists), per_batch):
             t0 = time.perf_counter()
             self._clock += 1
-            chunk = token_lists[at : at + (self.n_seq_max // 2 or 1)]
+            chunk = token_lists[at : at + per_batch]
             _, computed, cached = self._prefill(chunk, [1] * len(chunk), states=states)
             if states and self._states is not None:
                 read.append(self._states.copy())
@@ -330,9 +331,10 @@ class LlamaCppGenerator:
                 wall_time=time.perf_counter() - t0,
                 flops=model_flops(self.n_params, computed),
             )
-        width = len(self.layers or ()), self.n_embd
-        stacked = (np.concatenate(read) if read else np.empty((0, *width), np.float32)) if states else None
-        return out, stacked, compute
+        if not states:
+            return out, None, compute
+        empty = np.empty((0, len(self.layers or ()), self.n_embd), np.float32)  # no prompts
+        return out, np.concatenate(read) if read else empty, compute
 
     def replay(
         self, prompt: Prompt, text: str, finish_reason: str = "eos", certainties: bool = False

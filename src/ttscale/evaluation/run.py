@@ -127,7 +127,7 @@ def rescore_pool(record: PoolRecord, problem: Problem, generator: Generator, cfg
     # a reading may serve more than one verifier (a judge probe's pass gives the judge's P(Yes)):
     # each is stored under its own name and charged the whole pass, as if it had run alone; a
     # verifier the pool already has keeps its own scores and cost
-    had = set(record.get("rescored", {})) | set(record["candidates"][0]["scores"] if record["candidates"] else ())
+    had = set(record.get("rescored", {})).union(*(c["scores"] for c in record["candidates"]))
     side = {name: s for name, s in getattr(scorer, "side_scores", {}).items() if name not in had}
     by_name = {scorer.name: scores, **side}
     samples: list[SampleRecord] = [

@@ -354,3 +354,23 @@ def test_the_shipped_reward_is_stored_under_the_name_its_scorer_gives_itself():
     shipped = packaged_reward("qwen2.5-coder-0.5b")
     assert shipped is not None
     assert scorer_name(f"layers@{shipped}") == reward_name(shipped) == "layers"
+
+
+def test_only_a_reward_on_its_own_models_solutions_may_ship_as_that_models_default(tmp_path):
+    """A shipped layers-MODEL file is stored under the plain name "layers", which a run of that
+    policy reads as its own states' reward: a judge probe, or a reward on another model's
+    layers, placed there is refused as a packaging error instead of being misnamed."""
+    from ttscale.engines.models import REGISTRY
+    from ttscale.verifiers.layer_reward import checked_default
+
+    sha = REGISTRY["qwen2.5-coder-0.5b"].sha256
+    rng = np.random.default_rng(3)
+    own, foreign, judge = (tmp_path / f"{n}.npz" for n in ("own", "foreign", "judge"))
+    fit_reader(Reader("final", (20,), 1.0), problems_of(rng, 10), LAYERS, sha).save(own)
+    fit_reader(Reader("final", (20,), 1.0), problems_of(rng, 10), LAYERS, "f" * 64).save(foreign)
+    LayerReward("judge", (20,), np.zeros(4), np.ones(4), None, np.ones(4), 0.0, model_sha256=sha).save(judge)
+    assert checked_default(own, "qwen2.5-coder-0.5b") == own
+    with pytest.raises(LayerRewardError, match="trained on the layers of the model"):
+        checked_default(foreign, "qwen2.5-coder-0.5b")
+    with pytest.raises(LayerRewardError, match="'judge' reader: ship it under another name"):
+        checked_default(judge, "qwen2.5-coder-0.5b")

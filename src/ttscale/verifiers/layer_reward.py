@@ -20,6 +20,7 @@ sha256 of the model whose layers it read.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -159,9 +160,22 @@ class LayerReward:
         return reward
 
 
+@functools.cache  # package data does not change while ttscale runs
 def packaged_reward(model_name: str) -> Path | None:
+    """The `layers` default shipped for a model, if any. It must read that model's own states
+    of its own solutions: its scores are stored under the plain name "layers", which a run of
+    that policy takes to mean exactly this, so a judge probe or a reward on another model's
+    layers shipped here would be a packaging error, refused rather than misnamed."""
     p = resources.files("ttscale").joinpath("data").joinpath(f"layers-{model_name}.npz")
-    return Path(str(p)) if p.is_file() else None
+    return checked_default(Path(str(p)), model_name) if p.is_file() else None
+
+
+def checked_default(path: Path, model_name: str) -> Path:
+    """`path`, if it may ship as `model_name`'s default (see `packaged_reward`)."""
+    reward = LayerReward.load(path, REGISTRY[model_name].sha256 if model_name in REGISTRY else None)
+    if reward.kind not in SOLUTION_KINDS:
+        raise LayerRewardError(f"{path} is a {reward.kind!r} reader: ship it under another name than layers-MODEL")
+    return path
 
 
 def reward_path(model_name: str, path: str | None) -> str:

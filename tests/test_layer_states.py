@@ -295,3 +295,26 @@ def test_collect_layers_on_the_real_model_and_rebuild_by_replay(tmp_path, capsys
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
         if a.size:
             assert np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.99, key
+
+
+def test_an_interrupted_collection_still_writes_what_it_holds(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a long collection leaves summary.json true to the files."""
+    import json
+
+    from ttscale.apps.layer_data import collect_layers
+    from ttscale.cli import commands, main
+    from ttscale.core import Problem, SamplingParams
+
+    out = tmp_path / "data"
+    problems = [Problem(f"train/{i}", f"What is 3 + {i}?", gold="7") for i in range(2)]
+    assert collect_layers(problems, LayeredFake(), 2, SamplingParams(seed=0), out, progress=False) == 2
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "LlamaCppGenerator", lambda *a, **k: LayeredFake())
+    monkeypatch.setattr(commands, "read_judgements", interrupted)
+    args = ["collect-layers", "--judge", "--data", str(out / "samples.jsonl"), "--layers", "3,7", "--output", str(out)]
+    assert main(args) == 130  # interrupted: re-run to resume
+    done = json.loads((out / "summary.json").read_text())
+    assert done["problems"] == 2 and done["solutions"] == 4 and done["with_states"] == 2

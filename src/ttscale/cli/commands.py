@@ -437,17 +437,20 @@ def collect_layers_command(args: argparse.Namespace) -> int:
     gen = LlamaCppGenerator(args.model, layers=args.layers, n_threads=args.threads)
     if args.rebuild and args.judge:
         raise ValueError("--rebuild replays the policy's states, --judge reads a judge's: one at a time")
-    if args.judge:
-        print(f"judged the solutions of {read_judgements(gen, args.output, progress=not args.no_progress)} problems")
-    elif args.rebuild:
-        print(f"rebuilt the states of {rebuild_layers(gen, args.output, progress=not args.no_progress)} problems")
-    else:
-        problems = training_problems(args.data, args.per_file, args.levels)
-        params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
-        added = collect_layers(problems, gen, args.k, params, args.output, progress=not args.no_progress)
-        print(f"collected {added} new problems into {args.output}")
-    done = layer_data_summary(args.output)
-    (args.output / "summary.json").write_text(json.dumps(done, indent=2))
+    progress = not args.no_progress
+    try:
+        if args.judge:
+            print(f"judged the solutions of {read_judgements(gen, args.output, progress=progress)} problems")
+        elif args.rebuild:
+            print(f"rebuilt the states of {rebuild_layers(gen, args.output, progress=progress)} problems")
+        else:
+            problems = training_problems(args.data, args.per_file, args.levels)
+            params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
+            added = collect_layers(problems, gen, args.k, params, args.output, progress=progress)
+            print(f"collected {added} new problems into {args.output}")
+    finally:  # an interrupted collection (Ctrl-C) still says what it holds
+        done = layer_data_summary(args.output)
+        (args.output / "summary.json").write_text(json.dumps(done, indent=2))
     print(json.dumps(done, indent=2))
     return 0
 

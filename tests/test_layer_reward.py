@@ -374,3 +374,17 @@ def test_only_a_reward_on_its_own_models_solutions_may_ship_as_that_models_defau
         checked_default(foreign, "qwen2.5-coder-0.5b")
     with pytest.raises(LayerRewardError, match="'judge' reader: ship it under another name"):
         checked_default(judge, "qwen2.5-coder-0.5b")
+
+
+@pytest.mark.parametrize("given, written", [("judge-probe-1.5b", "judge-probe-1.5b"), ("rep.md", "rep")])
+def test_the_training_report_keeps_a_stem_with_a_dot_in_it(tmp_path, monkeypatch, given, written):
+    """`--report DIR/judge-probe-1.5b` writes judge-probe-1.5b.md and .json, not judge-probe-1.md."""
+    from ttscale.cli import commands, main
+
+    out = write_collection(tmp_path, np.random.default_rng(6))
+    grid = [Reader("final", (20,), 10.0)]
+    monkeypatch.setattr(commands, "train_reward", lambda *a, **k: train_reward(*a[:5], grid=grid, progress=False))
+    args = ["train-reward", "--data", str(out), "--output", str(tmp_path / "r.npz"), "--report", str(tmp_path / given)]
+    assert main(args) == 0
+    assert (tmp_path / f"{written}.md").is_file() and (tmp_path / f"{written}.json").is_file()
+    assert json.loads((tmp_path / f"{written}.json").read_text())["chosen"] == grid[0].label

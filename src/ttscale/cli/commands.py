@@ -463,8 +463,11 @@ def train_reward_command(args: argparse.Namespace) -> int:
     reward, report = train_reward(args.data, spec.sha256, args.val_fraction, args.folds, args.seed, judge=judge)
     reward.save(args.output)
     stem = args.report or args.data / "reward"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    stem.with_suffix(".md").write_text(report_markdown(report))
+    if stem.suffix in (".md", ".json"):
+        stem = stem.with_suffix("")
+    # appended, not with_suffix: a stem such as judge-probe-1.5b has a dot that is no suffix
+    stem.with_name(stem.name + ".json").write_text(json.dumps(report, indent=2))
+    stem.with_name(stem.name + ".md").write_text(report_markdown(report))
     print(report_markdown(report))
     print(f"layer reward for {spec.name} written to {args.output}")
     return 0

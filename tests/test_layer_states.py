@@ -318,3 +318,14 @@ def test_an_interrupted_collection_still_writes_what_it_holds(tmp_path, monkeypa
     assert main(args) == 130  # interrupted: re-run to resume
     done = json.loads((out / "summary.json").read_text())
     assert done["problems"] == 2 and done["solutions"] == 4 and done["with_states"] == 2
+
+
+def test_a_collection_that_cannot_start_reports_its_own_error(tmp_path, monkeypatch, capsys):
+    """A missing data file on a fresh output directory is the error shown, not a missing summary."""
+    from ttscale.cli import commands, main
+
+    monkeypatch.setattr(commands, "LlamaCppGenerator", lambda *a, **k: LayeredFake())
+    out = tmp_path / "fresh"
+    assert main(["collect-layers", "--data", str(tmp_path / "missing.jsonl"), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl" in err and "summary.json" not in err and not out.exists()

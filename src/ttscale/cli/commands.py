@@ -448,9 +448,10 @@ def collect_layers_command(args: argparse.Namespace) -> int:
             params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
             added = collect_layers(problems, gen, args.k, params, args.output, progress=progress)
             print(f"collected {added} new problems into {args.output}")
-    finally:  # an interrupted collection (Ctrl-C) still says what it holds
-        done = layer_data_summary(args.output)
-        (args.output / "summary.json").write_text(json.dumps(done, indent=2))
+    finally:  # an interrupted collection (Ctrl-C) still says what it holds, if it holds anything
+        if args.output.is_dir():
+            done = layer_data_summary(args.output)
+            (args.output / "summary.json").write_text(json.dumps(done, indent=2))
     print(json.dumps(done, indent=2))
     return 0
 

@@ -14,6 +14,7 @@ from ttscale.apps.train_reward import (
     gated_loss,
     load_problems,
     logits,
+    readers,
     report_markdown,
     train_reward,
     within_auroc,
@@ -152,6 +153,56 @@ def test_a_reader_of_a_layer_that_knows_nothing_ranks_at_chance():
     fit, held = problems_of(rng, 40), problems_of(rng, 30)
     reward = fit_reader(Reader("final", (12,), 10.0), fit, LAYERS, "sha")
     assert 0.35 < within_auroc(logits(reward, held, LAYERS), held)[0] < 0.65
+
+
+def difficulty_problems(rng, n_problems: int, k: int = 8):
+    """Problems of varying difficulty d: the share of right solutions rises with d, and unit 1
+    of layer 20 is 2d plus noise, so across problems it predicts the outcome, while among one
+    problem's solutions it is noise; unit 0 carries a weak outcome signal within each."""
+    from ttscale.apps.train_reward import Solution
+
+    out = []
+    for _ in range(n_problems):
+        d = rng.normal()
+        right = rng.random(k) < 1 / (1 + np.exp(-4 * d))
+        right[0], right[1] = True, False
+        sols = []
+        for r in right:
+            f = features(rng, bool(r), signal=0.5)
+            answer = f["answer_mean"].astype(np.float32)
+            answer[1, 1] = 2 * d + 2 * rng.normal()
+            f["answer_mean"] = answer.astype(np.float16)
+            sols.append(Solution(f, bool(r), 1.0 / k))
+        out.append(sols)
+    return out
+
+
+def test_a_within_problem_reader_ignores_what_only_tells_hard_problems_from_easy_ones():
+    rng = np.random.default_rng(1)
+    fit, held = difficulty_problems(rng, 60), difficulty_problems(rng, 40)
+    fitted = {w: fit_reader(Reader("answer", (20,), 1.0, components=6, within=w), fit, LAYERS) for w in (False, True)}
+
+    def nuisance_share(r):  # |weight on the difficulty unit| / |weight on the outcome unit|, raw units
+        eff = (r.projection @ r.weights) / r.scale
+        return abs(eff[1] / eff[0])
+
+    assert nuisance_share(fitted[False]) > 0.25 and nuisance_share(fitted[True]) < 0.1
+    plain, within = (within_auroc(logits(fitted[w], held, LAYERS), held)[0] for w in (False, True))
+    assert within > plain + 0.05
+    # still a probability: calibrated on the raw states, its mean is the share of right ones
+    rows = layer_index(LAYERS, (20,))
+    p = [fitted[True].predict(s.features, LAYERS) for q in fit for s in q]
+    assert abs(np.mean(p) - np.mean([s.correct for q in fit for s in q])) < 0.05
+    assert fitted[True].logit(solution_vectors("answer", fit[0][0].features, rows)) == pytest.approx(
+        np.log(p[0] / (1 - p[0])), abs=1e-6
+    )
+
+
+def test_the_grid_fits_every_token_probe_within_problems_too():
+    grid = readers([20, 23])
+    within = [r for r in grid if r.within]
+    assert {r.kind for r in within} == {"final", "answer"} and len(within) == 2 * 3 * 3
+    assert all("within-problem" in r.label for r in within) and not any("within" in r.label for r in grid[:6])
 
 
 def write_collection(tmp_path, rng, n_problems: int = 30, k: int = 8):

@@ -48,16 +48,27 @@ class Solution:
 
 @dataclass
 class Reader:
-    """One candidate reader: what it reads, of which layers, how strongly shrunk."""
+    """One candidate reader: what it reads, of which layers, how strongly shrunk.
+
+    within: fit a token probe on each problem's states minus their mean over the problem's
+    own solutions (a conditional logit). Picking needs the ranking within one problem, and a
+    plain fit also spends its weights on what tells easy problems from hard ones (the pooled
+    AUROC); a direction that moves with difficulty across problems but is noise within one
+    then scrambles the ranking it is needed for. A linear score ranks a problem's solutions
+    the same with or without the centring, so the fitted weights read raw states as well;
+    they are then scaled and shifted by a one-input logistic fit on the raw states, so the
+    score is still a probability (weighted Best-of-N sums them)."""
 
     kind: str
     layers: tuple[int, ...]
     l2: float
     components: int = 128  # principal directions kept of the standardised states
+    within: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.kind} @ {','.join(map(str, self.layers))} (l2 {self.l2:g}, pca {self.components})"
+        centred = ", within-problem" if self.within else ""
+        return f"{self.kind} @ {','.join(map(str, self.layers))} (l2 {self.l2:g}, pca {self.components}{centred})"
 
 
 def load_problems(out_dir: Path, judge: str | None = None) -> tuple[list[list[Solution]], list[int], tuple[str, ...]]:
@@ -147,17 +158,40 @@ def fit_reader(
     k = min(reader.components, stacked.shape[1], len(stacked) - 1)
     projection = PCA(n_components=k, random_state=0).fit(standardised).components_.T
     if reader.kind in ("final", "answer", "judge"):
-        from sklearn.linear_model import LogisticRegression
-
         x = standardised @ projection
-        model = LogisticRegression(C=1.0 / reader.l2, max_iter=2000).fit(x, y)
-        weights, bias = model.coef_[0], float(model.intercept_[0])
+        sizes = [len(p) for p in problems]
+        weights, bias = _within_logistic(x, y, sizes, reader.l2) if reader.within else _logistic(x, y, reader.l2)
         return LayerReward(
             reader.kind, reader.layers, mean, scale, projection, weights, bias, model_sha256=model_sha256
         )
     z = [((v - mean) / scale) @ projection for v in vectors]
     w, b, u, c = fit_gated(z, y, reader.l2)
     return LayerReward(reader.kind, reader.layers, mean, scale, projection, w, b, u, c, model_sha256=model_sha256)
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float, intercept: bool = True) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0 / l2, max_iter=2000, fit_intercept=intercept).fit(x, y)
+    return model.coef_[0], float(model.intercept_[0]) if intercept else 0.0
+
+
+def _within_logistic(x: np.ndarray, y: np.ndarray, sizes: Sequence[int], l2: float) -> tuple[np.ndarray, float]:
+    """The within-problem reader's weights and bias (`Reader.within`): a logistic fit without
+    intercept on the rows minus their problem's mean, over the problems with both right and
+    wrong solutions (the others hold no ranking), then calibrated on the raw rows."""
+    starts = np.cumsum([0, *sizes])
+    rows, labels = [], []
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        if 0 < y[a:b].sum() < b - a:
+            rows.append(x[a:b] - x[a:b].mean(axis=0))
+            labels.append(y[a:b])
+    if not rows:
+        raise TrainRewardError("a within-problem reader needs problems with both right and wrong solutions")
+    direction, _ = _logistic(np.concatenate(rows), np.concatenate(labels), l2, intercept=False)
+    (slope,), bias = _logistic((x @ direction)[:, None], y, 1e-6)
+    # a slope at or below zero would reverse the ranking the direction was fitted for
+    return direction * max(slope, 1e-3), bias
 
 
 def gated_loss(theta: np.ndarray, z: np.ndarray, seg: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
@@ -239,11 +273,15 @@ def combine_with_votes(
 
 
 def readers(
-    layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0), kinds: Sequence[str] = SOLUTION_KINDS
+    layers: Sequence[int], l2s: Sequence[float] = (1.0, 30.0, 300.0), kinds: Sequence[str] = SOLUTION_KINDS
 ) -> list[Reader]:
-    """The grid: every reader on each layer alone and on all of them side by side."""
+    """The grid: every reader on each layer alone and on all of them side by side; the token
+    probes also fitted within problems (`Reader.within`). The L2 strengths reach 300 because
+    on the first 102 problems the strongest then tried (30) won everywhere: the edge of the grid."""
     sets = [(layer,) for layer in layers] + ([tuple(layers)] if len(layers) > 1 else [])
-    return [Reader(kind, chosen, l2) for kind in kinds for chosen in sets for l2 in l2s]
+    grid = [Reader(kind, chosen, l2) for kind in kinds for chosen in sets for l2 in l2s]
+    token_probes = [k for k in kinds if k in ("final", "answer", "judge")]
+    return grid + [Reader(k, chosen, l2, within=True) for k in token_probes for chosen in sets for l2 in l2s]
 
 
 def train_reward(

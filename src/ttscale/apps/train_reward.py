@@ -19,6 +19,7 @@ Math-Shepherd's soft labels need are almost never shared (the count is reported)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -182,7 +183,7 @@ def _within_logistic(x: np.ndarray, y: np.ndarray, sizes: Sequence[int], l2: flo
     wrong solutions (the others hold no ranking), then calibrated on the raw rows."""
     starts = np.cumsum([0, *sizes])
     rows, labels = [], []
-    for a, b in zip(starts[:-1], starts[1:], strict=True):
+    for a, b in itertools.pairwise(starts):
         if 0 < y[a:b].sum() < b - a:
             rows.append(x[a:b] - x[a:b].mean(axis=0))
             labels.append(y[a:b])

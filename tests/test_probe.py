@@ -137,3 +137,48 @@ def test_training_problems_take_the_chosen_levels_where_a_file_has_levels():
     assert all("level" not in p.meta for p in problems[:5])  # GSM8K has no levels: taken whole
     assert {p.meta["level"] for p in problems[5:]} <= {"Level 1", "Level 2"}
     assert all(p.gold for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("subjects", "expected"),
+    [
+        ([], []),
+        (["a", "a", "b"], [0, 2, 1]),
+        (["a", "a", "a", "b", "c", "c"], [0, 3, 4, 1, 5, 2]),
+        ([None, "a", None], [0, 1, 2]),  # rows with no subject form one subject of their own
+        (["b", "a", "b", "a"], [0, 1, 2, 3]),  # subjects keep their order of first appearance
+    ],
+)
+def test_interleaving_by_subject_takes_one_from_each_subject_in_turn(subjects, expected):
+    from ttscale.core import Problem
+    from ttscale.tasks.datasets import interleave_by_subject
+
+    problems = [
+        Problem(id=str(i), question="q", gold="1", meta={} if s is None else {"subject": s})
+        for i, s in enumerate(subjects)
+    ]
+    assert [int(p.id) for p in interleave_by_subject(problems)] == expected
+
+
+def test_training_problems_by_subject_spread_math_train_over_its_seven_subjects():
+    from pathlib import Path
+
+    from ttscale.apps.train_probe import training_problems
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "math_train.jsonl").exists():
+        pytest.skip("../shared/data is not present")
+    plain = training_problems([str(data / "math_train.jsonl")], 70, (1, 2, 3))
+    spread = training_problems([str(data / "math_train.jsonl")], 70, (1, 2, 3), by_subject=True)
+    assert {p.meta["subject"] for p in plain} == {"Algebra"}  # the file is sorted by subject
+    assert {p.meta["subject"] for p in spread} == {
+        "Algebra",
+        "Counting & Probability",
+        "Geometry",
+        "Intermediate Algebra",
+        "Number Theory",
+        "Prealgebra",
+        "Precalculus",
+    }
+    assert len(spread) == 70 == len({p.id for p in spread})
+    assert spread[0].id == plain[0].id  # each subject's own order is kept: a resumed collection reuses it

@@ -22,7 +22,7 @@ from ..core import Generator, Problem, SamplingParams
 from ..core.seeds import problem_seed
 from ..strategies.pool import sample_pool
 from ..strategies.spec import RunSpec
-from ..tasks.datasets import load_dataset, report_errors, select_problems
+from ..tasks.datasets import interleave_by_subject, load_dataset, report_errors, select_problems
 from ..tasks.domain import MATH
 from ..tasks.prompts import SYSTEM_PROMPT
 from ..util.jsonl import append_jsonl, read_jsonl
@@ -39,15 +39,22 @@ def _unpack(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
 
 
-def training_problems(paths: Sequence[str], per_file: int, levels: Sequence[int] | None = None) -> list[Problem]:
+def training_problems(
+    paths: Sequence[str], per_file: int, levels: Sequence[int] | None = None, by_subject: bool = False
+) -> list[Problem]:
     """The first `per_file` problems of each training file; of the chosen difficulty levels in
-    files whose rows have one (MATH train), so a probe can be fitted on the levels it will score."""
+    files whose rows have one (MATH train), so a probe can be fitted on the levels it will score.
+    `by_subject` takes them in turn from each subject (`interleave_by_subject`) where rows have
+    one: MATH train is sorted by subject, so its first 400 are all algebra."""
     problems = []
     for path in paths:
         ds = load_dataset(path)
         report_errors(ds)
         has_levels = any("level" in p.meta for p in ds.problems)
-        problems += select_problems(ds.problems, per_file, levels=levels if has_levels else None)
+        pool = select_problems(ds.problems, None, levels=levels if has_levels else None)
+        if by_subject:
+            pool = interleave_by_subject(pool)
+        problems += pool[:per_file]
     return problems
 
 

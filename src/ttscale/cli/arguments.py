@@ -340,6 +340,12 @@ def _add_training_data(p: argparse.ArgumentParser, per_file: int) -> None:
         type=_positive_ints("levels", "1,2,3"),
         help="only these difficulty levels, in files whose rows have one (MATH train); others are taken whole",
     )
+    p.add_argument(
+        "--by-subject",
+        action="store_true",
+        help="take each file's problems from its subjects in turn (MATH train is sorted by subject: its first "
+        "400 are all algebra)",
+    )
 
 
 def train_probe_parser(sub: Any, fmt: Any) -> None:

@@ -444,7 +444,7 @@ def collect_layers_command(args: argparse.Namespace) -> int:
         elif args.rebuild:
             print(f"rebuilt the states of {rebuild_layers(gen, args.output, progress=progress)} problems")
         else:
-            problems = training_problems(args.data, args.per_file, args.levels)
+            problems = training_problems(args.data, args.per_file, args.levels, args.by_subject)
             params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
             added = collect_layers(problems, gen, args.k, params, args.output, progress=progress)
             print(f"collected {added} new problems into {args.output}")
@@ -478,7 +478,7 @@ def train_probe_command(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     samples = args.work / f"{spec.name}-k{args.k}-seed{args.seed}.jsonl"
     if not args.fit_only:
-        problems = training_problems(args.data, args.per_file, args.levels)
+        problems = training_problems(args.data, args.per_file, args.levels, args.by_subject)
         gen = LlamaCppGenerator(args.model, hidden_states=True, n_threads=args.threads)
         params = recommended_sampling(args.model, max_tokens=args.max_tokens, seed=args.seed)
         added = collect(problems, gen, args.k, params, samples, progress=not args.no_progress)

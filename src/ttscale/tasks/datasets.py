@@ -183,6 +183,18 @@ def select_problems(
     return chosen[i::k]
 
 
+def interleave_by_subject(problems: Sequence[Problem]) -> list[Problem]:
+    """The problems taken one from each subject in turn (subjects in order of first appearance,
+    each in file order), so any prefix spreads over the subjects; rows with no subject count as
+    one subject. Deterministic: the same file gives the same order."""
+    by_subject: dict[Any, list[Problem]] = {}
+    for p in problems:
+        by_subject.setdefault(p.meta.get("subject"), []).append(p)
+    queues = list(by_subject.values())
+    longest = max(map(len, queues), default=0)
+    return [q[i] for i in range(longest) for q in queues if i < len(q)]
+
+
 def _level(value: Any) -> int | None:
     """MATH levels come as 3 or as "Level 3"."""
     digits = "".join(ch for ch in str(value) if ch.isdigit())

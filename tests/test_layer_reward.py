@@ -399,6 +399,42 @@ def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path,
     assert np.ravel(replay_scores) == pytest.approx(np.ravel(live_scores), abs=0.05)
 
 
+@pytest.mark.integration
+def test_a_real_search_guided_by_the_layer_reward_reads_its_nodes_from_the_decoding_not_a_replay(tmp_path):
+    """On the real model: a beam search's nodes carry the states their steps were sampled
+    with, so the reward guiding it costs no verifier tokens, and a node's live score is the
+    score a replay of its whole text gives (the last token saw the same context)."""
+    from dataclasses import replace
+
+    from ttscale.core import SamplingParams
+    from ttscale.engines.llamacpp import LlamaCppGenerator
+    from ttscale.strategies.search import beam_search
+    from ttscale.strategies.spec import RunSpec
+
+    problem = Problem("balls", "Tom has 3 red balls and 4 blue balls. How many balls does he have?")
+    layers = (8, 22)
+    gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=layers)
+    try:
+        width = 2 * gen.n_embd
+        weights = np.random.default_rng(1).normal(size=width) / np.sqrt(width)
+        reward = LayerReward("final", layers, np.zeros(width), np.full(width, 2.0), None, weights, 0.0)
+        reward.model_sha256 = gen.spec.sha256
+        path = tmp_path / "reward.npz"
+        reward.save(path)
+        scorer = LayerRewardScorer.for_generator(gen, str(path))
+        spec = RunSpec(SamplingParams(max_tokens=60, seed=2), aggregation="last", step_tokens=24)
+        result = beam_search(problem, gen, scorer, 2, beam_width=2, spec=spec)
+        live = [c.score for c in result.candidates]
+        stored = [replace(c, layer_features=None) for c in result.candidates]
+        replayed, cost = scorer.score(problem, stored)
+    finally:
+        gen.close()
+    assert result.compute.verifier_tokens == 0 and cost.verifier_tokens > 0
+    rows = [len(c.layer_features["step_last"]) for c in result.candidates]
+    assert max(rows) >= 2 and all(r >= len(c.steps) for r, c in zip(rows, result.candidates, strict=True))
+    assert np.ravel(replayed) == pytest.approx(live, abs=0.05)
+
+
 def test_the_shipped_reward_is_stored_under_the_name_its_scorer_gives_itself():
     from ttscale.verifiers.layer_reward import packaged_reward, reward_name
 

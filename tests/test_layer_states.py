@@ -174,14 +174,14 @@ class LayeredFake:
     name = "fake"
     n_params = 1_000_000
 
-    def __init__(self):
+    def __init__(self, script=None):
         from ttscale.engines.fake import FakeGenerator
 
-        def script(prompt, seed):
+        def whole(prompt, seed):
             right = seed % 2 == 0
             return f"Add them.\n\nThat makes \\boxed{{{7 if right else 8}}}."
 
-        self.fake = FakeGenerator(script)
+        self.fake = FakeGenerator(script or whole)
         self.replayed = 0
 
     def reset(self):
@@ -209,6 +209,57 @@ class LayeredFake:
         gen = self.fake.generate([prompt], 2, SamplingParams(seed=0))
         match = next(c for c in gen.completions[0] if c.text == text)
         return self._with_states(match), gen.compute
+
+
+def test_a_search_guided_by_the_layer_reward_reads_every_node_from_its_own_decoding():
+    """A tree search's nodes carry the states their steps were decoded with, stacked over the
+    steps: the reward scores them with no replay (no verifier tokens), reading the last token
+    of the newest step and the answer tokens of the step that boxed the answer."""
+    from ttscale.core import Problem
+    from ttscale.strategies.search import beam_search
+    from ttscale.strategies.spec import RunSpec
+    from ttscale.verifiers.layer_reward import LayerReward, LayerRewardScorer
+
+    # step 1: "Add them." and the blank line that stops it (4 tokens); step 2 boxes at token 4
+    def script(prompt, seed):
+        return f"That makes \\boxed{{{7 if seed % 2 else 8}}}." if prompt.partial else "Add them.\n\nrest"
+
+    engine = LayeredFake(script)
+    width = 2 * 4  # two layers of four units, side by side
+    reward = LayerReward("answer", (3, 7), np.zeros(width), np.ones(width), None, np.full(width, 0.01), 0.0)
+    result = beam_search(
+        Problem("p", "Find x.", gold="7"),
+        engine,
+        LayerRewardScorer(reward, engine),
+        4,
+        beam_width=2,
+        spec=RunSpec(SamplingParams(max_tokens=100, seed=0)),
+    )
+    assert engine.replayed == 0 and result.compute.verifier_tokens == 0
+    assert result.candidates and all(c.answer in ("7", "8") for c in result.candidates)
+    for c in result.candidates:
+        f = c.layer_features
+        np.testing.assert_allclose(f["step_last"][:, :, 0], [[3, 103], [4, 104]])  # one row a step
+        np.testing.assert_allclose(f["answer_mean"][:, 0], [4, 104])
+        np.testing.assert_allclose(f["final"][:, 0], [4, 104])
+        assert c.score == pytest.approx(reward.predict(f, [3, 7]))
+
+
+def test_a_step_without_a_box_keeps_the_answer_its_prefix_read_and_layers_must_agree():
+    from ttscale.tasks.layer_features import extend_features, solution_states
+
+    def features(n_tokens, answer, layers=(3, 7)):
+        out = solution_states(pooled(n_tokens, {n_tokens - 1}, layers=layers), answer)
+        return out | {"layers": np.asarray(layers, dtype=np.int32)}
+
+    boxed, plain = features(5, [3]), features(4, [])
+    got = extend_features(boxed, plain)
+    np.testing.assert_allclose(got["answer_mean"][:, 0], [3, 103])  # the prefix's box
+    np.testing.assert_allclose(got["final"][:, 0], [3, 103])  # the newest step's last token
+    assert got["step_last"].shape[0] == 2 and list(got["step_ends"]) == [4, 3]
+    assert extend_features(None, plain) is plain and extend_features(boxed, None) is None
+    with pytest.raises(ValueError, match="cannot continue"):
+        extend_features(boxed, features(4, [], layers=(3, 8)))
 
 
 def test_collection_resumes_and_rebuilds_missing_states(tmp_path):

@@ -24,6 +24,7 @@ from ..core import STEP_SEPARATOR, Candidate, Compute, Generator, Problem, Resul
 from ..core.seeds import expansion_seed
 from ..tasks.domain import require_math
 from ..tasks.grading import last_boxed
+from ..tasks.layer_features import completion_features, extend_features
 from ..tasks.prompts import problem_prompt
 from ..tasks.steps import join_steps, split_steps
 from .candidates import make_candidate
@@ -39,6 +40,9 @@ class Node:
     step_scores: list[float] = field(default_factory=list)
     finish_reason: str | None = None  # None while the solution is still open
     guide: float | None = None  # the score that ranks this node (lookahead's, when used)
+    # the layer states its decoding kept (`tasks.layer_features`), so a reward over layers reads
+    # the node without a second forward pass; None when the engine reads no layers
+    features: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -99,6 +103,7 @@ class Search:
                 if not final and len(new_steps) > 1:  # a step has no blank line inside it
                     new_steps = [_merge(new_steps)]
                 node = Node(id=-1, parent=parent.id, steps=[*parent.steps, *new_steps])
+                node.features = extend_features(parent.features, completion_features(c))
                 node.finish_reason = self._finish_reason(node, c.finish_reason, final)
                 kids.append(node)
             per_parent.append(kids)
@@ -181,6 +186,7 @@ def to_candidate(node: Node) -> Candidate:
     c = make_candidate(node.text, list(node.steps), node.finish_reason or "open")
     c.step_scores = list(node.step_scores)
     c.score = node.guide if node.guide is not None else float("nan")
+    c.layer_features = node.features
     return c
 
 

@@ -51,3 +51,31 @@ def completion_features(completion: Completion) -> dict[str, np.ndarray] | None:
     out = solution_states(states, answer_tokens(completion.text, completion.token_offsets))
     out["layers"] = np.asarray(states.layers, dtype=np.int32)
     return out
+
+
+Features = dict[str, np.ndarray]
+
+
+def extend_features(prefix: Features | None, step: Features | None) -> Features | None:
+    """A search node's states: its parent's, followed by those of the step just decoded from
+    the parent's cached text (a step's states already saw that whole prefix). The steps stack;
+    the last token is the step's; the answer tokens are the step's if it boxed an answer, else
+    the prefix's (the last box of the whole text). Step ends stay numbered within the step
+    that holds them, since only their count is read. None when the engine read no layers."""
+    if step is None:
+        return None
+    if prefix is None:
+        return step
+    if not np.array_equal(prefix["layers"], step["layers"]):
+        raise ValueError(f"states of layers {list(prefix['layers'])} cannot continue with {list(step['layers'])}")
+    boxed = not np.isnan(step["answer_mean"].astype(np.float32)).all()
+    answer = step if boxed else prefix
+    return {
+        "step_last": np.concatenate([prefix["step_last"], step["step_last"]]),
+        "step_mean": np.concatenate([prefix["step_mean"], step["step_mean"]]),
+        "step_ends": np.concatenate([prefix["step_ends"], step["step_ends"]]),
+        "answer_mean": answer["answer_mean"],
+        "answer_last": answer["answer_last"],
+        "final": step["final"],
+        "layers": step["layers"],
+    }

@@ -1,6 +1,8 @@
 """A second model that reads the policy's solutions (#20): the outcome judge, by the policy or
 a larger model loaded once, and a layer reward trained on another model's layers."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -152,7 +154,8 @@ class JudgingFake(FakeGenerator):
         rows = []
         for p in prompts:
             user = dict(p.messages)["user"]
-            rng = np.random.default_rng(abs(hash(user)) % 2**32)
+            # a stable seed: str hash() changes with every process, which made this test flaky
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha256(user.encode()).digest()[:4], "little"))
             x = rng.normal(size=(len(self.layers), self.width))
             x[1, 0] += 2.0 if "= 7" in user else -2.0
             rows.append(x)

@@ -42,7 +42,7 @@ class Node:
     guide: float | None = None  # the score that ranks this node (lookahead's, when used)
     # the layer states its decoding kept (`tasks.layer_features`), so a reward over layers reads
     # the node without a second forward pass; None when the engine reads no layers
-    features: dict[str, Any] | None = field(default=None, repr=False)
+    features: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def finished(self) -> bool:

@@ -356,6 +356,19 @@ def test_reward_files_are_named_by_content_so_two_of_one_stem_never_mix(tmp_path
         scorer_name(f"layers@{tmp_path / 'missing.npz'}")
 
 
+def random_last_token_reward(gen, layers, scale, seed, folder):
+    """A saved reward on `gen`'s own layers that reads the last token with random weights
+    (states divided by `scale`): enough to tell whether two readings of a text agree."""
+    width = len(layers) * gen.n_embd
+    weights = np.random.default_rng(seed).normal(size=width) / np.sqrt(width)
+    reward = LayerReward(
+        "final", layers, np.zeros(width), np.full(width, scale), None, weights, 0.0, model_sha256=gen.spec.sha256
+    )
+    path = folder / "reward.npz"
+    reward.save(path)
+    return path
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("layers", [(8, 23), (8, 22)])
 def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path, layers):
@@ -377,14 +390,8 @@ def test_the_layer_reward_scores_a_live_sample_as_it_scores_its_replay(tmp_path,
         live = [from_completion(c) for c in out.completions[0]]
         assert all(c.layer_features is not None for c in live)
         vectors = np.concatenate([solution_vectors("final", c.layer_features, [0, 1]) for c in live])
-        width = vectors.shape[1]
         rms = np.sqrt((vectors**2).mean()) + 1e-6
-        weights = np.random.default_rng(0).normal(size=width) / np.sqrt(width)
-        reward = LayerReward(
-            "final", layers, np.zeros(width), np.full(width, rms), None, weights, 0.0, model_sha256=gen.spec.sha256
-        )
-        path = tmp_path / "reward.npz"
-        reward.save(path)
+        path = random_last_token_reward(gen, layers, rms, 0, tmp_path)
         scorer = LayerRewardScorer.for_generator(gen, str(path))
         assert scorer.name == scorer_name(f"layers@{path}") != "layers"
         live_scores, live_cost = scorer.score(problem, live)
@@ -415,13 +422,7 @@ def test_a_real_search_guided_by_the_layer_reward_reads_its_nodes_from_the_decod
     layers = (8, 22)
     gen = LlamaCppGenerator(n_ctx=2048, n_seq_max=4, layers=layers)
     try:
-        width = 2 * gen.n_embd
-        weights = np.random.default_rng(1).normal(size=width) / np.sqrt(width)
-        reward = LayerReward("final", layers, np.zeros(width), np.full(width, 2.0), None, weights, 0.0)
-        reward.model_sha256 = gen.spec.sha256
-        path = tmp_path / "reward.npz"
-        reward.save(path)
-        scorer = LayerRewardScorer.for_generator(gen, str(path))
+        scorer = LayerRewardScorer.for_generator(gen, str(random_last_token_reward(gen, layers, 2.0, 1, tmp_path)))
         spec = RunSpec(SamplingParams(max_tokens=60, seed=2), aggregation="last", step_tokens=24)
         result = beam_search(problem, gen, scorer, 2, beam_width=2, spec=spec)
         live = [c.score for c in result.candidates]

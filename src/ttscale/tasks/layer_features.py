@@ -12,6 +12,9 @@ import numpy as np
 from ..core import Completion, LayerStates
 from .grading import last_boxed_span
 
+# one solution's arrays, by name (`solution_states`), plus the layers they are of
+Features = dict[str, np.ndarray]
+
 
 def answer_tokens(text: str, offsets: Sequence[int]) -> list[int]:
     """The tokens that hold the content of the last \\boxed{} of `text` (token k starts at
@@ -24,7 +27,7 @@ def answer_tokens(text: str, offsets: Sequence[int]) -> list[int]:
     return [k for k, (a, b) in enumerate(zip(offsets, ends, strict=True)) if a < end and b > start]
 
 
-def solution_states(states: LayerStates, answer: Sequence[int]) -> dict[str, np.ndarray]:
+def solution_states(states: LayerStates, answer: Sequence[int]) -> Features:
     """One solution's arrays: its steps' (last, mean) states, and the mean and last of its
     answer tokens' states where the tail kept them (NaN where it did not: an answer far from
     the end, or none), and the state at its last token with one."""
@@ -42,7 +45,7 @@ def solution_states(states: LayerStates, answer: Sequence[int]) -> dict[str, np.
     }
 
 
-def completion_features(completion: Completion) -> dict[str, np.ndarray] | None:
+def completion_features(completion: Completion) -> Features | None:
     """`solution_states` of a completion from an engine that read layers, with the layers
     they are of; None otherwise."""
     states = completion.layer_states
@@ -51,9 +54,6 @@ def completion_features(completion: Completion) -> dict[str, np.ndarray] | None:
     out = solution_states(states, answer_tokens(completion.text, completion.token_offsets))
     out["layers"] = np.asarray(states.layers, dtype=np.int32)
     return out
-
-
-Features = dict[str, np.ndarray]
 
 
 def extend_features(prefix: Features | None, step: Features | None) -> Features | None:

@@ -164,10 +164,24 @@ def test_a_rescored_verifier_is_charged_except_a_replay_of_the_policys_own_state
         },
         "candidates": [{"answer": "1", "correct": True, "steps": [{"n_tokens": 3}], "scores": {"judge": [0.5]}}],
     }
-    assert pool_from_record(rec, "judge", "last").flops == 15.0
+    judged = pool_from_record(rec, "judge", "last")
+    assert (judged.flops, judged.verifier_flops, judged.verifier_wall_time) == (10.0, 5.0, 2.0)
     for free in ("probe", "layers", "layers@0123456789ab"):
-        assert pool_from_record(rec, free, "last").wall_time == 1.0
-    assert pool_from_record(rec, "layers@ba9876543210", "last").flops == 17.0
+        assert pool_from_record(rec, free, "last").verifier_wall_time == 0.0
+    assert pool_from_record(rec, "layers@ba9876543210", "last").verifier_flops == 7.0
+
+
+def test_only_the_rules_that_read_a_rescored_verifier_pay_for_it():
+    a = pool([True, False, True, False], tokens=100)
+    a.flops, a.wall_time, a.verifier_flops, a.verifier_wall_time = 800.0, 8.0, 4000.0, 40.0
+    pts = curves([a], ["majority", "weighted_best_of_n", "filter_vote", "adaptive_majority"], n_boot=10)
+    # a vote over answers costs what the sampling did, whatever later read the pool
+    for free in ("majority", "adaptive_majority", "oracle"):
+        assert at(pts, free, 4).flops == pytest.approx(800.0)
+    assert at(pts, "pass@1", 1).wall_time == pytest.approx(2.0)
+    for paid in ("weighted_best_of_n", "filter_vote"):  # the verifier's share of the samples read
+        assert at(pts, paid, 4).flops == pytest.approx(4800.0)
+        assert at(pts, paid, 2).wall_time == pytest.approx(24.0)
 
 
 def test_paired_differences_see_what_overlapping_intervals_hide():
@@ -317,7 +331,7 @@ def test_a_rescore_stores_what_one_reading_gives_two_verifiers_and_counts_the_pa
     assert probe["verifier_tokens"] == judge["verifier_tokens"] == 7 and judge["read_by"] == "layers@0123456789ab"
     assert "read_by" not in probe
     for name in ("layers@0123456789ab", "outcome_judge:big"):  # each curve is charged the whole pass
-        assert pool_from_record(out, name, "last").flops == pytest.approx(75.0)
+        assert pool_from_record(out, name, "last").verifier_flops == pytest.approx(70.0)
     total = pool_compute(out)
     assert (total.verifier_tokens, total.flops, total.generated_tokens) == (7, 75.0, 3)
     # a verifier the pool already has keeps its own scores and cost: nothing is overwritten

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core import aggregate
-from ..strategies.picks import replay
+from ..strategies.picks import reads_scores, replay
 from ..tasks.confidence import mean_certainty
 from ..tasks.domain import MATH
 from ..util.stats import paired_difference, problem_ci, subset_draws
@@ -34,6 +34,10 @@ class PoolProblem:
     # the whole pool's cost; a subset is charged its share of the generated tokens
     flops: float = 0.0
     wall_time: float = 0.0
+    # a verifier that scored the stored pool later: charged the same way, but only to the rules
+    # that read its scores (majority over a rescored pool costs what the sampling did)
+    verifier_flops: float = 0.0
+    verifier_wall_time: float = 0.0
     # code: the tests the model wrote, charged whole at every budget above 1 (every pick uses them);
     # and what running the pool's programs on the public tests took, charged per sample
     fixed_tokens: float = 0.0
@@ -65,15 +69,13 @@ class CurvePoint:
 
 def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> PoolProblem:
     cands = record["candidates"]
-    spent = dict(record.get("compute", {}))
+    spent = record.get("compute", {})
     # A verifier added after sampling is charged what it cost, except a replay of stored text
     # by a reader of the policy's own states (the probe, the shipped layer reward, any marked
     # "free_when_live"): live, they read states the sampling pass already computed.
     extra = record.get("rescored", {}).get(scorer)
     if scorer in ("probe", "layers") or (extra or {}).get("free_when_live"):
         extra = None
-    for key in ("flops", "wall_time"):
-        spent[key] = spent.get(key, 0.0) + (extra or {}).get(key, 0.0)
     return PoolProblem(
         groups=stored_groups(cands),
         correct=np.array([bool(c.get("correct")) for c in cands]),
@@ -83,8 +85,10 @@ def pool_from_record(record: dict[str, Any], scorer: str, aggregation: str) -> P
             mean_certainty([s["n_tokens"] for s in c["steps"]], [s.get("certainty_sum", 0.0) for s in c["steps"]])
             for c in cands
         ],
-        flops=float(spent["flops"]),
-        wall_time=float(spent["wall_time"]),
+        flops=float(spent.get("flops", 0.0)),
+        wall_time=float(spent.get("wall_time", 0.0)),
+        verifier_flops=float((extra or {}).get("flops", 0.0)),
+        verifier_wall_time=float((extra or {}).get("wall_time", 0.0)),
         fixed_tokens=float(spent.get("test_tokens", 0)),
         executed_tests=float(spent.get("executed_tests", 0)),
         execution_time=float(spent.get("execution_time", 0.0)),
@@ -111,12 +115,14 @@ def budgets(n_max: int) -> list[int]:
     return out
 
 
-def charged(pools: Sequence[PoolProblem], share: np.ndarray) -> tuple[float, float]:
+def charged(pools: Sequence[PoolProblem], share: np.ndarray, verified: bool = True) -> tuple[float, float]:
     """Mean FLOPs and seconds per problem when, in draw b, problem p spends share[b, p] of
-    its pool (its share of the pool's generated tokens)."""
-    flops = (share * np.array([p.flops for p in pools])).sum(axis=1).mean() / len(pools)
-    wall = (share * np.array([p.wall_time for p in pools])).sum(axis=1).mean() / len(pools)
-    return float(flops), float(wall)
+    its pool (its share of the pool's generated tokens); with `verified`, the same share of
+    the verifier that scored it after sampling too."""
+    flops = np.array([p.flops + verified * p.verifier_flops for p in pools])
+    wall = np.array([p.wall_time + verified * p.verifier_wall_time for p in pools])
+    n = len(pools)
+    return float((share * flops).sum(axis=1).mean() / n), float((share * wall).sum(axis=1).mean() / n)
 
 
 def executed(pools: Sequence[PoolProblem], read: np.ndarray) -> tuple[float, float]:
@@ -171,7 +177,7 @@ def curves(
             # each problem's expected accuracy at budget n (over random subsets), then an
             # interval over problems: the subset draws estimate, the problems vary
             lo, hi = problem_ci(h.mean(axis=0), seed)
-            cost = charged(pools, share[s])
+            cost = charged(pools, share[s], verified=s != "oracle" and reads_scores(s))
             ran = executed(pools, read[s].mean(axis=0))
             points.append(
                 CurvePoint(s, n, float(h.mean()), lo, hi, float(tokens[s].mean()), *cost, h.mean(axis=0), *ran)
@@ -180,7 +186,8 @@ def curves(
     lo, hi = problem_ci(p1, seed)
     one = np.array([[1 / len(p.correct) for p in pools]])
     one_tokens = float(np.mean([p.tokens.mean() for p in pools]))
-    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *charged(pools, one), p1))
+    cost = charged(pools, one, verified=False)
+    points.append(CurvePoint("pass@1", 1, float(p1.mean()), lo, hi, one_tokens, *cost, p1))
     return points
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core import Compute, Problem
 from ..strategies.optimal import Policy
-from ..strategies.picks import STOPPING
+from ..strategies.picks import reads_scores
 from ..verifiers.registry import scorer_name
 from .config import EvalConfig, EvalError, RecordKey
 from .curves import CurvePoint, curves, matched_token_differences, paired_differences, pool_from_record, search_picks
@@ -112,7 +112,7 @@ def _compared_part(
     scorer, how = pair
     other = replace(cfg, scorer=scorer, aggregation=how)
     label = f" ({scorer}/{how})"
-    rules = [s for s in cfg.pool_strategies if s != "majority" and s not in STOPPING]  # those that read scores
+    rules = [s for s in cfg.pool_strategies if reads_scores(s)]
     pools = [store.records[RecordKey.pool(p.id).format()] for p in done] if rules else []
     scored = [r for r in pools if has_scores(r, scorer)]
     if rules and len(scored) == len(done):

@@ -274,3 +274,9 @@ VOTES: dict[str, Callable[[Groups, Sequence[float]], int | None]] = {
 }
 VOTING_RULES = {**PICKERS, **VOTES}  # every rule that reads a whole pool
 POOL_RULES = (*PICKERS, *VOTES, *STOPPING)  # every rule a stored pool is replayed with
+
+
+def reads_scores(rule: str) -> bool:
+    """Whether a pool rule reads the verifier's scores: majority and the stopping votes read
+    only answers and self-certainty, so they never pay for a verifier."""
+    return rule not in ("majority", *STOPPING)

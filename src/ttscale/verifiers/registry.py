@@ -15,7 +15,7 @@ from .layer_reward import LayerRewardScorer, reward_layers, reward_name
 from .model_free import MODEL_FREE
 from .prm import TransformersPRM  # imports torch and transformers only when a PRM loads
 from .probe import ProbeScorer, probe_name
-from .program import ProgramScorer
+from .program import SOLVER_PROGRAMS, ProgramScorer, SolverProgramScorer
 from .readers import reader_engine
 
 SCORERS = MODEL_FREE  # the verifiers that every pool is scored by, for free
@@ -26,12 +26,14 @@ MODEL_SCORERS = {
     "outcome_judge[:MODEL]": "a model (default the policy; e.g. qwen2.5-coder-1.5b) asked whether the whole "
     "solution is correct: P(Yes), one prefill per solution",
     "program[:K]": "math: the policy turns the solution into K programs (1: greedy); the share printing its answer",
+    "program_solve[:K]": f"math: the policy solves the problem alone in K programs (default {SOLVER_PROGRAMS}), "
+    "once per problem; how many print the candidate's answer",
     "probe[@PATH]": "a value probe on the policy's hidden states (ttscale train-probe)",
     "layers[@PATH]": "a reward over several layers of the policy (ttscale train-reward)",
     "prm:KEY[@PATH]": "a process reward model through transformers (see ttscale.verifiers.prm.FORMATS)",
 }
 CODE_SCORERS = EXECUTION  # code tasks only: every code pool is scored by these too
-ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "outcome_judge", "probe", "layers", "program"]
+ALL_SCORERS = [*SCORERS, *CODE_SCORERS, "judge", "outcome_judge", "probe", "layers", "program", "program_solve"]
 PRM_KEYS = ["rlhflow-8b", "math-shepherd", "qwen2.5-math-prm-7b", "skywork-1.5b"]  # verifiers.prm.FORMATS
 
 
@@ -41,7 +43,7 @@ def known_scorer(name: str) -> bool:
         or name.startswith("probe@")
         or name.startswith("layers@")
         or (name.startswith("outcome_judge:") and len(name) > len("outcome_judge:"))
-        or program_k(name) is not None
+        or program_check(name) is not None
         or (name.startswith("prm:") and name[4:].partition("@")[0] in PRM_KEYS)
     )
 
@@ -62,12 +64,18 @@ def returns_certainties(generator: Any) -> bool:
     return generator is None or bool(getattr(generator, "returns_certainties", True))
 
 
-def program_k(name: str) -> int | None:
-    """How many programs `program` or `program:K` draws per candidate; None for other names."""
-    if name == "program":
-        return 1
-    head, _, k = name.partition(":")
-    return int(k) if head == "program" and k.isdigit() and int(k) >= 1 else None
+PROGRAM_CHECKS = {"program": 1, "program_solve": SOLVER_PROGRAMS}  # each check and its default K
+
+
+def program_check(name: str) -> tuple[str, int] | None:
+    """A program check's kind and K: `program[:K]` draws K programs per candidate,
+    `program_solve[:K]` K per problem; None for other names."""
+    head, colon, k = name.partition(":")
+    if head not in PROGRAM_CHECKS:
+        return None
+    if not colon:
+        return head, PROGRAM_CHECKS[head]
+    return (head, int(k)) if k.isdigit() and int(k) >= 1 else None
 
 
 def needs_hidden_states(name: str) -> bool:
@@ -110,10 +118,11 @@ def make_scorer(name: str, generator: Any = None, system: str | None = None, sto
         if not hasattr(engine, "next_token_logprobs"):
             raise ValueError("the outcome judge needs an engine that returns next-token log-probabilities")
         return OutcomeJudgeScorer(engine, name)
-    if (k := program_k(name)) is not None:
+    if (check := program_check(name)) is not None:
         if generator is None:
             raise ValueError("the program check needs the policy engine: it writes the programs")
-        return ProgramScorer(generator, k)
+        kind, k = check
+        return ProgramScorer(generator, k) if kind == "program" else SolverProgramScorer(generator, k)
     if needs_layers(name):
         return LayerRewardScorer.for_generator(generator, name.partition("@")[2] or None, system)
     if needs_hidden_states(name):
